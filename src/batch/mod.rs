@@ -1,0 +1,335 @@
+//! The batch file: its TOML model, the `[defaults]` inheritance, and every
+//! check that needs nothing but the file's text (CONTRACT §2).
+
+pub mod units;
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use toml::Spanned;
+
+pub use units::{ByteSize, Concurrency, Cpus, GpuRequest, Span};
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchFile {
+    #[serde(default)]
+    pub batch: BatchSection,
+    #[serde(default)]
+    pub defaults: JobFields,
+    #[serde(default, rename = "job")]
+    pub jobs: Vec<JobFields>,
+}
+
+/// `[batch]`: settings of the night as a whole.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchSection {
+    pub name: Option<Spanned<String>>,
+    pub concurrency: Option<Concurrency>,
+    pub downloads: Option<Spanned<String>>,
+    pub gpu_mode: Option<GpuMode>,
+    // Keys of CONTRACT §2 that this version does not implement yet: accepted
+    // by the parser so that the error can say so instead of "unknown key".
+    pub retries: Option<Spanned<toml::Value>>,
+    pub continue_on_timeout: Option<Spanned<toml::Value>>,
+    pub deadline: Option<Spanned<toml::Value>>,
+    pub on_finish: Option<Spanned<toml::Value>>,
+    pub backend: Option<Spanned<toml::Value>>,
+    pub slurm: Option<Spanned<toml::Value>>,
+}
+
+/// How a container is given its GPUs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GpuMode {
+    /// A Docker device request naming the assigned device ids.
+    #[default]
+    DeviceRequest,
+    /// `NVIDIA_VISIBLE_DEVICES`, for hosts whose default runtime is NVIDIA's.
+    Env,
+}
+
+/// The keys of `[defaults]` and of each `[[job]]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobFields {
+    pub name: Option<Spanned<String>>,
+    pub image: Option<Spanned<String>>,
+    pub command: Option<Vec<String>>,
+    pub gpus: Option<GpuRequest>,
+    pub cpus: Option<Cpus>,
+    pub memory: Option<ByteSize>,
+    pub shm_size: Option<ByteSize>,
+    pub time_limit: Option<Span>,
+    pub env: Option<BTreeMap<String, EnvValue>>,
+    pub pass_env: Option<Vec<Spanned<String>>>,
+    pub mounts: Option<Vec<Spanned<String>>>,
+    pub code: Option<Spanned<String>>,
+    pub network: Option<String>,
+    pub train: Option<toml::Table>,
+    pub sweep: Option<Spanned<toml::Value>>,
+    pub cv: Option<Spanned<toml::Value>>,
+}
+
+/// An environment value: strings, and numbers or booleans written bare.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EnvValue(pub String);
+
+impl<'de> Deserialize<'de> for EnvValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        match toml::Value::deserialize(d)? {
+            toml::Value::String(s) => Ok(EnvValue(s)),
+            toml::Value::Integer(i) => Ok(EnvValue(i.to_string())),
+            toml::Value::Float(f) => Ok(EnvValue(f.to_string())),
+            toml::Value::Boolean(b) => Ok(EnvValue(b.to_string())),
+            other => Err(serde::de::Error::custom(format!(
+                "invalid environment value {other}: expected a string, number or boolean"
+            ))),
+        }
+    }
+}
+
+/// One thing wrong with a batch file, located where possible.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Problem {
+    /// 1-based line and column.
+    pub at: Option<(usize, usize)>,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some((line, col)) = self.at {
+            write!(f, "line {line}, column {col}: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+/// Every problem found in a file, reported together.
+#[derive(Debug)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.as_slice() {
+            [one] => write!(f, "{one}"),
+            many => {
+                write!(f, "{} problems:", many.len())?;
+                for p in many {
+                    write!(f, "\n- {p}")?;
+                    if let Some(h) = &p.hint {
+                        write!(f, "\n  hint: {h}")?;
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for Problems {}
+
+impl Problems {
+    /// The hint to print under the error: only when there is one problem,
+    /// since several carry theirs inline.
+    pub fn single_hint(&self) -> Option<&str> {
+        match self.0.as_slice() {
+            [one] => one.hint.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// 1-based line and column of a byte offset in `text`.
+pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let offset = offset.min(text.len());
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rsplit('\n').next().map(|l| l.chars().count()).unwrap_or(0) + 1;
+    (line, col)
+}
+
+/// Parses the text of a batch file. A syntax or type error is one problem
+/// with toml's own line, column and excerpt, plus a nearest-key hint for an
+/// unknown key.
+pub fn parse(text: &str) -> Result<BatchFile, Problems> {
+    toml::from_str::<BatchFile>(text).map_err(|err| {
+        let at = err.span().map(|s| line_col(text, s.start));
+        let message = err.message().to_string();
+        let hint = unknown_key_hint(&message);
+        let excerpt = err.to_string();
+        // toml's Display carries the excerpt with a caret; keep it, it is
+        // what a user needs to see, and drop its first line (the location,
+        // which `Problem` prints in our own words).
+        let body = excerpt.split_once('\n').map(|(_, rest)| rest.trim_end().to_string());
+        Problems(vec![Problem {
+            at,
+            message: match body {
+                Some(b) if !b.is_empty() => format!("{message}\n{b}", message = message.trim_end()),
+                _ => message,
+            },
+            hint,
+        }])
+    })
+}
+
+/// For serde's "unknown field `x`, expected one of `a`, `b`" message: the
+/// nearest valid key, or the list of valid keys.
+pub fn unknown_key_hint(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (unknown, rest) = rest.split_once('`')?;
+    let valid: Vec<&str> = rest.split('`').skip(1).step_by(2).collect();
+    suggest(unknown, &valid)
+}
+
+/// "did you mean `x`?" for the closest of `valid`, or the list of them.
+pub fn suggest(unknown: &str, valid: &[&str]) -> Option<String> {
+    if valid.is_empty() {
+        return None;
+    }
+    let best = valid
+        .iter()
+        .map(|v| (strsim::jaro_winkler(unknown, v), *v))
+        .max_by(|a, b| a.0.total_cmp(&b.0))?;
+    if best.0 >= 0.8 {
+        Some(format!("did you mean `{}`?", best.1))
+    } else {
+        let list: Vec<String> = valid.iter().map(|v| format!("`{v}`")).collect();
+        Some(format!("valid keys here: {}", list.join(", ")))
+    }
+}
+
+/// Why `name` cannot name a job directory, or `None` if it can.
+pub fn job_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() {
+        return Some("a job name cannot be empty".into());
+    }
+    if name == "." || name == ".." {
+        return Some(format!("job name `{name}` is not a valid directory name"));
+    }
+    if name.len() > 100 {
+        return Some(format!("job name `{name}` is longer than 100 characters"));
+    }
+    if !name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) {
+        return Some(format!("job name `{name}` must start with a letter or digit"));
+    }
+    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+        return Some(format!(
+            "job name `{name}` contains `{bad}`; names become directory and container names, so use letters, digits, `.`, `_` and `-`"
+        ));
+    }
+    None
+}
+
+/// Merges `over` into `base` key by key, recursing into tables: a job's keys
+/// win, tables it shares with `[defaults]` combine.
+pub fn merge_tables(base: &toml::Table, over: &toml::Table) -> toml::Table {
+    let mut out = base.clone();
+    for (k, v) in over {
+        match (out.get(k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => {
+                let merged = merge_tables(b, o);
+                out.insert(k.clone(), toml::Value::Table(merged));
+            }
+            _ => {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problem(text: &str) -> Problem {
+        let mut p = parse(text).unwrap_err().0;
+        assert_eq!(p.len(), 1);
+        p.remove(0)
+    }
+
+    #[test]
+    fn syntax_error_has_line_and_column() {
+        let p = problem("[batch]\nname = \"night\"\nconcurrency = = 2\n");
+        assert_eq!(p.at, Some((3, 15)));
+        assert!(p.to_string().starts_with("line 3, column 15: "), "{p}");
+        assert!(p.message.contains("concurrency = = 2"), "excerpt missing: {}", p.message);
+    }
+
+    #[test]
+    fn unknown_key_names_key_and_nearest() {
+        let p = problem("[defaults]\nimage = \"x\"\nmemroy = \"8g\"\n");
+        assert_eq!(p.at, Some((3, 1)));
+        assert!(p.message.starts_with("unknown field `memroy`"), "{}", p.message);
+        assert_eq!(p.hint.as_deref(), Some("did you mean `memory`?"));
+
+        let p = problem("[batch]\nconcurency = 2\n");
+        assert_eq!(p.hint.as_deref(), Some("did you mean `concurrency`?"));
+
+        let p = problem("[[job]]\nname = \"a\"\nzzzz = 1\n");
+        assert!(p.hint.unwrap().starts_with("valid keys here: `name`, `image`"));
+
+        let p = problem("[jobs]\nname = \"a\"\n");
+        assert_eq!(p.hint.as_deref(), Some("did you mean `job`?"));
+    }
+
+    #[test]
+    fn wrong_types_and_ranges_are_located() {
+        let p = problem("[defaults]\nmemory = \"8x\"\n");
+        assert_eq!(p.at, Some((2, 10)));
+        assert!(p.message.starts_with("invalid size `8x`"), "{}", p.message);
+
+        let p = problem("[defaults]\ncpus = -2\n");
+        assert_eq!(p.at.unwrap().0, 2);
+        assert!(p.message.starts_with("invalid cpus -2"), "{}", p.message);
+
+        let p = problem("[batch]\nconcurrency = 0\n");
+        assert!(p.message.starts_with("invalid concurrency 0: must be between 1 and 1024"), "{}", p.message);
+
+        let p = problem("[defaults]\ngpus = \"some\"\n");
+        assert!(p.message.starts_with("invalid gpus `some`"), "{}", p.message);
+
+        let p = problem("[defaults]\ntime_limit = \"soon\"\n");
+        assert!(p.message.starts_with("invalid duration `soon`"), "{}", p.message);
+
+        let p = problem("[defaults]\ncommand = \"echo hi\"\n");
+        assert_eq!(p.at.unwrap().0, 2);
+        assert!(p.message.contains("expected a sequence"), "{}", p.message);
+
+        let p = problem("[batch]\ngpu_mode = \"cuda\"\n");
+        assert!(p.message.contains("unknown variant `cuda`"), "{}", p.message);
+    }
+
+    #[test]
+    fn path_unsafe_names_are_refused() {
+        for bad in ["../x", "a/b", "", ".", "..", "-x", "a b"] {
+            assert!(job_name_problem(bad).is_some(), "{bad:?} accepted");
+        }
+        for good in ["baseline", "lr_1e-3", "unet.w16", "3"] {
+            assert_eq!(job_name_problem(good), None);
+        }
+        assert_eq!(job_name_problem("a/b").unwrap(), "job name `a/b` contains `/`; names become directory and container names, so use letters, digits, `.`, `_` and `-`");
+    }
+
+    #[test]
+    fn tables_merge_key_by_key() {
+        let base: toml::Table = toml::from_str("model = \"unet\"\nlr = 1\n[model_args]\nchannels = 16\ndepth = 3\n").unwrap();
+        let over: toml::Table = toml::from_str("lr = 2\n[model_args]\nchannels = 32\n").unwrap();
+        let m = merge_tables(&base, &over);
+        assert_eq!(m["model"].as_str(), Some("unet"));
+        assert_eq!(m["lr"].as_integer(), Some(2));
+        assert_eq!(m["model_args"]["channels"].as_integer(), Some(32));
+        assert_eq!(m["model_args"]["depth"].as_integer(), Some(3));
+    }
+
+    #[test]
+    fn line_col_counts_from_one() {
+        assert_eq!(line_col("ab\ncd", 0), (1, 1));
+        assert_eq!(line_col("ab\ncd", 4), (2, 2));
+    }
+}

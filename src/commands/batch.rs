@@ -1,0 +1,88 @@
+//! `tb batch FILE`: validate, create the batch directory, run every job,
+//! and say how the night went.
+
+use crate::cli::{BatchArgs, GlobalArgs};
+use crate::docker::Engine;
+use crate::error::hinted;
+use crate::exit::Exit;
+use crate::gpu::Inventory;
+use crate::logging;
+use crate::progress::Progress;
+use crate::runner::{self, Summary};
+use crate::settings::{self, Overrides};
+use crate::state::{BatchDir, BatchStatus, Status};
+use chrono::Utc;
+
+pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
+    let overrides = Overrides { concurrency: args.concurrency.clone(), only: args.only.clone() };
+    let plan = settings::resolve(&args.file, &overrides, Inventory::detect())?;
+    let runs_dir = std::path::absolute(&global.runs_dir)?;
+    crate::runtime()?.block_on(async {
+        let engine = Engine::connect().await?;
+        let checked = crate::preflight::check(&plan, &engine, &runs_dir).await?;
+        if args.dry_run {
+            crate::commands::validate::print_plan(&plan);
+            eprintln!("dry run: {} job(s) would run, concurrency {}; nothing started", plan.jobs.len(), plan.concurrency);
+            return Ok(Exit::Success);
+        }
+        std::fs::create_dir_all(&plan.downloads).map_err(|e| {
+            hinted(
+                format!("cannot create the downloads directory `{}`: {e}", plan.downloads.display()),
+                "set `downloads` in [batch] to a writable directory",
+            )
+        })?;
+        let dir = BatchDir::create(&runs_dir, &plan)?;
+        logging::attach_supervisor_log(&dir.path.join("supervisor.log"))?;
+        tracing::info!(
+            "batch {}: {} job(s), concurrency {}, Docker {} (API {}), GPUs: {}",
+            dir.id,
+            plan.jobs.len(),
+            plan.concurrency,
+            checked.engine_version,
+            checked.api_version,
+            if plan.gpus.is_empty() { "none".to_string() } else { plan.gpus.ids.join(",") }
+        );
+        let progress = Progress::new(logging::output_mode().bars);
+        let summary = runner::run(&plan, &dir, &engine, &checked.image_ids, &runner::Options::default(), &progress).await?;
+
+        let mut state = dir.read_batch()?;
+        state.status = if summary.interrupted { BatchStatus::Interrupted } else { BatchStatus::Finished };
+        state.finished_at = Some(Utc::now());
+        dir.write_batch(&state)?;
+        print_summary(&dir, &summary);
+        logging::detach_supervisor_log();
+        println!("{}", dir.path.display());
+        Ok(if summary.interrupted {
+            Exit::Interrupted
+        } else if summary.all_succeeded() {
+            Exit::Success
+        } else {
+            Exit::JobsFailed
+        })
+    })
+}
+
+/// The end of a batch, for people, on stderr (through the log, so that it
+/// reaches `supervisor.log` too).
+fn print_summary(dir: &BatchDir, s: &Summary) {
+    let mut counts = Vec::new();
+    for status in [Status::Succeeded, Status::Failed, Status::Oom, Status::Timeout, Status::Cancelled, Status::Lost, Status::Pending, Status::Running] {
+        let n = s.count(status);
+        if n > 0 {
+            counts.push(format!("{n} {status}"));
+        }
+    }
+    let wall = crate::commands::status::format_duration(chrono::Duration::from_std(s.wall).unwrap_or_default());
+    let verb = if s.interrupted { "interrupted" } else { "finished" };
+    tracing::info!("batch {} {verb} in {wall}: {}", dir.id, counts.join(", "));
+    for (name, state) in &s.jobs {
+        if !matches!(state.status, Status::Succeeded | Status::Pending) {
+            let why = state.error.as_deref().unwrap_or("");
+            tracing::info!("  {name}: {} {why}", state.status);
+        }
+    }
+    if s.count(Status::Pending) > 0 {
+        tracing::info!("{} job(s) did not start", s.count(Status::Pending));
+    }
+    tracing::info!("results in {} (tb status, tb logs JOB)", dir.path.display());
+}

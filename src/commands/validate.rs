@@ -1,0 +1,47 @@
+//! `tb validate FILE`: every check `tb batch` makes, and the job list.
+
+use crate::cli::{GlobalArgs, ValidateArgs};
+use crate::docker::Engine;
+use crate::exit::Exit;
+use crate::gpu::Inventory;
+use crate::settings::{self, Overrides, Plan};
+use comfy_table::{Table, presets::NOTHING};
+
+pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
+    let overrides = Overrides { only: args.only.clone(), ..Default::default() };
+    let plan = settings::resolve(&args.file, &overrides, Inventory::detect())?;
+    let runs_dir = std::path::absolute(&global.runs_dir)?;
+    let checked = crate::runtime()?.block_on(async {
+        let engine = Engine::connect().await?;
+        crate::preflight::check(&plan, &engine, &runs_dir).await
+    })?;
+    print_plan(&plan);
+    eprintln!(
+        "{} valid: {} job(s), concurrency {}, Docker {} (API {}), GPUs: {}",
+        args.file.display(),
+        plan.jobs.len(),
+        plan.concurrency,
+        checked.engine_version,
+        checked.api_version,
+        if plan.gpus.is_empty() { "none".to_string() } else { plan.gpus.ids.join(",") },
+    );
+    Ok(Exit::Success)
+}
+
+/// The expanded jobs, one row each, on stdout.
+pub fn print_plan(plan: &Plan) {
+    let mut table = Table::new();
+    table.load_style(NOTHING);
+    table.set_header(["JOB", "IMAGE", "GPUS", "COMMAND"]);
+    for j in &plan.jobs {
+        let command = match &j.command {
+            Some(c) => c.join(" "),
+            None => match j.train.as_ref().and_then(|t| t.get("model")) {
+                Some(m) => format!("(image default) model={}", m.as_str().unwrap_or("?")),
+                None => "(image default)".into(),
+            },
+        };
+        table.add_row([j.name.clone(), j.image.clone(), j.gpus.to_string(), command]);
+    }
+    println!("{}", table.trim_fmt());
+}

@@ -1,0 +1,334 @@
+//! The only module that talks to the Docker engine (through bollard). It
+//! speaks in tb's terms — a [`ContainerSpec`] in, output chunks and an
+//! [`ExitInfo`] out — so that callers never see bollard's types.
+
+use crate::error::hinted;
+use anyhow::Context;
+use bollard::Docker;
+use bollard::errors::Error as BollardError;
+use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    WaitContainerOptionsBuilder,
+};
+use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
+use std::collections::HashMap;
+use std::pin::Pin;
+
+/// A connection to the engine, its API version negotiated.
+#[derive(Clone)]
+pub struct Engine {
+    docker: Docker,
+}
+
+/// What a container runs with. Built by the executor from a job.
+#[derive(Debug, Clone, Default)]
+pub struct ContainerSpec {
+    pub name: String,
+    pub image: String,
+    /// `None`: the image's own command.
+    pub cmd: Option<Vec<String>>,
+    pub env: Vec<String>,
+    pub labels: HashMap<String, String>,
+    /// `host:container[:options]`.
+    pub binds: Vec<String>,
+    /// `uid:gid`.
+    pub user: String,
+    pub shm_size: u64,
+    pub memory: Option<u64>,
+    pub cpus: Option<f64>,
+    pub network: String,
+    /// GPU device ids for a device request; empty for none.
+    pub device_ids: Vec<String>,
+}
+
+/// One piece of a container's output.
+#[derive(Debug)]
+pub enum Chunk {
+    Stdout(Bytes),
+    Stderr(Bytes),
+}
+
+pub type OutputStream = Pin<Box<dyn Stream<Item = anyhow::Result<Chunk>> + Send>>;
+
+/// How a container ended, from the engine's record of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExitInfo {
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    /// The engine's own error (e.g. the runtime failed to start the process).
+    pub error: Option<String>,
+}
+
+/// A tb-labelled container as the engine lists it.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    pub id: String,
+    pub state: String,
+    pub labels: HashMap<String, String>,
+}
+
+/// A progress line of an image build.
+#[derive(Debug)]
+pub enum BuildEvent {
+    Output(String),
+    Done,
+}
+
+impl Engine {
+    /// Connects through `DOCKER_HOST` or the local socket, and negotiates the
+    /// API version down to what the engine speaks.
+    pub async fn connect() -> anyhow::Result<Engine> {
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| unreachable_daemon(e.to_string()))?
+            // Nothing tb sends blocks for long: stops are a signal plus our
+            // own grace period, and waits/attaches answer their headers at once.
+            .with_timeout(std::time::Duration::from_secs(120));
+        let docker = docker.negotiate_version().await.map_err(|e| unreachable_daemon(e.to_string()))?;
+        docker.ping().await.map_err(|e| unreachable_daemon(e.to_string()))?;
+        Ok(Engine { docker })
+    }
+
+    /// The engine's version and API version, for messages.
+    pub async fn version(&self) -> anyhow::Result<(String, String)> {
+        let v = self.docker.version().await.context("failed to ask the Docker engine its version")?;
+        Ok((v.version.unwrap_or_default(), v.api_version.unwrap_or_default()))
+    }
+
+    /// The id of `image` if the engine has it.
+    pub async fn image_id(&self, image: &str) -> anyhow::Result<Option<String>> {
+        match self.docker.inspect_image(image).await {
+            Ok(i) => Ok(i.id),
+            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("failed to inspect image `{image}`"))),
+        }
+    }
+
+    /// Creates (does not start) a container; returns its id.
+    pub async fn create(&self, spec: &ContainerSpec) -> anyhow::Result<String> {
+        let device_requests = (!spec.device_ids.is_empty()).then(|| {
+            vec![DeviceRequest {
+                driver: Some("nvidia".into()),
+                count: None,
+                device_ids: Some(spec.device_ids.clone()),
+                capabilities: Some(vec![vec!["gpu".into()]]),
+                options: None,
+            }]
+        });
+        let host = HostConfig {
+            binds: Some(spec.binds.clone()),
+            init: Some(true),
+            shm_size: Some(spec.shm_size as i64),
+            memory: spec.memory.map(|m| m as i64),
+            // No swap on top of the limit: a job over its memory is OOM-killed
+            // and reported as such rather than crawling.
+            memory_swap: spec.memory.map(|m| m as i64),
+            nano_cpus: spec.cpus.map(|c| (c * 1e9) as i64),
+            network_mode: Some(spec.network.clone()),
+            security_opt: Some(vec!["no-new-privileges".into()]),
+            cap_add: None,
+            device_requests,
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            cmd: spec.cmd.clone(),
+            env: Some(spec.env.clone()),
+            labels: Some(spec.labels.clone()),
+            user: Some(spec.user.clone()),
+            tty: Some(false),
+            attach_stdout: Some(true),
+            attach_stderr: Some(true),
+            open_stdin: Some(false),
+            host_config: Some(host),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default().name(&spec.name).build();
+        let created = self
+            .docker
+            .create_container(Some(options), body)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", engine_message(&e)))
+            .with_context(|| format!("failed to create container `{}`", spec.name))?;
+        Ok(created.id)
+    }
+
+    /// Attaches to a created container's stdout and stderr. Attach before
+    /// start, and nothing the container writes is missed; the stream ends
+    /// when the container's output is closed.
+    pub async fn attach(&self, id: &str) -> anyhow::Result<OutputStream> {
+        let options = AttachContainerOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .stream(true)
+            .logs(false)
+            .build();
+        let attached = self
+            .docker
+            .attach_container(id, Some(options))
+            .await
+            .with_context(|| format!("failed to attach to container {}", short(id)))?;
+        let stream = attached.output.filter_map(|item| async move {
+            match item {
+                Ok(bollard::container::LogOutput::StdOut { message }) => Some(Ok(Chunk::Stdout(message))),
+                Ok(bollard::container::LogOutput::StdErr { message }) => Some(Ok(Chunk::Stderr(message))),
+                // A non-TTY container's stream is multiplexed; console output
+                // only appears for TTYs, which tb never allocates.
+                Ok(bollard::container::LogOutput::Console { message }) => Some(Ok(Chunk::Stdout(message))),
+                Ok(bollard::container::LogOutput::StdIn { .. }) => None,
+                Err(e) => Some(Err(anyhow::Error::new(e).context("the container's output stream broke"))),
+            }
+        });
+        Ok(Box::pin(stream))
+    }
+
+    pub async fn start(&self, id: &str) -> anyhow::Result<()> {
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(|e| anyhow::anyhow!("{}", engine_message(&e)))
+    }
+
+    /// Waits for the container to stop; its exit code. A non-zero exit is
+    /// an outcome here, not an error.
+    pub async fn wait(&self, id: &str) -> anyhow::Result<i64> {
+        let options = WaitContainerOptionsBuilder::default().condition("not-running").build();
+        let mut stream = self.docker.wait_container(id, Some(options));
+        match stream.next().await {
+            Some(Ok(r)) => Ok(r.status_code),
+            Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(anyhow::Error::new(e).context(format!("failed to wait for container {}", short(id)))),
+            None => anyhow::bail!("the engine closed the wait for container {} without an answer", short(id)),
+        }
+    }
+
+    /// The engine's record of how a stopped container ended.
+    pub async fn exit_info(&self, id: &str) -> anyhow::Result<ExitInfo> {
+        let info = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .with_context(|| format!("failed to inspect container {}", short(id)))?;
+        let state = info.state.unwrap_or_default();
+        Ok(ExitInfo {
+            exit_code: state.exit_code,
+            oom_killed: state.oom_killed.unwrap_or(false),
+            error: state.error.filter(|e| !e.is_empty()),
+        })
+    }
+
+    /// Sends `signal` (e.g. "SIGTERM") to the container's init process,
+    /// which forwards it. A container that already stopped is not an error.
+    pub async fn signal(&self, id: &str, signal: &str) -> anyhow::Result<()> {
+        let options = KillContainerOptionsBuilder::default().signal(signal).build();
+        match self.docker.kill_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(BollardError::DockerResponseServerError { status_code: 404 | 409, .. }) => Ok(()),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("failed to send {signal} to container {}", short(id)))),
+        }
+    }
+
+    /// Removes a container, running or not. One already gone is not an error.
+    pub async fn remove(&self, id: &str) -> anyhow::Result<()> {
+        let options = RemoveContainerOptionsBuilder::default().force(true).build();
+        match self.docker.remove_container(id, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+            Err(e) => Err(anyhow::Error::new(e).context(format!("failed to remove container {}", short(id)))),
+        }
+    }
+
+    /// Containers, running or not, carrying `label` (`key` or `key=value`).
+    pub async fn list_labelled(&self, label: &str) -> anyhow::Result<Vec<Listed>> {
+        let filters: HashMap<String, Vec<String>> = HashMap::from([("label".into(), vec![label.into()])]);
+        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+        let list = self.docker.list_containers(Some(options)).await.context("failed to list containers")?;
+        Ok(list
+            .into_iter()
+            .map(|c| Listed {
+                id: c.id.unwrap_or_default(),
+                state: c.state.map(|s| s.to_string()).unwrap_or_default(),
+                labels: c.labels.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// Builds an image from a tar context with host networking (bridge DNS
+    /// cannot be relied on where images are built), tagged `tags[0]` and
+    /// then every other tag. Streams the build's output lines to `on_line`.
+    pub async fn build(
+        &self,
+        context: Vec<u8>,
+        dockerfile: &str,
+        tags: &[String],
+        build_args: &HashMap<String, String>,
+        mut on_line: impl FnMut(&str),
+    ) -> anyhow::Result<String> {
+        let options = BuildImageOptionsBuilder::default()
+            .dockerfile(dockerfile)
+            .t(&tags[0])
+            .networkmode("host")
+            .rm(true)
+            .forcerm(true)
+            .buildargs(build_args)
+            .build();
+        let mut stream = self.docker.build_image(options, None, Some(bollard::body_full(Bytes::from(context))));
+        let mut last_step = String::new();
+        while let Some(item) = stream.next().await {
+            let info = item.map_err(|e| anyhow::anyhow!("{}", engine_message(&e))).with_context(|| {
+                if last_step.is_empty() { "the image build failed".to_string() } else { format!("the image build failed at {last_step}") }
+            })?;
+            if let Some(text) = info.stream {
+                for line in text.lines() {
+                    if line.starts_with("Step ") {
+                        last_step = line.to_string();
+                    }
+                    on_line(line);
+                }
+            }
+            if let Some(status) = info.status {
+                on_line(&status);
+            }
+            if let Some(err) = info.error_detail.and_then(|d| d.message) {
+                anyhow::bail!("the image build failed at {}: {err}", if last_step.is_empty() { "its start" } else { &last_step });
+            }
+        }
+        let id = self
+            .image_id(&tags[0])
+            .await?
+            .with_context(|| format!("the build finished but the engine has no image `{}`", tags[0]))?;
+        for tag in &tags[1..] {
+            self.build_tag(&id, tag).await?;
+        }
+        Ok(id)
+    }
+
+    /// Tags the image `id` as `tag` (`repo:tag`).
+    pub async fn build_tag(&self, id: &str, tag: &str) -> anyhow::Result<()> {
+        let (repo, t) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
+        let options = bollard::query_parameters::TagImageOptionsBuilder::default().repo(repo).tag(t).build();
+        self.docker.tag_image(id, Some(options)).await.with_context(|| format!("failed to tag the image `{tag}`"))
+    }
+}
+
+/// The first 12 characters of a container id, as `docker ps` shows it.
+pub fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+fn unreachable_daemon(detail: String) -> anyhow::Error {
+    hinted(
+        format!("cannot reach the Docker engine: {detail}"),
+        "start it (`sudo systemctl start docker`, or `dockerd &`), check DOCKER_HOST, and that you may use /var/run/docker.sock",
+    )
+}
+
+/// The engine's message without bollard's wrapping.
+fn engine_message(e: &BollardError) -> String {
+    match e {
+        BollardError::DockerResponseServerError { message, .. } => message.clone(),
+        other => other.to_string(),
+    }
+}

@@ -1,0 +1,400 @@
+//! Runs one attempt of one job in one container: create, attach, start,
+//! stream the output into the job directory byte for byte, enforce the time
+//! limit, wait, and say how it ended. It knows one job and nothing of the
+//! batch, so a cluster node can run it as well as the local runner.
+
+use crate::batch::GpuMode;
+use crate::docker::{Chunk, ContainerSpec, Engine, OutputStream, short};
+use crate::state::{JobFile, Status};
+use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// How long a container has between SIGTERM and SIGKILL: long enough for a
+/// trainer to write its last checkpoint.
+pub const STOP_GRACE: Duration = Duration::from_secs(30);
+
+/// After the container stopped, how long its output may take to drain.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Everything one attempt needs; the runner (or `tb exec`) fills it in.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub job: JobFile,
+    /// The job directory, absolute; mounted at `/out`.
+    pub job_dir: PathBuf,
+    /// The shared downloads cache, absolute; mounted at `/downloads`.
+    pub downloads: PathBuf,
+    /// GPU ids this attempt may use, exclusively.
+    pub gpus: Vec<String>,
+    pub gpu_mode: GpuMode,
+    /// Where the batch directory is, for the container's labels.
+    pub batch_dir: PathBuf,
+    pub stop_grace: Duration,
+}
+
+/// What the runner asks of running jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stop {
+    Run,
+    /// SIGTERM, the grace period, then SIGKILL.
+    Graceful,
+    /// SIGKILL now.
+    Kill,
+}
+
+/// A created container with its output attached, not yet started.
+pub struct Prepared {
+    pub container_id: String,
+    output: OutputStream,
+}
+
+/// How an attempt ended. A failed job is an outcome, not an error.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub status: Status,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    pub error: Option<String>,
+    pub container_id: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: DateTime<Utc>,
+}
+
+impl Outcome {
+    fn failed_before_start(error: String, container_id: Option<String>) -> Outcome {
+        Outcome {
+            status: Status::Failed,
+            exit_code: None,
+            oom_killed: false,
+            error: Some(error),
+            container_id,
+            started_at: None,
+            finished_at: Utc::now(),
+        }
+    }
+}
+
+/// The container a launch runs in, without touching the engine.
+pub fn container_spec(launch: &Launch) -> ContainerSpec {
+    let job = &launch.job;
+    let spec = &job.spec;
+    let mut env: Vec<String> = vec![
+        format!("TB_BATCH={}", job.batch_id),
+        format!("TB_JOB={}", spec.name),
+        format!("TB_ATTEMPT={}", job.attempt),
+        "TB_OUT=/out".into(),
+        "TB_DOWNLOADS=/downloads".into(),
+    ];
+    let resume = launch.job_dir.join("checkpoints").join("last.ckpt");
+    if job.attempt > 1 && resume.is_file() {
+        env.push("TB_RESUME=/out/checkpoints/last.ckpt".into());
+    }
+    if !spec.env.contains_key("PYTHONUNBUFFERED") {
+        // Live `tb logs -f`: Python block-buffers a non-terminal stdout.
+        env.push("PYTHONUNBUFFERED=1".into());
+    }
+    if spec.code.is_some() {
+        let user = spec.env.get("PYTHONPATH").map(|p| format!(":{p}")).unwrap_or_default();
+        env.push(format!("PYTHONPATH=/code{user}"));
+    }
+    if launch.gpu_mode == GpuMode::Env {
+        // "void" keeps an NVIDIA default runtime from exposing every GPU to
+        // a job that asked for none.
+        let visible = if launch.gpus.is_empty() { "void".to_string() } else { launch.gpus.join(",") };
+        env.push(format!("NVIDIA_VISIBLE_DEVICES={visible}"));
+    }
+    for (k, v) in &spec.env {
+        if k == "PYTHONPATH" && spec.code.is_some() {
+            continue;
+        }
+        env.push(format!("{k}={v}"));
+    }
+    for name in &spec.pass_env {
+        match std::env::var(name) {
+            Ok(v) => env.push(format!("{name}={v}")),
+            Err(_) => tracing::warn!("job {}: pass_env `{name}` is not set in tb's environment; not passed", spec.name),
+        }
+    }
+
+    let mut binds = vec![
+        format!("{}:/out", launch.job_dir.display()),
+        format!("{}:/downloads", launch.downloads.display()),
+    ];
+    if let Some(code) = &spec.code {
+        binds.push(format!("{}:/code:ro", code.display()));
+    }
+    binds.extend(spec.mounts.iter().map(|m| m.bind()));
+
+    let labels = HashMap::from([
+        ("tb.batch".to_string(), job.batch_id.clone()),
+        ("tb.job".to_string(), spec.name.clone()),
+        ("tb.attempt".to_string(), job.attempt.to_string()),
+        ("tb.dir".to_string(), launch.batch_dir.display().to_string()),
+    ]);
+    // SAFETY: getuid/getgid cannot fail and touch no memory.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    ContainerSpec {
+        name: format!("tb-{}-{}-{}", job.batch_id, spec.name, job.attempt),
+        image: spec.image.clone(),
+        cmd: spec.command.clone(),
+        env,
+        labels,
+        binds,
+        user: format!("{uid}:{gid}"),
+        shm_size: spec.shm_size,
+        memory: spec.memory,
+        cpus: spec.cpus,
+        network: spec.network.clone(),
+        device_ids: if launch.gpu_mode == GpuMode::DeviceRequest { launch.gpus.clone() } else { Vec::new() },
+    }
+}
+
+/// Writes `job.json` for this attempt, creates the container and attaches
+/// to its output. Nothing runs yet.
+pub async fn prepare(engine: &Engine, launch: &Launch) -> anyhow::Result<Prepared> {
+    let job_json = launch.job_dir.join("job.json");
+    let mut bytes = serde_json::to_vec_pretty(&launch.job)?;
+    bytes.push(b'\n');
+    crate::state::write_atomic(&job_json, &bytes)?;
+    let spec = container_spec(launch);
+    let container_id = engine.create(&spec).await?;
+    match engine.attach(&container_id).await {
+        Ok(output) => Ok(Prepared { container_id, output }),
+        Err(e) => {
+            let _ = engine.remove(&container_id).await;
+            Err(e)
+        }
+    }
+}
+
+/// Gives up a prepared container that will not run.
+pub async fn discard(engine: &Engine, prepared: Prepared) {
+    if let Err(e) = engine.remove(&prepared.container_id).await {
+        tracing::warn!("{e:#}");
+    }
+}
+
+/// Starts the prepared container and follows it to its end. `on_start` is
+/// called once the container runs. Never returns an error: whatever goes
+/// wrong is the attempt's outcome.
+pub async fn run(
+    engine: &Engine,
+    prepared: anyhow::Result<Prepared>,
+    launch: &Launch,
+    mut stop: watch::Receiver<Stop>,
+    on_start: impl FnOnce(&str, DateTime<Utc>),
+) -> Outcome {
+    let prepared = match prepared {
+        Ok(p) => p,
+        Err(e) => return Outcome::failed_before_start(format!("{e:#}"), None),
+    };
+    let id = prepared.container_id.clone();
+    let mut files = match LogFiles::create(&launch.job_dir) {
+        Ok(f) => f,
+        Err(e) => {
+            discard(engine, prepared).await;
+            return Outcome::failed_before_start(e, Some(id));
+        }
+    };
+    if let Err(e) = engine.start(&id).await {
+        let info = engine.exit_info(&id).await.ok();
+        let mut error = format!("the container did not start: {e:#}");
+        if error.contains("could not select device driver") {
+            error.push_str(" (GPU containers need the NVIDIA Container Toolkit on the host)");
+        }
+        return Outcome {
+            exit_code: info.as_ref().and_then(|i| i.exit_code).filter(|c| *c != 0),
+            ..Outcome::failed_before_start(error, Some(id))
+        };
+    }
+    let started_at = Utc::now();
+    on_start(&id, started_at);
+
+    let mut output = prepared.output;
+    let mut output_done = false;
+    let mut exit_code: Option<i64> = None;
+    let mut wait_error: Option<String> = None;
+    let mut write_error: Option<String> = None;
+    let mut stopping: Option<Status> = None;
+    let mut kill_at: Option<Instant> = None;
+    let mut killed = false;
+    let mut drain_deadline: Option<Instant> = None;
+    let limit_at = launch.job.spec.time_limit.map(|d| Instant::now() + d);
+    let wait = engine.wait(&id);
+    tokio::pin!(wait);
+    let mut waited = false;
+    let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
+
+    // Acting on a stop request that is already there when we start.
+    let mut pending_stop = *stop.borrow();
+    loop {
+        if pending_stop != Stop::Run && !waited {
+            if pending_stop == Stop::Kill && !killed {
+                let _ = engine.signal(&id, "SIGKILL").await;
+                killed = true;
+            } else if stopping.is_none() {
+                let _ = engine.signal(&id, "SIGTERM").await;
+                kill_at = Some(Instant::now() + launch.stop_grace);
+            }
+            stopping.get_or_insert(Status::Cancelled);
+            pending_stop = Stop::Run;
+        }
+        if output_done && waited {
+            break;
+        }
+        tokio::select! {
+            chunk = output.next(), if !output_done => match chunk {
+                Some(Ok(chunk)) => {
+                    if write_error.is_none()
+                        && let Err(e) = files.write(&chunk)
+                    {
+                        // A full disk fails this job, not the night: stop the
+                        // container and say why; the state file stays valid.
+                        write_error = Some(e);
+                        let _ = engine.signal(&id, "SIGKILL").await;
+                        killed = true;
+                    }
+                }
+                Some(Err(e)) => {
+                    tracing::warn!("job {}: {e:#}", launch.job.spec.name);
+                    output_done = true;
+                }
+                None => output_done = true,
+            },
+            code = &mut wait, if !waited => {
+                waited = true;
+                match code {
+                    Ok(c) => exit_code = Some(c),
+                    Err(e) => wait_error = Some(format!("{e:#}")),
+                }
+                drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
+            }
+            changed = stop.changed(), if !waited => {
+                if changed.is_ok() {
+                    pending_stop = *stop.borrow();
+                }
+            }
+            _ = tokio::time::sleep_until(limit_at.unwrap_or(far)), if limit_at.is_some() && stopping.is_none() && !waited => {
+                tracing::info!("job {}: time limit reached; stopping it", launch.job.spec.name);
+                let _ = engine.signal(&id, "SIGTERM").await;
+                stopping = Some(Status::Timeout);
+                kill_at = Some(Instant::now() + launch.stop_grace);
+            }
+            _ = tokio::time::sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() && !killed && !waited => {
+                tracing::info!("job {}: still running after the grace period; killing it", launch.job.spec.name);
+                let _ = engine.signal(&id, "SIGKILL").await;
+                killed = true;
+            }
+            _ = tokio::time::sleep_until(drain_deadline.unwrap_or(far)), if drain_deadline.is_some() && !output_done => {
+                tracing::warn!("job {}: output still open {}s after the container stopped; closing it", launch.job.spec.name, DRAIN_TIMEOUT.as_secs());
+                output_done = true;
+            }
+        }
+    }
+    drop(files);
+    let finished_at = Utc::now();
+
+    let info = engine.exit_info(&id).await;
+    let (exit_code, oom_killed, engine_error) = match info {
+        Ok(i) => (i.exit_code.or(exit_code), i.oom_killed, i.error),
+        Err(e) => (exit_code, false, Some(wait_error.clone().unwrap_or_else(|| format!("{e:#}")))),
+    };
+    let (status, error) = judge(exit_code, oom_killed, stopping, write_error, engine_error.or(wait_error), &launch.job.spec);
+    tracing::debug!("job {}: container {} ended: {status}", launch.job.spec.name, short(&id));
+    Outcome { status, exit_code, oom_killed, error, container_id: Some(id.clone()), started_at: Some(started_at), finished_at }
+}
+
+/// The status and the one-line reason of an ended attempt.
+fn judge(
+    exit_code: Option<i64>,
+    oom_killed: bool,
+    stopping: Option<Status>,
+    write_error: Option<String>,
+    engine_error: Option<String>,
+    spec: &crate::settings::JobSpec,
+) -> (Status, Option<String>) {
+    if let Some(e) = write_error {
+        return (Status::Failed, Some(e));
+    }
+    if exit_code == Some(0) {
+        return (Status::Succeeded, None);
+    }
+    if oom_killed {
+        let limit = spec.memory.map(|m| format!(" (limit {})", human_bytes(m))).unwrap_or_default();
+        return (Status::Oom, Some(format!("killed by the kernel: out of memory{limit}")));
+    }
+    let code = exit_code.map(describe_exit).unwrap_or_else(|| "ended without an exit code".into());
+    match stopping {
+        Some(Status::Timeout) => {
+            let limit = spec.time_limit.map(|d| humantime::format_duration(d).to_string()).unwrap_or_default();
+            (Status::Timeout, Some(format!("stopped at its time limit of {limit}; {code}")))
+        }
+        Some(_) => (Status::Cancelled, Some(format!("cancelled; {code}"))),
+        None => {
+            let reason = match engine_error {
+                Some(e) => format!("{code}: {e}"),
+                None => code,
+            };
+            (Status::Failed, Some(reason))
+        }
+    }
+}
+
+fn describe_exit(code: i64) -> String {
+    let signal = match code {
+        130 => Some("SIGINT"),
+        134 => Some("SIGABRT"),
+        137 => Some("SIGKILL"),
+        139 => Some("SIGSEGV"),
+        143 => Some("SIGTERM"),
+        _ => None,
+    };
+    match signal {
+        Some(s) => format!("exited with code {code} ({s})"),
+        None => format!("exited with code {code}"),
+    }
+}
+
+pub fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+/// `stdout.log` and `stderr.log` of the current attempt. Written unbuffered
+/// so that `tb logs -f` sees output as the engine delivers it.
+struct LogFiles {
+    stdout: (PathBuf, std::fs::File),
+    stderr: (PathBuf, std::fs::File),
+}
+
+impl LogFiles {
+    fn create(dir: &Path) -> Result<LogFiles, String> {
+        let open = |name: &str| {
+            let path = dir.join(name);
+            std::fs::File::create(&path)
+                .map(|f| (path.clone(), f))
+                .map_err(|e| format!("failed to create `{}`: {e}", path.display()))
+        };
+        Ok(LogFiles { stdout: open("stdout.log")?, stderr: open("stderr.log")? })
+    }
+
+    fn write(&mut self, chunk: &Chunk) -> Result<(), String> {
+        let ((path, file), bytes) = match chunk {
+            Chunk::Stdout(b) => (&mut self.stdout, b),
+            Chunk::Stderr(b) => (&mut self.stderr, b),
+        };
+        file.write_all(bytes).map_err(|e| format!("failed to write `{}`: {e}", path.display()))
+    }
+}

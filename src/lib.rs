@@ -1,0 +1,37 @@
+//! tb (torchbearer): runs a batch of training jobs, one Docker container
+//! each, and records what became of every one.
+
+pub mod batch;
+pub mod cli;
+pub mod commands;
+pub mod docker;
+pub mod error;
+pub mod executor;
+pub mod exit;
+pub mod gpu;
+pub mod logging;
+pub mod metrics;
+pub mod preflight;
+pub mod progress;
+pub mod runner;
+pub mod settings;
+pub mod state;
+
+use cli::{Cli, Command, ImageCommand};
+use exit::Exit;
+
+/// Runs the command `cli` names; `Err` is an invalid input or system.
+pub fn run(cli: Cli) -> anyhow::Result<Exit> {
+    match &cli.command {
+        Command::Batch(args) => commands::batch::run(args, &cli.global),
+        Command::Validate(args) => commands::validate::run(args, &cli.global),
+        Command::Status(args) => commands::status::run(args, &cli.global),
+        Command::Logs(args) => commands::logs::run(args, &cli.global),
+        Command::Image(ImageCommand::Build(args)) => commands::image::build(args),
+    }
+}
+
+/// The runtime for the commands that wait on the engine.
+pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+}

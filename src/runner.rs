@@ -1,0 +1,298 @@
+//! Schedules a batch's jobs on the local engine: concurrency slots,
+//! exclusive GPUs, one task per job that reports by message, signals. A
+//! job's failure is data; nothing a job does stops the others.
+
+use crate::docker::{Engine, short};
+use crate::executor::{self, Launch, Outcome, Stop};
+use crate::progress::Progress;
+use crate::settings::Plan;
+use crate::state::{BatchDir, JobState, Status};
+use chrono::{DateTime, Utc};
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinSet;
+
+/// How the batch ended, for the exit status and the summary.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Job name and final state, in the file's order (pending ones included).
+    pub jobs: Vec<(String, JobState)>,
+    pub interrupted: bool,
+    pub wall: Duration,
+}
+
+impl Summary {
+    pub fn count(&self, status: Status) -> usize {
+        self.jobs.iter().filter(|(_, s)| s.status == status).count()
+    }
+
+    pub fn all_succeeded(&self) -> bool {
+        self.jobs.iter().all(|(_, s)| s.status == Status::Succeeded)
+    }
+}
+
+/// What job tasks tell the dispatcher.
+enum Event {
+    Started { index: usize, container_id: String, at: DateTime<Utc> },
+    Finished { index: usize, outcome: Outcome },
+    /// A job prepared ahead that was never started (the batch was stopped).
+    Withdrawn { index: usize },
+}
+
+/// Knobs that are not part of the plan.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub stop_grace: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { stop_grace: executor::STOP_GRACE }
+    }
+}
+
+/// Runs every job of `plan` in `dir`; returns when all have ended, or when
+/// a stop (Ctrl-C, SIGTERM) has brought the running ones down.
+pub async fn run(plan: &Plan, dir: &BatchDir, engine: &Engine, image_ids: &[Option<String>], options: &Options, progress: &Progress) -> anyhow::Result<Summary> {
+    let began = std::time::Instant::now();
+    let downloads = plan.downloads.clone();
+    let batch_dir: PathBuf = dir.path.clone();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
+    let (stop_tx, stop_rx) = watch::channel(Stop::Run);
+    let mut states: Vec<JobState> = plan.jobs.iter().map(|j| dir.read_job_state(&j.name)).collect::<anyhow::Result<_>>()?;
+    for (state, id) in states.iter_mut().zip(image_ids) {
+        state.image_id = id.clone();
+    }
+    let mut gpus_of: Vec<Vec<String>> = vec![Vec::new(); plan.jobs.len()];
+    let mut pending: VecDeque<usize> = (0..plan.jobs.len()).collect();
+    let mut free_gpus: Vec<String> = plan.gpus.ids.clone();
+    let mut running = 0usize;
+    let mut alive = 0usize;
+    // A job prepared ahead, waiting for a slot: its start signal.
+    let mut staged: Option<oneshot::Sender<()>> = None;
+    let mut tasks = JoinSet::new();
+    let mut removals = JoinSet::new();
+    let mut stop = Stop::Run;
+    let mut signals = Signals::new()?;
+
+    progress.start(plan.jobs.len());
+    loop {
+        if stop == Stop::Run {
+            while running < plan.concurrency {
+                if let Some(s) = staged.take() {
+                    let _ = s.send(());
+                    running += 1;
+                    continue;
+                }
+                let Some(index) = take_fitting(&mut pending, plan, free_gpus.len()) else { break };
+                let (go_tx, go_rx) = oneshot::channel();
+                let _ = go_tx.send(());
+                spawn_job(index, plan, dir, &downloads, &batch_dir, options, &mut free_gpus, &mut gpus_of, &mut states, engine, &tx, &stop_rx, go_rx, &mut tasks);
+                running += 1;
+                alive += 1;
+            }
+            // Create the next container while the slots are busy: the engine's
+            // create is off the critical path when a slot frees.
+            if staged.is_none()
+                && let Some(index) = take_fitting(&mut pending, plan, free_gpus.len())
+            {
+                let (go_tx, go_rx) = oneshot::channel();
+                spawn_job(index, plan, dir, &downloads, &batch_dir, options, &mut free_gpus, &mut gpus_of, &mut states, engine, &tx, &stop_rx, go_rx, &mut tasks);
+                staged = Some(go_tx);
+                alive += 1;
+            }
+        }
+        if alive == 0 && (pending.is_empty() || stop != Stop::Run) {
+            break;
+        }
+        tokio::select! {
+            event = rx.recv() => {
+                let Some(event) = event else { break };
+                match event {
+                    Event::Started { index, container_id, at } => {
+                        let name = &plan.jobs[index].name;
+                        let state = &mut states[index];
+                        state.status = Status::Running;
+                        state.container_id = Some(container_id.clone());
+                        state.started_at = Some(at);
+                        state.gpus = gpus_of[index].clone();
+                        tracing::info!("started {name} (attempt {}) in container {}", state.attempt, short(&container_id));
+                        write_state(dir, name, state);
+                        progress.job_started(name);
+                    }
+                    Event::Finished { index, outcome } => {
+                        running -= 1;
+                        alive -= 1;
+                        free_gpus.append(&mut gpus_of[index]);
+                        let name = &plan.jobs[index].name;
+                        let state = &mut states[index];
+                        apply(state, &outcome);
+                        write_state(dir, name, state);
+                        log_end(name, state);
+                        progress.job_finished(name, state.status);
+                        // Removal waits for nothing and nobody waits for it.
+                        if let Some(id) = outcome.container_id {
+                            let engine = engine.clone();
+                            removals.spawn(async move {
+                                if let Err(e) = engine.remove(&id).await {
+                                    tracing::warn!("{e:#}");
+                                }
+                            });
+                        }
+                    }
+                    Event::Withdrawn { index } => {
+                        alive -= 1;
+                        free_gpus.append(&mut gpus_of[index]);
+                        let name = &plan.jobs[index].name;
+                        let state = &mut states[index];
+                        state.status = Status::Pending;
+                        state.attempt -= 1;
+                        state.container_id = None;
+                        write_state(dir, name, state);
+                        pending.push_front(index);
+                    }
+                }
+            }
+            signal = signals.next() => {
+                stop = if stop == Stop::Run { Stop::Graceful } else { Stop::Kill };
+                match stop {
+                    Stop::Graceful => tracing::warn!("{signal}: stopping the running jobs (SIGTERM, then SIGKILL after {}s); again to kill them now", options.stop_grace.as_secs()),
+                    _ => tracing::warn!("{signal} again: killing the running jobs"),
+                }
+                let _ = stop_tx.send(stop);
+                // A staged job was never started: its task sees the stop and withdraws.
+                staged = None;
+            }
+        }
+    }
+    while tasks.join_next().await.is_some() {}
+    while removals.join_next().await.is_some() {}
+    progress.finish();
+
+    Ok(Summary {
+        jobs: plan.jobs.iter().map(|j| j.name.clone()).zip(states).collect(),
+        interrupted: stop != Stop::Run,
+        wall: began.elapsed(),
+    })
+}
+
+/// The first pending job whose GPUs fit in `free`, removed from the queue.
+fn take_fitting(pending: &mut VecDeque<usize>, plan: &Plan, free: usize) -> Option<usize> {
+    let pos = pending.iter().position(|&i| plan.jobs[i].gpus as usize <= free)?;
+    pending.remove(pos)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn spawn_job(
+    index: usize,
+    plan: &Plan,
+    dir: &BatchDir,
+    downloads: &std::path::Path,
+    batch_dir: &std::path::Path,
+    options: &Options,
+    free_gpus: &mut Vec<String>,
+    gpus_of: &mut [Vec<String>],
+    states: &mut [JobState],
+    engine: &Engine,
+    tx: &mpsc::UnboundedSender<Event>,
+    stop_rx: &watch::Receiver<Stop>,
+    go: oneshot::Receiver<()>,
+    tasks: &mut JoinSet<()>,
+) {
+    let spec = plan.jobs[index].clone();
+    let gpus: Vec<String> = free_gpus.drain(..spec.gpus as usize).collect();
+    gpus_of[index] = gpus.clone();
+    let state = &mut states[index];
+    state.attempt += 1;
+    let launch = Launch {
+        job: crate::state::JobFile {
+            version: crate::state::VERSION,
+            batch: plan.name.clone(),
+            batch_id: dir.id.clone(),
+            attempt: state.attempt,
+            spec,
+            swept: Default::default(),
+        },
+        job_dir: dir.job_dir(&plan.jobs[index].name),
+        downloads: downloads.to_path_buf(),
+        gpus,
+        gpu_mode: plan.gpu_mode,
+        batch_dir: batch_dir.to_path_buf(),
+        stop_grace: options.stop_grace,
+    };
+    let engine = engine.clone();
+    let tx = tx.clone();
+    let mut stop = stop_rx.clone();
+    tasks.spawn(async move {
+        let prepared = executor::prepare(&engine, &launch).await;
+        let go_ahead = tokio::select! {
+            r = go => r.is_ok(),
+            _ = stop.wait_for(|s| *s != Stop::Run) => false,
+        };
+        if !go_ahead {
+            if let Ok(p) = prepared {
+                executor::discard(&engine, p).await;
+            }
+            let _ = tx.send(Event::Withdrawn { index });
+            return;
+        }
+        let started = tx.clone();
+        let outcome = executor::run(&engine, prepared, &launch, stop, |id, at| {
+            let _ = started.send(Event::Started { index, container_id: id.to_string(), at });
+        })
+        .await;
+        let _ = tx.send(Event::Finished { index, outcome });
+    });
+}
+
+fn apply(state: &mut JobState, outcome: &Outcome) {
+    state.status = outcome.status;
+    state.exit_code = outcome.exit_code;
+    state.oom_killed = outcome.oom_killed;
+    state.error = outcome.error.clone();
+    state.container_id = outcome.container_id.clone().or(state.container_id.take());
+    state.started_at = outcome.started_at.or(state.started_at);
+    state.finished_at = Some(outcome.finished_at);
+}
+
+fn write_state(dir: &BatchDir, name: &str, state: &JobState) {
+    // The state of one job failing to reach the disk must not end the
+    // night; the error is logged and the job's container still ends.
+    if let Err(e) = dir.write_job_state(name, state) {
+        tracing::error!("job {name}: {e:#}");
+    }
+}
+
+fn log_end(name: &str, state: &JobState) {
+    let took = state
+        .elapsed(Utc::now())
+        .map(|d| format!(" after {}", crate::commands::status::format_duration(d)))
+        .unwrap_or_default();
+    match (&state.status, &state.error) {
+        (Status::Succeeded, _) => tracing::info!("{name} succeeded{took}"),
+        (status, Some(e)) => tracing::warn!("{name}: {status}{took}: {e}"),
+        (status, None) => tracing::warn!("{name}: {status}{took}"),
+    }
+}
+
+/// Ctrl-C and SIGTERM, as one stream of names.
+struct Signals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? })
+    }
+
+    async fn next(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "interrupted",
+            _ = self.term.recv() => "terminated",
+        }
+    }
+}

@@ -1,0 +1,557 @@
+//! The batch file, the command-line flags and the environment resolved into
+//! one checked [`Plan`] before anything starts. Everything here is pure: it
+//! reads the file and looks at paths, and writes nothing.
+
+use crate::batch::{self, BatchFile, Concurrency, GpuMode, GpuRequest, JobFields, Problem, Problems};
+use crate::error::with_hint;
+use crate::gpu::Inventory;
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Docker's default `/dev/shm` of 64 MB starves PyTorch DataLoader workers.
+pub const DEFAULT_SHM: u64 = 1 << 30;
+pub const DEFAULT_DOWNLOADS: &str = "~/.cache/tb/downloads";
+pub const DEFAULT_NETWORK: &str = "bridge";
+
+/// A validated batch, ready to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The batch file, absolute.
+    pub file: PathBuf,
+    /// Its text, verbatim (copied into the batch directory).
+    pub text: String,
+    pub name: String,
+    pub concurrency: usize,
+    pub gpu_mode: GpuMode,
+    pub downloads: PathBuf,
+    pub gpus: Inventory,
+    pub jobs: Vec<JobSpec>,
+}
+
+/// One job, resolved: `[defaults]` applied, paths absolute, GPUs counted.
+/// This is what `job.json` holds (with the batch and attempt around it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub name: String,
+    pub image: String,
+    /// `None`: the image's own command (the trainer).
+    pub command: Option<Vec<String>>,
+    pub gpus: u32,
+    pub cpus: Option<f64>,
+    pub memory: Option<u64>,
+    pub shm_size: u64,
+    #[serde(with = "opt_secs")]
+    pub time_limit: Option<Duration>,
+    pub env: BTreeMap<String, String>,
+    /// Names only: values are read from tb's environment at launch and
+    /// never written anywhere.
+    pub pass_env: Vec<String>,
+    pub mounts: Vec<Mount>,
+    pub code: Option<PathBuf>,
+    pub network: String,
+    pub train: Option<serde_json::Value>,
+}
+
+/// A bind mount, `host:container[:options]`, with the host side absolute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Mount {
+    pub host: PathBuf,
+    pub container: String,
+    pub options: Option<String>,
+}
+
+impl Mount {
+    /// The `docker -v` form.
+    pub fn bind(&self) -> String {
+        match &self.options {
+            Some(o) => format!("{}:{}:{o}", self.host.display(), self.container),
+            None => format!("{}:{}", self.host.display(), self.container),
+        }
+    }
+}
+
+mod opt_secs {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_some(&d.as_secs_f64()),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        Ok(Option::<f64>::deserialize(d)?.map(Duration::from_secs_f64))
+    }
+}
+
+/// What the command line adds to the file.
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    pub concurrency: Option<String>,
+    pub only: Vec<String>,
+}
+
+/// Reads, parses and checks `file`. The error lists every problem found.
+pub fn resolve(file: &Path, overrides: &Overrides, gpus: Inventory) -> anyhow::Result<Plan> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        let err = anyhow::Error::new(e).context(format!("failed to read batch file `{}`", file.display()));
+        with_hint(err, "pass the path of a TOML batch file, such as jobs/night.toml")
+    })?;
+    let abs = std::path::absolute(file)
+        .with_context(|| format!("failed to resolve the path `{}`", file.display()))?;
+    let base_dir = abs.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    resolve_text(&abs, text, &base_dir, home.as_deref(), overrides, gpus).map_err(|problems| {
+        let hint = problems.single_hint().map(String::from);
+        let err = anyhow::Error::new(problems).context(format!("invalid batch file `{}`", file.display()));
+        match hint {
+            Some(h) => with_hint(err, h),
+            None => err,
+        }
+    })
+}
+
+/// [`resolve`] on text already read; `base_dir` anchors relative paths.
+pub fn resolve_text(
+    file: &Path,
+    text: String,
+    base_dir: &Path,
+    home: Option<&Path>,
+    overrides: &Overrides,
+    gpus: Inventory,
+) -> Result<Plan, Problems> {
+    let parsed = batch::parse(&text)?;
+    let mut ck = Checker { text: &text, base_dir, home, problems: Vec::new() };
+
+    let BatchFile { batch: section, defaults, jobs } = parsed;
+    for (key, value) in [
+        ("retries", &section.retries),
+        ("continue_on_timeout", &section.continue_on_timeout),
+        ("deadline", &section.deadline),
+        ("on_finish", &section.on_finish),
+        ("backend", &section.backend),
+        ("slurm", &section.slurm),
+    ] {
+        if let Some(v) = value {
+            ck.at(v.span().start, format!("`batch.{key}` is not supported by this version of tb yet"), Some("remove it; see README.md for the keys this version runs"));
+        }
+    }
+
+    let name = match &section.name {
+        Some(n) => {
+            if let Some(why) = batch::job_name_problem(n.get_ref()) {
+                ck.at(n.span().start, why.replace("job name", "batch name"), None);
+            }
+            n.get_ref().clone()
+        }
+        None => file
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "batch".into()),
+    };
+    if section.name.is_none() && batch::job_name_problem(&name).is_some() {
+        ck.problem(None, format!("the file name `{name}` cannot name a batch"), Some("set `name` in [batch]"));
+    }
+
+    let concurrency = match &overrides.concurrency {
+        Some(text) => match Concurrency::parse(text) {
+            Ok(c) => c,
+            Err(e) => {
+                ck.problem(None, format!("--concurrency: {e}"), None);
+                Concurrency::Auto
+            }
+        },
+        None => section.concurrency.unwrap_or(Concurrency::Auto),
+    };
+    let concurrency = match concurrency {
+        Concurrency::Fixed(n) => n as usize,
+        Concurrency::Auto => gpus.len().max(1),
+    };
+
+    let downloads = match &section.downloads {
+        Some(d) => ck.path(d.get_ref()),
+        None => ck.path(DEFAULT_DOWNLOADS),
+    };
+
+    if let Some(n) = &defaults.name {
+        ck.at(n.span().start, "`name` belongs in a [[job]], not in [defaults]".into(), None);
+    }
+    check_unsupported(&mut ck, &defaults, "defaults");
+    if jobs.is_empty() {
+        ck.problem(None, "the file has no [[job]]".into(), Some("add at least one [[job]] with a `name`"));
+    }
+
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut specs = Vec::new();
+    for (i, job) in jobs.iter().enumerate() {
+        check_unsupported(&mut ck, job, "job");
+        let name = match &job.name {
+            None => {
+                ck.problem(None, format!("[[job]] number {} has no `name`", i + 1), Some("give every [[job]] a unique `name`"));
+                continue;
+            }
+            Some(n) => {
+                if let Some(why) = batch::job_name_problem(n.get_ref()) {
+                    ck.at(n.span().start, why, None);
+                    continue;
+                }
+                if !seen.insert(n.get_ref().clone()) {
+                    ck.at(n.span().start, format!("duplicate job name `{}`", n.get_ref()), Some("job names must be unique within a batch"));
+                    continue;
+                }
+                n.get_ref().clone()
+            }
+        };
+        if let Some(spec) = ck.job(&name, &defaults, job, &gpus) {
+            specs.push(spec);
+        }
+    }
+
+    if !overrides.only.is_empty() {
+        for sel in &overrides.only {
+            if !specs.iter().any(|j| selects(sel, &j.name)) {
+                let names: Vec<&str> = specs.iter().map(|j| j.name.as_str()).collect();
+                let hint = batch::suggest(sel, &names).map(|h| h.replace("valid keys here", "the jobs are"));
+                ck.problem(None, format!("--only `{sel}` matches no job"), hint.as_deref());
+            }
+        }
+        specs.retain(|j| overrides.only.iter().any(|sel| selects(sel, &j.name)));
+    }
+
+    if !ck.problems.is_empty() {
+        return Err(Problems(ck.problems));
+    }
+    Ok(Plan {
+        file: file.to_path_buf(),
+        text,
+        name,
+        concurrency,
+        gpu_mode: section.gpu_mode.unwrap_or_default(),
+        downloads,
+        gpus,
+        jobs: specs,
+    })
+}
+
+/// `--only` takes a job's name or a prefix of it.
+fn selects(selector: &str, name: &str) -> bool {
+    name.starts_with(selector)
+}
+
+fn check_unsupported(ck: &mut Checker, job: &JobFields, table: &str) {
+    for (key, value) in [("sweep", &job.sweep), ("cv", &job.cv)] {
+        if let Some(v) = value {
+            ck.at(v.span().start, format!("`{table}.{key}` is not supported by this version of tb yet"), Some("write one [[job]] per configuration for now"));
+        }
+    }
+}
+
+struct Checker<'a> {
+    text: &'a str,
+    base_dir: &'a Path,
+    home: Option<&'a Path>,
+    problems: Vec<Problem>,
+}
+
+impl Checker<'_> {
+    fn problem(&mut self, at: Option<(usize, usize)>, message: String, hint: Option<&str>) {
+        self.problems.push(Problem { at, message, hint: hint.map(String::from) });
+    }
+
+    fn at(&mut self, offset: usize, message: String, hint: Option<&str>) {
+        let at = Some(batch::line_col(self.text, offset));
+        self.problem(at, message, hint);
+    }
+
+    /// `~` and relative paths, anchored at the batch file's directory.
+    fn path(&self, raw: &str) -> PathBuf {
+        let expanded = match (raw.strip_prefix("~"), self.home) {
+            (Some(rest), Some(home)) if rest.is_empty() || rest.starts_with('/') => {
+                home.join(rest.trim_start_matches('/'))
+            }
+            _ => PathBuf::from(raw),
+        };
+        let joined = if expanded.is_absolute() { expanded } else { self.base_dir.join(expanded) };
+        normalize(&joined)
+    }
+
+    fn job(&mut self, name: &str, d: &JobFields, j: &JobFields, gpus: &Inventory) -> Option<JobSpec> {
+        let before = self.problems.len();
+        let image = match j.image.as_ref().or(d.image.as_ref()) {
+            Some(i) if !i.get_ref().trim().is_empty() => i.get_ref().clone(),
+            Some(i) => {
+                self.at(i.span().start, format!("job `{name}`: `image` is empty"), None);
+                String::new()
+            }
+            None => {
+                self.problem(None, format!("job `{name}` has no `image`"), Some("set `image` in [defaults] or in the job, e.g. image = \"tb-trainer:latest\""));
+                String::new()
+            }
+        };
+        let command = j.command.clone().or_else(|| d.command.clone());
+        if command.as_ref().is_some_and(|c| c.is_empty()) {
+            self.problem(None, format!("job `{name}`: `command` is empty"), Some("leave `command` out to run the image's own command"));
+        }
+
+        let request = j.gpus.or(d.gpus).unwrap_or(GpuRequest::Auto);
+        let gpu_count = match request {
+            GpuRequest::Auto => u32::from(!gpus.is_empty()),
+            GpuRequest::All => gpus.len() as u32,
+            GpuRequest::Count(n) => n,
+        };
+        if gpu_count as usize > gpus.len() {
+            let have = if gpus.is_empty() { "none".to_string() } else { format!("{} ({})", gpus.len(), gpus.ids.join(",")) };
+            self.problem(
+                None,
+                format!("job `{name}` asks for {gpu_count} GPU(s) but this host has {have} (found by {})", gpus.source),
+                Some("set gpus = 0 or \"auto\" to run on CPU; on a GPU host, check that `nvidia-smi` lists the GPUs"),
+            );
+        }
+        if request == GpuRequest::All && gpus.is_empty() {
+            self.problem(None, format!("job `{name}` asks for all GPUs but this host has none"), Some("set gpus = 0 or \"auto\""));
+        }
+
+        let mut env: BTreeMap<String, String> = d.env.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
+        for (k, v) in j.env.iter().flatten() {
+            env.insert(k.clone(), v.0.clone());
+        }
+        for key in env.keys() {
+            if !is_env_name(key) {
+                self.problem(None, format!("job `{name}`: `{key}` is not a valid environment variable name"), None);
+            } else if key.starts_with("TB_") {
+                self.problem(None, format!("job `{name}`: `{key}` is set by tb itself (TB_* is reserved)"), None);
+            }
+        }
+        let pass_env: Vec<String> = j.pass_env.as_ref().or(d.pass_env.as_ref()).into_iter().flatten().map(|s| s.get_ref().clone()).collect();
+        for (k, raw) in pass_env.iter().zip(j.pass_env.as_ref().or(d.pass_env.as_ref()).into_iter().flatten()) {
+            if !is_env_name(k) {
+                self.at(raw.span().start, format!("`{k}` in pass_env is not a valid environment variable name"), None);
+            }
+        }
+
+        let mut mounts = Vec::new();
+        for raw in j.mounts.as_ref().or(d.mounts.as_ref()).into_iter().flatten() {
+            match self.mount(raw.get_ref()) {
+                Ok(m) => {
+                    if !m.host.exists() {
+                        self.at(raw.span().start, format!("job `{name}`: mount source `{}` does not exist", m.host.display()), Some("create it, or fix the path (relative paths start at the batch file's directory)"));
+                    }
+                    mounts.push(m)
+                }
+                Err(why) => self.at(raw.span().start, format!("job `{name}`: invalid mount `{}`: {why}", raw.get_ref()), Some("write mounts as \"host:container\" or \"host:container:ro\"")),
+            }
+        }
+        let code = j.code.as_ref().or(d.code.as_ref()).map(|c| {
+            let p = self.path(c.get_ref());
+            if !p.is_dir() {
+                self.at(c.span().start, format!("job `{name}`: code directory `{}` does not exist", p.display()), None);
+            }
+            p
+        });
+
+        let train = match (&d.train, &j.train) {
+            (None, None) => None,
+            (Some(a), None) | (None, Some(a)) => Some(a.clone()),
+            (Some(a), Some(b)) => Some(batch::merge_tables(a, b)),
+        };
+        let train = train.map(|t| serde_json::to_value(t).expect("a TOML table is valid JSON"));
+
+        if self.problems.len() > before {
+            return None;
+        }
+        Some(JobSpec {
+            name: name.to_string(),
+            image,
+            command,
+            gpus: gpu_count,
+            cpus: j.cpus.or(d.cpus).map(|c| c.0),
+            memory: j.memory.or(d.memory).map(|m| m.0),
+            shm_size: j.shm_size.or(d.shm_size).map(|m| m.0).unwrap_or(DEFAULT_SHM),
+            time_limit: j.time_limit.or(d.time_limit).map(|s| s.0),
+            env,
+            pass_env,
+            mounts,
+            code,
+            network: j.network.clone().or_else(|| d.network.clone()).unwrap_or_else(|| DEFAULT_NETWORK.into()),
+            train,
+        })
+    }
+
+    fn mount(&self, raw: &str) -> Result<Mount, String> {
+        let parts: Vec<&str> = raw.split(':').collect();
+        let (host, container, options) = match parts.as_slice() {
+            [h, c] => (*h, *c, None),
+            [h, c, o] => (*h, *c, Some(o.to_string())),
+            _ => return Err("expected host:container[:options]".into()),
+        };
+        if host.is_empty() || container.is_empty() {
+            return Err("both sides of `:` are needed".into());
+        }
+        if !container.starts_with('/') {
+            return Err(format!("the container path `{container}` must be absolute"));
+        }
+        let reserved = ["/out", "/downloads", "/code"];
+        let target = normalize(Path::new(container));
+        if reserved.iter().any(|r| target == Path::new(r)) {
+            return Err(format!("`{container}` is where tb mounts its own directory"));
+        }
+        if let Some(o) = &options
+            && o.split(',').any(|opt| !matches!(opt, "ro" | "rw" | "z" | "Z" | "shared" | "slave" | "private" | "rshared" | "rslave" | "rprivate" | "nocopy" | "consistent" | "cached" | "delegated"))
+        {
+            return Err(format!("unknown mount option in `{o}`"));
+        }
+        Ok(Mount { host: self.path(host), container: container.to_string(), options })
+    }
+}
+
+fn is_env_name(s: &str) -> bool {
+    !s.is_empty()
+        && !s.starts_with(|c: char| c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Removes `.` and `..` components without touching the filesystem.
+fn normalize(p: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(text: &str, gpus: &str) -> Result<Plan, Problems> {
+        let dir = std::env::temp_dir();
+        resolve_text(
+            &dir.join("night.toml"),
+            text.to_string(),
+            &dir,
+            Some(Path::new("/home/u")),
+            &Overrides::default(),
+            Inventory::from_list(gpus, "TB_GPUS"),
+        )
+    }
+
+    fn messages(text: &str) -> Vec<String> {
+        plan(text, "").unwrap_err().0.iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn defaults_are_inherited_and_tables_merge() {
+        let p = plan(
+            r#"
+[defaults]
+image = "img"
+memory = "8g"
+env = { A = "1", B = 2 }
+[defaults.train]
+model = "unet"
+max_epochs = 30
+[[job]]
+name = "a"
+env = { B = "x" }
+[job.train]
+max_epochs = 5
+[[job]]
+name = "b"
+image = "other"
+shm_size = "2g"
+"#,
+            "",
+        )
+        .unwrap();
+        assert_eq!(p.name, "night");
+        assert_eq!(p.concurrency, 1);
+        assert_eq!(p.downloads, PathBuf::from("/home/u/.cache/tb/downloads"));
+        let a = &p.jobs[0];
+        assert_eq!(a.image, "img");
+        assert_eq!(a.memory, Some(8 << 30));
+        assert_eq!(a.shm_size, DEFAULT_SHM);
+        assert_eq!(a.env["A"], "1");
+        assert_eq!(a.env["B"], "x");
+        assert_eq!(a.train.as_ref().unwrap()["model"], "unet");
+        assert_eq!(a.train.as_ref().unwrap()["max_epochs"], 5);
+        assert_eq!(a.gpus, 0);
+        assert_eq!(a.network, "bridge");
+        let b = &p.jobs[1];
+        assert_eq!(b.image, "other");
+        assert_eq!(b.shm_size, 2 << 30);
+        assert_eq!(b.env["B"], "2");
+    }
+
+    #[test]
+    fn duplicate_and_unsafe_names_are_located() {
+        let m = messages("[defaults]\nimage = \"i\"\n[[job]]\nname = \"a\"\n[[job]]\nname = \"a\"\n[[job]]\nname = \"../x\"\n");
+        assert_eq!(m[0], "line 6, column 8: duplicate job name `a`");
+        assert!(m[1].starts_with("line 8, column 8: job name `../x` must start with a letter or digit"), "{}", m[1]);
+        let m = messages("[defaults]\nimage = \"i\"\n[[job]]\nname = \"\"\n");
+        assert_eq!(m[0], "line 4, column 8: a job name cannot be empty");
+    }
+
+    #[test]
+    fn missing_mount_source_is_refused() {
+        let m = messages("[defaults]\nimage = \"i\"\nmounts = [\"./no-such-dir-tb:/data:ro\"]\n[[job]]\nname = \"a\"\n");
+        assert!(m[0].starts_with("line 3, column 11: job `a`: mount source `"), "{}", m[0]);
+        assert!(m[0].ends_with("no-such-dir-tb` does not exist"), "{}", m[0]);
+        let m = messages("[defaults]\nimage = \"i\"\nmounts = [\"/tmp:data\"]\n[[job]]\nname = \"a\"\n");
+        assert!(m[0].contains("the container path `data` must be absolute"), "{}", m[0]);
+        let m = messages("[defaults]\nimage = \"i\"\nmounts = [\"/tmp:/out\"]\n[[job]]\nname = \"a\"\n");
+        assert!(m[0].contains("`/out` is where tb mounts its own directory"), "{}", m[0]);
+    }
+
+    #[test]
+    fn gpu_request_without_gpu_is_refused() {
+        let text = "[defaults]\nimage = \"i\"\ngpus = 1\n[[job]]\nname = \"a\"\n";
+        let m = messages(text);
+        assert_eq!(m[0], "job `a` asks for 1 GPU(s) but this host has none (found by TB_GPUS)");
+        let p = plan(text, "0,1").unwrap();
+        assert_eq!(p.jobs[0].gpus, 1);
+        assert_eq!(p.concurrency, 2);
+        let m: Vec<String> = plan("[defaults]\nimage = \"i\"\ngpus = 3\n[[job]]\nname = \"a\"\n", "0,1").unwrap_err().0.iter().map(|p| p.to_string()).collect();
+        assert_eq!(m[0], "job `a` asks for 3 GPU(s) but this host has 2 (0,1) (found by TB_GPUS)");
+        let p = plan("[defaults]\nimage = \"i\"\ngpus = \"all\"\n[[job]]\nname = \"a\"\n", "0,1").unwrap();
+        assert_eq!(p.jobs[0].gpus, 2);
+    }
+
+    #[test]
+    fn all_problems_are_reported_together() {
+        let m = messages("[defaults]\nenv = { TB_JOB = \"x\" }\n[[job]]\nname = \"a\"\n[[job]]\n");
+        assert_eq!(m.len(), 3, "{m:?}");
+        assert!(m[0].contains("job `a` has no `image`"));
+        assert!(m[1].contains("`TB_JOB` is set by tb itself"));
+        assert_eq!(m[2], "[[job]] number 2 has no `name`");
+    }
+
+    #[test]
+    fn unimplemented_contract_keys_say_so() {
+        let m = messages("[batch]\nretries = 2\n[defaults]\nimage = \"i\"\n[[job]]\nname = \"a\"\n");
+        assert_eq!(m[0], "line 2, column 11: `batch.retries` is not supported by this version of tb yet");
+    }
+
+    #[test]
+    fn only_selects_by_name_or_prefix() {
+        let dir = std::env::temp_dir();
+        let text = "[defaults]\nimage = \"i\"\n[[job]]\nname = \"lr_1\"\n[[job]]\nname = \"lr_2\"\n[[job]]\nname = \"base\"\n";
+        let ov = Overrides { only: vec!["lr".into()], ..Default::default() };
+        let p = resolve_text(&dir.join("x.toml"), text.into(), &dir, None, &ov, Inventory::default()).unwrap();
+        assert_eq!(p.jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(), ["lr_1", "lr_2"]);
+        let ov = Overrides { only: vec!["bsae".into()], ..Default::default() };
+        let e = resolve_text(&dir.join("x.toml"), text.into(), &dir, None, &ov, Inventory::default()).unwrap_err();
+        assert_eq!(e.0[0].message, "--only `bsae` matches no job");
+        assert_eq!(e.0[0].hint.as_deref(), Some("did you mean `base`?"));
+    }
+}

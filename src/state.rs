@@ -1,0 +1,382 @@
+//! The run directory (CONTRACT §3): creating a batch directory, and reading
+//! and atomically writing its versioned state files.
+
+use crate::error::hinted;
+use crate::settings::{JobSpec, Plan};
+use anyhow::{Context, bail};
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+/// The format version of every state file this tb writes.
+pub const VERSION: u32 = 1;
+
+/// A job's fate, as `state.json` records it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Oom,
+    Timeout,
+    Cancelled,
+    /// The container vanished.
+    Lost,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "pending",
+            Status::Running => "running",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Oom => "oom",
+            Status::Timeout => "timeout",
+            Status::Cancelled => "cancelled",
+            Status::Lost => "lost",
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        !matches!(self, Status::Pending | Status::Running)
+    }
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `jobs/<job>/state.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobState {
+    pub version: u32,
+    pub status: Status,
+    pub attempt: u32,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    pub error: Option<String>,
+    pub container_id: Option<String>,
+    pub image_id: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    /// The GPU ids the job was given.
+    #[serde(default)]
+    pub gpus: Vec<String>,
+}
+
+impl JobState {
+    pub fn pending() -> JobState {
+        JobState {
+            version: VERSION,
+            status: Status::Pending,
+            attempt: 0,
+            exit_code: None,
+            oom_killed: false,
+            error: None,
+            container_id: None,
+            image_id: None,
+            started_at: None,
+            finished_at: None,
+            gpus: Vec::new(),
+        }
+    }
+
+    /// Wall time of the current attempt so far (or in all, once finished).
+    pub fn elapsed(&self, now: DateTime<Utc>) -> Option<chrono::Duration> {
+        let start = self.started_at?;
+        Some(self.finished_at.unwrap_or(now) - start)
+    }
+}
+
+/// Where the batch stands as a whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BatchStatus {
+    Running,
+    Finished,
+    Interrupted,
+}
+
+/// Who supervises (or last supervised) the batch.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Supervisor {
+    pub pid: u32,
+    pub host: String,
+    pub started_at: DateTime<Utc>,
+}
+
+/// `batch.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchState {
+    pub version: u32,
+    /// The directory name, unique under the runs directory.
+    pub id: String,
+    pub name: String,
+    /// The file the batch was submitted from.
+    pub file: PathBuf,
+    pub created_at: DateTime<Utc>,
+    pub status: BatchStatus,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub concurrency: usize,
+    pub supervisor: Option<Supervisor>,
+    /// Job names, in the file's order.
+    pub jobs: Vec<String>,
+}
+
+/// `jobs/<job>/job.json`: the resolved job as the container sees it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobFile {
+    pub version: u32,
+    pub batch: String,
+    pub batch_id: String,
+    pub attempt: u32,
+    #[serde(flatten)]
+    pub spec: JobSpec,
+    /// The values a sweep chose for this job (none yet: sweeps come later).
+    #[serde(default)]
+    pub swept: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A batch directory on disk.
+#[derive(Debug, Clone)]
+pub struct BatchDir {
+    pub path: PathBuf,
+    pub id: String,
+}
+
+impl BatchDir {
+    /// Creates `runs/<date>_<time>_<name>` with the batch file, `batch.json`
+    /// and every job's `job.json` and pending `state.json`, then points
+    /// `runs/latest` at it.
+    pub fn create(runs_dir: &Path, plan: &Plan) -> anyhow::Result<BatchDir> {
+        std::fs::create_dir_all(runs_dir).map_err(|e| {
+            hinted(
+                format!("cannot create the runs directory `{}`: {e}", runs_dir.display()),
+                "pick a writable place with --runs-dir or TB_RUNS_DIR",
+            )
+        })?;
+        let stamp = chrono::Local::now().format("%Y-%m-%d_%H%M%S");
+        let (id, path) = (1..)
+            .map(|n| {
+                let id = if n == 1 { format!("{stamp}_{}", plan.name) } else { format!("{stamp}_{}-{n}", plan.name) };
+                let path = runs_dir.join(&id);
+                (id, path)
+            })
+            .find(|(_, p)| !p.exists())
+            .expect("an unused name");
+        std::fs::create_dir(&path).with_context(|| format!("failed to create batch directory `{}`", path.display()))?;
+        let dir = BatchDir { path, id };
+
+        write_atomic(&dir.path.join("batch.toml"), plan.text.as_bytes())?;
+        let state = BatchState {
+            version: VERSION,
+            id: dir.id.clone(),
+            name: plan.name.clone(),
+            file: plan.file.clone(),
+            created_at: Utc::now(),
+            status: BatchStatus::Running,
+            finished_at: None,
+            concurrency: plan.concurrency,
+            supervisor: Some(Supervisor::current()),
+            jobs: plan.jobs.iter().map(|j| j.name.clone()).collect(),
+        };
+        dir.write_batch(&state)?;
+        for job in &plan.jobs {
+            let jd = dir.job_dir(&job.name);
+            std::fs::create_dir_all(&jd).with_context(|| format!("failed to create `{}`", jd.display()))?;
+            let file = JobFile {
+                version: VERSION,
+                batch: plan.name.clone(),
+                batch_id: dir.id.clone(),
+                attempt: 1,
+                spec: job.clone(),
+                swept: Default::default(),
+            };
+            dir.write_job_file(&file)?;
+            dir.write_job_state(&job.name, &JobState::pending())?;
+        }
+        point_latest(runs_dir, &dir.id)?;
+        Ok(dir)
+    }
+
+    /// Finds a batch: a directory path, a directory name under `runs_dir`,
+    /// a batch name (its newest directory), or with `None` the newest batch.
+    pub fn open(runs_dir: &Path, selector: Option<&str>) -> anyhow::Result<BatchDir> {
+        let candidate = match selector {
+            None => {
+                let latest = runs_dir.join("latest");
+                if !latest.exists() {
+                    return Err(hinted(
+                        format!("no batch under `{}`", runs_dir.display()),
+                        "start one with `tb batch FILE`, or point --runs-dir (TB_RUNS_DIR) at your runs directory",
+                    ));
+                }
+                std::fs::canonicalize(&latest).with_context(|| format!("failed to follow `{}`", latest.display()))?
+            }
+            Some(sel) => {
+                let as_path = PathBuf::from(sel);
+                if as_path.join("batch.json").is_file() {
+                    as_path
+                } else if runs_dir.join(sel).join("batch.json").is_file() {
+                    runs_dir.join(sel)
+                } else if let Some(p) = newest_named(runs_dir, sel)? {
+                    p
+                } else {
+                    return Err(hinted(
+                        format!("no batch `{sel}` under `{}`", runs_dir.display()),
+                        "name a batch directory or a batch name; `ls runs/` shows them",
+                    ));
+                }
+            }
+        };
+        let id = candidate
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !candidate.join("batch.json").is_file() {
+            bail!("`{}` is not a batch directory (no batch.json)", candidate.display());
+        }
+        Ok(BatchDir { path: candidate, id })
+    }
+
+    pub fn job_dir(&self, job: &str) -> PathBuf {
+        self.path.join("jobs").join(job)
+    }
+
+    pub fn read_batch(&self) -> anyhow::Result<BatchState> {
+        read_versioned(&self.path.join("batch.json"))
+    }
+
+    pub fn write_batch(&self, state: &BatchState) -> anyhow::Result<()> {
+        write_json(&self.path.join("batch.json"), state)
+    }
+
+    pub fn read_job_state(&self, job: &str) -> anyhow::Result<JobState> {
+        read_versioned(&self.job_dir(job).join("state.json"))
+    }
+
+    pub fn write_job_state(&self, job: &str, state: &JobState) -> anyhow::Result<()> {
+        write_json(&self.job_dir(job).join("state.json"), state)
+    }
+
+    pub fn read_job_file(&self, job: &str) -> anyhow::Result<JobFile> {
+        read_versioned(&self.job_dir(job).join("job.json"))
+    }
+
+    pub fn write_job_file(&self, file: &JobFile) -> anyhow::Result<()> {
+        write_json(&self.job_dir(&file.spec.name).join("job.json"), file)
+    }
+}
+
+impl Supervisor {
+    pub fn current() -> Supervisor {
+        Supervisor {
+            pid: std::process::id(),
+            host: hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+            started_at: Utc::now(),
+        }
+    }
+}
+
+fn newest_named(runs_dir: &Path, name: &str) -> anyhow::Result<Option<PathBuf>> {
+    let Ok(entries) = std::fs::read_dir(runs_dir) else { return Ok(None) };
+    let suffix = format!("_{name}");
+    let mut matches: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().ends_with(&suffix)))
+        .filter(|p| p.join("batch.json").is_file())
+        .collect();
+    matches.sort();
+    Ok(matches.pop())
+}
+
+fn point_latest(runs_dir: &Path, id: &str) -> anyhow::Result<()> {
+    let tmp = runs_dir.join(format!(".latest.{}", std::process::id()));
+    let _ = std::fs::remove_file(&tmp);
+    std::os::unix::fs::symlink(id, &tmp).with_context(|| format!("failed to create `{}`", tmp.display()))?;
+    std::fs::rename(&tmp, runs_dir.join("latest")).with_context(|| format!("failed to update `{}/latest`", runs_dir.display()))
+}
+
+/// Writes `bytes` to `path` so that a reader sees the old or the new file,
+/// never a mix: temp file in the same directory, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(anyhow::Error::new(e).context(format!("failed to write `{}`", path.display())));
+    }
+    Ok(())
+}
+
+fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value)?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+/// Reads a state file; a corrupt file or one from a newer tb is an error,
+/// never a silent reset.
+pub fn read_versioned<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let bytes = std::fs::read(path).with_context(|| format!("failed to read `{}`", path.display()))?;
+    let probe: serde_json::Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("`{}` is corrupt (not JSON)", path.display()))?;
+    match probe.get("version").and_then(|v| v.as_u64()) {
+        Some(v) if v as u32 <= VERSION => {}
+        Some(v) => bail!("`{}` has format version {v}, newer than this tb understands ({VERSION}); upgrade tb", path.display()),
+        None => bail!("`{}` is corrupt (no \"version\")", path.display()),
+    }
+    serde_json::from_value(probe).with_context(|| format!("`{}` is corrupt", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_1_job_state_fixture_loads() {
+        let s: JobState = read_versioned(Path::new("tests/fixtures/state/v1_state.json")).unwrap();
+        assert_eq!(s.status, Status::Oom);
+        assert_eq!(s.exit_code, Some(137));
+        assert!(s.oom_killed);
+        let b: BatchState = read_versioned(Path::new("tests/fixtures/state/v1_batch.json")).unwrap();
+        assert_eq!(b.jobs, vec!["baseline", "big"]);
+    }
+
+    #[test]
+    fn corrupt_and_future_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        std::fs::write(&p, "{\"status\": ").unwrap();
+        let e = read_versioned::<JobState>(&p).unwrap_err();
+        assert!(format!("{e:#}").contains("is corrupt (not JSON)"));
+        std::fs::write(&p, "{\"version\": 9}").unwrap();
+        let e = read_versioned::<JobState>(&p).unwrap_err();
+        assert!(e.to_string().contains("format version 9, newer than this tb"));
+    }
+
+    #[test]
+    fn atomic_write_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.json");
+        write_atomic(&p, b"1").unwrap();
+        write_atomic(&p, b"2").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"2");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
