@@ -8,7 +8,9 @@ use std::path::PathBuf;
 /// and tells you in the morning what trained, what stopped early and why.
 #[derive(Debug, Parser)]
 #[command(name = "tb", version, propagate_version = true, max_term_width = 100)]
-#[command(after_help = "Examples:\n  tb batch jobs/night.toml      run a batch\n  tb status                     how the newest batch is doing\n  tb logs baseline -f           follow one job's output")]
+#[command(
+    after_help = "Examples:\n  tb batch jobs/night.toml      run a batch\n  tb status                     how the newest batch is doing\n  tb logs baseline -f           follow one job's output"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: GlobalArgs,
@@ -35,7 +37,9 @@ pub struct GlobalArgs {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate a batch file, run every job in it, and write the results.
-    #[command(after_help = "Examples:\n  tb batch jobs/night.toml\n  tb batch jobs/night.toml --concurrency 2 --only baseline\n  tb batch jobs/night.toml --dry-run")]
+    #[command(
+        after_help = "Examples:\n  tb batch jobs/night.toml\n  tb batch jobs/night.toml --concurrency 2 --only baseline\n  tb batch jobs/night.toml --dry-run"
+    )]
     Batch(BatchArgs),
     /// Check a batch file and the system as `tb batch` would, and list its jobs; runs nothing.
     #[command(after_help = "Example:\n  tb validate jobs/night.toml")]
@@ -44,7 +48,9 @@ pub enum Command {
     #[command(after_help = "Examples:\n  tb status\n  tb status 2026-11-22_230000_night --json")]
     Status(StatusArgs),
     /// Print (or follow) a job's captured stdout or stderr.
-    #[command(after_help = "Examples:\n  tb logs baseline\n  tb logs baseline -f --stderr\n  tb logs 2026-11-22_230000_night baseline --attempt 1")]
+    #[command(
+        after_help = "Examples:\n  tb logs baseline\n  tb logs baseline -f --stderr\n  tb logs 2026-11-22_230000_night baseline --attempt 1"
+    )]
     Logs(LogsArgs),
     /// Build and manage the trainer image.
     #[command(subcommand)]
@@ -103,7 +109,9 @@ pub struct LogsArgs {
 #[derive(Debug, Subcommand)]
 pub enum ImageCommand {
     /// Build the trainer image from images/trainer and trainer-py through the Docker API.
-    #[command(after_help = "Examples:\n  tb image build\n  tb image build --tag tb-trainer:dev --build-arg BASE_IMAGE=python:3.11-slim")]
+    #[command(
+        after_help = "Examples:\n  tb image build\n  tb image build --tag tb-trainer:dev --build-arg BASE_IMAGE=python:3.11-slim"
+    )]
     Build(ImageBuildArgs),
 }
 

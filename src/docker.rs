@@ -86,14 +86,21 @@ impl Engine {
             // Nothing tb sends blocks for long: stops are a signal plus our
             // own grace period, and waits/attaches answer their headers at once.
             .with_timeout(std::time::Duration::from_secs(120));
-        let docker = docker.negotiate_version().await.map_err(|e| unreachable_daemon(e.to_string()))?;
+        let docker = docker
+            .negotiate_version()
+            .await
+            .map_err(|e| unreachable_daemon(e.to_string()))?;
         docker.ping().await.map_err(|e| unreachable_daemon(e.to_string()))?;
         Ok(Engine { docker })
     }
 
     /// The engine's version and API version, for messages.
     pub async fn version(&self) -> anyhow::Result<(String, String)> {
-        let v = self.docker.version().await.context("failed to ask the Docker engine its version")?;
+        let v = self
+            .docker
+            .version()
+            .await
+            .context("failed to ask the Docker engine its version")?;
         Ok((v.version.unwrap_or_default(), v.api_version.unwrap_or_default()))
     }
 
@@ -200,7 +207,10 @@ impl Engine {
             Some(Ok(r)) => Ok(r.status_code),
             Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Ok(code),
             Some(Err(e)) => Err(anyhow::Error::new(e).context(format!("failed to wait for container {}", short(id)))),
-            None => anyhow::bail!("the engine closed the wait for container {} without an answer", short(id)),
+            None => anyhow::bail!(
+                "the engine closed the wait for container {} without an answer",
+                short(id)
+            ),
         }
     }
 
@@ -225,7 +235,9 @@ impl Engine {
         let options = KillContainerOptionsBuilder::default().signal(signal).build();
         match self.docker.kill_container(id, Some(options)).await {
             Ok(()) => Ok(()),
-            Err(BollardError::DockerResponseServerError { status_code: 404 | 409, .. }) => Ok(()),
+            Err(BollardError::DockerResponseServerError {
+                status_code: 404 | 409, ..
+            }) => Ok(()),
             Err(e) => Err(anyhow::Error::new(e).context(format!("failed to send {signal} to container {}", short(id)))),
         }
     }
@@ -243,8 +255,15 @@ impl Engine {
     /// Containers, running or not, carrying `label` (`key` or `key=value`).
     pub async fn list_labelled(&self, label: &str) -> anyhow::Result<Vec<Listed>> {
         let filters: HashMap<String, Vec<String>> = HashMap::from([("label".into(), vec![label.into()])]);
-        let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
-        let list = self.docker.list_containers(Some(options)).await.context("failed to list containers")?;
+        let options = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let list = self
+            .docker
+            .list_containers(Some(options))
+            .await
+            .context("failed to list containers")?;
         Ok(list
             .into_iter()
             .map(|c| Listed {
@@ -274,12 +293,20 @@ impl Engine {
             .forcerm(true)
             .buildargs(build_args)
             .build();
-        let mut stream = self.docker.build_image(options, None, Some(bollard::body_full(Bytes::from(context))));
+        let mut stream = self
+            .docker
+            .build_image(options, None, Some(bollard::body_full(Bytes::from(context))));
         let mut last_step = String::new();
         while let Some(item) = stream.next().await {
-            let info = item.map_err(|e| anyhow::anyhow!("{}", engine_message(&e))).with_context(|| {
-                if last_step.is_empty() { "the image build failed".to_string() } else { format!("the image build failed at {last_step}") }
-            })?;
+            let info = item
+                .map_err(|e| anyhow::anyhow!("{}", engine_message(&e)))
+                .with_context(|| {
+                    if last_step.is_empty() {
+                        "the image build failed".to_string()
+                    } else {
+                        format!("the image build failed at {last_step}")
+                    }
+                })?;
             if let Some(text) = info.stream {
                 for line in text.lines() {
                     if line.starts_with("Step ") {
@@ -292,7 +319,10 @@ impl Engine {
                 on_line(&status);
             }
             if let Some(err) = info.error_detail.and_then(|d| d.message) {
-                anyhow::bail!("the image build failed at {}: {err}", if last_step.is_empty() { "its start" } else { &last_step });
+                anyhow::bail!(
+                    "the image build failed at {}: {err}",
+                    if last_step.is_empty() { "its start" } else { &last_step }
+                );
             }
         }
         let id = self
@@ -308,8 +338,14 @@ impl Engine {
     /// Tags the image `id` as `tag` (`repo:tag`).
     pub async fn build_tag(&self, id: &str, tag: &str) -> anyhow::Result<()> {
         let (repo, t) = tag.rsplit_once(':').unwrap_or((tag, "latest"));
-        let options = bollard::query_parameters::TagImageOptionsBuilder::default().repo(repo).tag(t).build();
-        self.docker.tag_image(id, Some(options)).await.with_context(|| format!("failed to tag the image `{tag}`"))
+        let options = bollard::query_parameters::TagImageOptionsBuilder::default()
+            .repo(repo)
+            .tag(t)
+            .build();
+        self.docker
+            .tag_image(id, Some(options))
+            .await
+            .with_context(|| format!("failed to tag the image `{tag}`"))
     }
 }
 

@@ -84,8 +84,7 @@ mod tests {
 
     #[test]
     fn hint_renders_after_the_chain() {
-        let err = hinted("no such batch `x`", "run `tb ls` to see the batches")
-            .context("failed to show status");
+        let err = hinted("no such batch `x`", "run `tb ls` to see the batches").context("failed to show status");
         assert_eq!(
             format(&err),
             "error: failed to show status\n  caused by: no such batch `x`\nhint: run `tb ls` to see the batches\n"

@@ -106,7 +106,11 @@ pub fn container_spec(launch: &Launch) -> ContainerSpec {
     if launch.gpu_mode == GpuMode::Env {
         // "void" keeps an NVIDIA default runtime from exposing every GPU to
         // a job that asked for none.
-        let visible = if launch.gpus.is_empty() { "void".to_string() } else { launch.gpus.join(",") };
+        let visible = if launch.gpus.is_empty() {
+            "void".to_string()
+        } else {
+            launch.gpus.join(",")
+        };
         env.push(format!("NVIDIA_VISIBLE_DEVICES={visible}"));
     }
     for (k, v) in &spec.env {
@@ -118,7 +122,10 @@ pub fn container_spec(launch: &Launch) -> ContainerSpec {
     for name in &spec.pass_env {
         match std::env::var(name) {
             Ok(v) => env.push(format!("{name}={v}")),
-            Err(_) => tracing::warn!("job {}: pass_env `{name}` is not set in tb's environment; not passed", spec.name),
+            Err(_) => tracing::warn!(
+                "job {}: pass_env `{name}` is not set in tb's environment; not passed",
+                spec.name
+            ),
         }
     }
 
@@ -151,7 +158,11 @@ pub fn container_spec(launch: &Launch) -> ContainerSpec {
         memory: spec.memory,
         cpus: spec.cpus,
         network: spec.network.clone(),
-        device_ids: if launch.gpu_mode == GpuMode::DeviceRequest { launch.gpus.clone() } else { Vec::new() },
+        device_ids: if launch.gpu_mode == GpuMode::DeviceRequest {
+            launch.gpus.clone()
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -300,14 +311,38 @@ pub async fn run(
     drop(files);
     let finished_at = Utc::now();
 
-    let info = engine.exit_info(&id).await;
-    let (exit_code, oom_killed, engine_error) = match info {
-        Ok(i) => (i.exit_code.or(exit_code), i.oom_killed, i.error),
-        Err(e) => (exit_code, false, Some(wait_error.clone().unwrap_or_else(|| format!("{e:#}")))),
+    // A clean exit needs no inspection: OOM and engine errors only explain
+    // failures, and the round trip would delay the next job's start.
+    let (exit_code, oom_killed, engine_error) = if exit_code == Some(0) && wait_error.is_none() {
+        (exit_code, false, None)
+    } else {
+        match engine.exit_info(&id).await {
+            Ok(i) => (i.exit_code.or(exit_code), i.oom_killed, i.error),
+            Err(e) => (
+                exit_code,
+                false,
+                Some(wait_error.clone().unwrap_or_else(|| format!("{e:#}"))),
+            ),
+        }
     };
-    let (status, error) = judge(exit_code, oom_killed, stopping, write_error, engine_error.or(wait_error), &launch.job.spec);
+    let (status, error) = judge(
+        exit_code,
+        oom_killed,
+        stopping,
+        write_error,
+        engine_error.or(wait_error),
+        &launch.job.spec,
+    );
     tracing::debug!("job {}: container {} ended: {status}", launch.job.spec.name, short(&id));
-    Outcome { status, exit_code, oom_killed, error, container_id: Some(id.clone()), started_at: Some(started_at), finished_at }
+    Outcome {
+        status,
+        exit_code,
+        oom_killed,
+        error,
+        container_id: Some(id.clone()),
+        started_at: Some(started_at),
+        finished_at,
+    }
 }
 
 /// The status and the one-line reason of an ended attempt.
@@ -326,14 +361,25 @@ fn judge(
         return (Status::Succeeded, None);
     }
     if oom_killed {
-        let limit = spec.memory.map(|m| format!(" (limit {})", human_bytes(m))).unwrap_or_default();
+        let limit = spec
+            .memory
+            .map(|m| format!(" (limit {})", human_bytes(m)))
+            .unwrap_or_default();
         return (Status::Oom, Some(format!("killed by the kernel: out of memory{limit}")));
     }
-    let code = exit_code.map(describe_exit).unwrap_or_else(|| "ended without an exit code".into());
+    let code = exit_code
+        .map(describe_exit)
+        .unwrap_or_else(|| "ended without an exit code".into());
     match stopping {
         Some(Status::Timeout) => {
-            let limit = spec.time_limit.map(|d| humantime::format_duration(d).to_string()).unwrap_or_default();
-            (Status::Timeout, Some(format!("stopped at its time limit of {limit}; {code}")))
+            let limit = spec
+                .time_limit
+                .map(|d| humantime::format_duration(d).to_string())
+                .unwrap_or_default();
+            (
+                Status::Timeout,
+                Some(format!("stopped at its time limit of {limit}; {code}")),
+            )
         }
         Some(_) => (Status::Cancelled, Some(format!("cancelled; {code}"))),
         None => {
@@ -369,7 +415,11 @@ pub fn human_bytes(b: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{b} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 /// `stdout.log` and `stderr.log` of the current attempt. Written unbuffered
@@ -387,7 +437,10 @@ impl LogFiles {
                 .map(|f| (path.clone(), f))
                 .map_err(|e| format!("failed to create `{}`: {e}", path.display()))
         };
-        Ok(LogFiles { stdout: open("stdout.log")?, stderr: open("stderr.log")? })
+        Ok(LogFiles {
+            stdout: open("stdout.log")?,
+            stderr: open("stderr.log")?,
+        })
     }
 
     fn write(&mut self, chunk: &Chunk) -> Result<(), String> {
@@ -395,6 +448,7 @@ impl LogFiles {
             Chunk::Stdout(b) => (&mut self.stdout, b),
             Chunk::Stderr(b) => (&mut self.stderr, b),
         };
-        file.write_all(bytes).map_err(|e| format!("failed to write `{}`: {e}", path.display()))
+        file.write_all(bytes)
+            .map_err(|e| format!("failed to write `{}`: {e}", path.display()))
     }
 }

@@ -26,7 +26,10 @@ impl Inventory {
                 let text = String::from_utf8_lossy(&o.stdout);
                 Inventory::from_list(&text.lines().collect::<Vec<_>>().join(","), "nvidia-smi")
             }
-            _ => Inventory { ids: Vec::new(), source: "nvidia-smi (not found or failed)" },
+            _ => Inventory {
+                ids: Vec::new(),
+                source: "nvidia-smi (not found or failed)",
+            },
         }
     }
 

@@ -22,14 +22,22 @@ pub struct OutputMode {
 }
 
 pub fn output_mode() -> OutputMode {
-    *OUTPUT.get().unwrap_or(&OutputMode { bars: false, verbose: 0, quiet: false })
+    *OUTPUT.get().unwrap_or(&OutputMode {
+        bars: false,
+        verbose: 0,
+        quiet: false,
+    })
 }
 
 /// Installs the subscriber. `RUST_LOG` overrides the stderr level.
 pub fn init(global: &GlobalArgs) {
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let bars = std::io::stderr().is_terminal() && !global.no_progress && global.verbose == 0 && !global.quiet;
-    let _ = OUTPUT.set(OutputMode { bars, verbose: global.verbose, quiet: global.quiet });
+    let _ = OUTPUT.set(OutputMode {
+        bars,
+        verbose: global.verbose,
+        quiet: global.quiet,
+    });
     let level = match (global.quiet, global.verbose) {
         (true, _) => "error",
         (_, 0) => "info",
@@ -38,7 +46,11 @@ pub fn init(global: &GlobalArgs) {
     };
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
         // Only tb's own events below info: bollard and hyper are chatty.
-        EnvFilter::new(if level == "info" || level == "error" { level.to_string() } else { format!("warn,tb={level}") })
+        EnvFilter::new(if level == "info" || level == "error" {
+            level.to_string()
+        } else {
+            format!("warn,tb={level}")
+        })
     });
     let stderr = tracing_subscriber::fmt::layer()
         .with_writer(StderrWriter)

@@ -43,11 +43,22 @@ pub fn progress(path: &Path, monitor: &str, maximize: bool) -> Progress {
             continue;
         };
         p.last_epoch = Some(p.last_epoch.map_or(line.epoch, |e| e.max(line.epoch)));
-        if let Some(v) = line.metrics.get(monitor).and_then(|v| v.as_f64()).filter(|v| v.is_finite()) {
+        if let Some(v) = line
+            .metrics
+            .get(monitor)
+            .and_then(|v| v.as_f64())
+            .filter(|v| v.is_finite())
+        {
             p.latest = Some(v);
             let better = match p.best {
                 None => true,
-                Some((b, _)) => if maximize { v > b } else { v < b },
+                Some((b, _)) => {
+                    if maximize {
+                        v > b
+                    } else {
+                        v < b
+                    }
+                }
             };
             if better {
                 p.best = Some((v, line.epoch));

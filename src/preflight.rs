@@ -26,7 +26,12 @@ pub async fn check(plan: &Plan, engine: &Engine, runs_dir: &Path) -> anyhow::Res
         if !ids.contains_key(job.image.as_str()) {
             let id = engine.image_id(&job.image).await?;
             if id.is_none() {
-                let users: Vec<&str> = plan.jobs.iter().filter(|j| j.image == job.image).map(|j| j.name.as_str()).collect();
+                let users: Vec<&str> = plan
+                    .jobs
+                    .iter()
+                    .filter(|j| j.image == job.image)
+                    .map(|j| j.name.as_str())
+                    .collect();
                 let hint = if job.image.starts_with("tb-trainer") {
                     "build it with `make image` (tb image build)"
                 } else if job.image.starts_with("tb-base") {
@@ -36,19 +41,30 @@ pub async fn check(plan: &Plan, engine: &Engine, runs_dir: &Path) -> anyhow::Res
                 };
                 problems.push(Problem {
                     at: None,
-                    message: format!("the Docker engine has no image `{}` (used by {})", job.image, users.join(", ")),
+                    message: format!(
+                        "the Docker engine has no image `{}` (used by {})",
+                        job.image,
+                        users.join(", ")
+                    ),
                     hint: Some(hint.into()),
                 });
             }
             ids.insert(&job.image, id);
         }
     }
-    for (what, dir) in [("runs directory", runs_dir), ("downloads directory", plan.downloads.as_path())] {
+    for (what, dir) in [
+        ("runs directory", runs_dir),
+        ("downloads directory", plan.downloads.as_path()),
+    ] {
         if let Err(why) = writable(dir) {
             problems.push(Problem {
                 at: None,
                 message: format!("the {what} `{}` is not usable: {why}", dir.display()),
-                hint: Some(if what == "runs directory" { "choose another with --runs-dir or TB_RUNS_DIR".into() } else { "set `downloads` in [batch] to a writable directory".into() }),
+                hint: Some(if what == "runs directory" {
+                    "choose another with --runs-dir or TB_RUNS_DIR".into()
+                } else {
+                    "set `downloads` in [batch] to a writable directory".into()
+                }),
             });
         }
     }
@@ -57,7 +73,8 @@ pub async fn check(plan: &Plan, engine: &Engine, runs_dir: &Path) -> anyhow::Res
             [one] => one.hint.clone(),
             _ => None,
         };
-        let err = anyhow::Error::new(crate::batch::Problems(problems)).context("the system is not ready for this batch");
+        let err =
+            anyhow::Error::new(crate::batch::Problems(problems)).context("the system is not ready for this batch");
         return Err(match hint {
             Some(h) => with_hint(err, h),
             None => err,
@@ -82,7 +99,11 @@ fn writable(dir: &Path) -> Result<(), String> {
             let c = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
             // SAFETY: `c` is a valid NUL-terminated path for the call's duration.
             let ok = unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0;
-            return if ok { Ok(()) } else { Err(format!("`{}` is not writable", probe.display())) };
+            return if ok {
+                Ok(())
+            } else {
+                Err(format!("`{}` is not writable", probe.display()))
+            };
         }
         match probe.parent() {
             Some(p) => probe = p,

@@ -31,16 +31,21 @@ struct Counts {
 
 impl Progress {
     pub fn new(enabled: bool) -> Progress {
-        Progress { bar: enabled.then(ProgressBar::hidden), state: Mutex::new(Counts::default()) }
+        Progress {
+            bar: enabled.then(ProgressBar::hidden),
+            state: Mutex::new(Counts::default()),
+        }
     }
 
     pub fn start(&self, total: usize) {
         let Some(bar) = &self.bar else { return };
         bar.set_length(total as u64);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} jobs  ETA {eta}  {msg}")
-                .expect("a valid template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} jobs  ETA {eta}  {msg}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
         );
         bar.set_draw_target(ProgressDrawTarget::stderr());
         bar.enable_steady_tick(std::time::Duration::from_millis(200));
@@ -72,7 +77,10 @@ impl Progress {
             msg.push_str(&format!("{} not succeeded  ", c.failed));
         }
         if !c.running.is_empty() {
-            msg.push_str(&format!("running: {}", c.running.iter().cloned().collect::<Vec<_>>().join(", ")));
+            msg.push_str(&format!(
+                "running: {}",
+                c.running.iter().cloned().collect::<Vec<_>>().join(", ")
+            ));
         }
         bar.set_message(msg);
     }

@@ -35,11 +35,23 @@ impl Summary {
 
 /// What job tasks tell the dispatcher.
 enum Event {
-    Started { index: usize, container_id: String, at: DateTime<Utc> },
-    Finished { index: usize, outcome: Outcome },
+    Started {
+        index: usize,
+        container_id: String,
+        at: DateTime<Utc>,
+    },
+    Finished {
+        index: usize,
+        outcome: Outcome,
+    },
     /// A job prepared ahead that was never started (the batch was stopped).
-    Withdrawn { index: usize },
+    Withdrawn {
+        index: usize,
+    },
 }
+
+/// How many jobs at most wait, created, for a slot.
+const MAX_STAGED: usize = 4;
 
 /// Knobs that are not part of the plan.
 #[derive(Debug, Clone)]
@@ -49,19 +61,32 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { stop_grace: executor::STOP_GRACE }
+        Options {
+            stop_grace: executor::STOP_GRACE,
+        }
     }
 }
 
 /// Runs every job of `plan` in `dir`; returns when all have ended, or when
 /// a stop (Ctrl-C, SIGTERM) has brought the running ones down.
-pub async fn run(plan: &Plan, dir: &BatchDir, engine: &Engine, image_ids: &[Option<String>], options: &Options, progress: &Progress) -> anyhow::Result<Summary> {
+pub async fn run(
+    plan: &Plan,
+    dir: &BatchDir,
+    engine: &Engine,
+    image_ids: &[Option<String>],
+    options: &Options,
+    progress: &Progress,
+) -> anyhow::Result<Summary> {
     let began = std::time::Instant::now();
     let downloads = plan.downloads.clone();
     let batch_dir: PathBuf = dir.path.clone();
     let (tx, mut rx) = mpsc::unbounded_channel::<Event>();
     let (stop_tx, stop_rx) = watch::channel(Stop::Run);
-    let mut states: Vec<JobState> = plan.jobs.iter().map(|j| dir.read_job_state(&j.name)).collect::<anyhow::Result<_>>()?;
+    let mut states: Vec<JobState> = plan
+        .jobs
+        .iter()
+        .map(|j| dir.read_job_state(&j.name))
+        .collect::<anyhow::Result<_>>()?;
     for (state, id) in states.iter_mut().zip(image_ids) {
         state.image_id = id.clone();
     }
@@ -70,10 +95,15 @@ pub async fn run(plan: &Plan, dir: &BatchDir, engine: &Engine, image_ids: &[Opti
     let mut free_gpus: Vec<String> = plan.gpus.ids.clone();
     let mut running = 0usize;
     let mut alive = 0usize;
-    // A job prepared ahead, waiting for a slot: its start signal.
-    let mut staged: Option<oneshot::Sender<()>> = None;
+    // Jobs prepared ahead (container created, output attached), waiting
+    // for a slot: their start signals, oldest first.
+    let mut staged: VecDeque<oneshot::Sender<()>> = VecDeque::new();
+    let stage_depth = plan.concurrency.min(MAX_STAGED);
+    // Finished jobs whose state is written once the freed slot is refilled:
+    // the next start does not wait for an fsync.
+    let mut unwritten: Vec<usize> = Vec::new();
     let mut tasks = JoinSet::new();
-    let mut removals = JoinSet::new();
+    let removals = Removals::start(engine.clone());
     let mut stop = Stop::Run;
     let mut signals = Signals::new()?;
 
@@ -81,26 +111,64 @@ pub async fn run(plan: &Plan, dir: &BatchDir, engine: &Engine, image_ids: &[Opti
     loop {
         if stop == Stop::Run {
             while running < plan.concurrency {
-                if let Some(s) = staged.take() {
-                    let _ = s.send(());
+                if let Some(go) = staged.pop_front() {
+                    let _ = go.send(());
                     running += 1;
                     continue;
                 }
-                let Some(index) = take_fitting(&mut pending, plan, free_gpus.len()) else { break };
+                let Some(index) = take_fitting(&mut pending, plan, free_gpus.len()) else {
+                    break;
+                };
                 let (go_tx, go_rx) = oneshot::channel();
                 let _ = go_tx.send(());
-                spawn_job(index, plan, dir, &downloads, &batch_dir, options, &mut free_gpus, &mut gpus_of, &mut states, engine, &tx, &stop_rx, go_rx, &mut tasks);
+                spawn_job(
+                    index,
+                    plan,
+                    dir,
+                    &downloads,
+                    &batch_dir,
+                    options,
+                    &mut free_gpus,
+                    &mut gpus_of,
+                    &mut states,
+                    engine,
+                    &tx,
+                    &stop_rx,
+                    go_rx,
+                    &mut tasks,
+                );
                 running += 1;
                 alive += 1;
             }
-            // Create the next container while the slots are busy: the engine's
-            // create is off the critical path when a slot frees.
-            if staged.is_none()
-                && let Some(index) = take_fitting(&mut pending, plan, free_gpus.len())
-            {
+        }
+        for index in unwritten.drain(..) {
+            write_state(dir, &plan.jobs[index].name, &states[index]);
+        }
+        if stop == Stop::Run {
+            // Create the next containers while the slots are busy: the
+            // engine's create is then off the critical path when one frees.
+            while staged.len() < stage_depth {
+                let Some(index) = take_fitting(&mut pending, plan, free_gpus.len()) else {
+                    break;
+                };
                 let (go_tx, go_rx) = oneshot::channel();
-                spawn_job(index, plan, dir, &downloads, &batch_dir, options, &mut free_gpus, &mut gpus_of, &mut states, engine, &tx, &stop_rx, go_rx, &mut tasks);
-                staged = Some(go_tx);
+                spawn_job(
+                    index,
+                    plan,
+                    dir,
+                    &downloads,
+                    &batch_dir,
+                    options,
+                    &mut free_gpus,
+                    &mut gpus_of,
+                    &mut states,
+                    engine,
+                    &tx,
+                    &stop_rx,
+                    go_rx,
+                    &mut tasks,
+                );
+                staged.push_back(go_tx);
                 alive += 1;
             }
         }
@@ -129,17 +197,13 @@ pub async fn run(plan: &Plan, dir: &BatchDir, engine: &Engine, image_ids: &[Opti
                         let name = &plan.jobs[index].name;
                         let state = &mut states[index];
                         apply(state, &outcome);
-                        write_state(dir, name, state);
                         log_end(name, state);
                         progress.job_finished(name, state.status);
-                        // Removal waits for nothing and nobody waits for it.
+                        unwritten.push(index);
+                        // Removed after its state is written (the removal
+                        // queue runs behind this loop), and nobody waits for it.
                         if let Some(id) = outcome.container_id {
-                            let engine = engine.clone();
-                            removals.spawn(async move {
-                                if let Err(e) = engine.remove(&id).await {
-                                    tracing::warn!("{e:#}");
-                                }
-                            });
+                            removals.push(id);
                         }
                     }
                     Event::Withdrawn { index } => {
@@ -162,13 +226,16 @@ pub async fn run(plan: &Plan, dir: &BatchDir, engine: &Engine, image_ids: &[Opti
                     _ => tracing::warn!("{signal} again: killing the running jobs"),
                 }
                 let _ = stop_tx.send(stop);
-                // A staged job was never started: its task sees the stop and withdraws.
-                staged = None;
+                // Staged jobs never started: their tasks see the stop and withdraw.
+                staged.clear();
             }
         }
     }
+    for index in unwritten.drain(..) {
+        write_state(dir, &plan.jobs[index].name, &states[index]);
+    }
     while tasks.join_next().await.is_some() {}
-    while removals.join_next().await.is_some() {}
+    removals.finish().await;
     progress.finish();
 
     Ok(Summary {
@@ -240,7 +307,11 @@ fn spawn_job(
         }
         let started = tx.clone();
         let outcome = executor::run(&engine, prepared, &launch, stop, |id, at| {
-            let _ = started.send(Event::Started { index, container_id: id.to_string(), at });
+            let _ = started.send(Event::Started {
+                index,
+                container_id: id.to_string(),
+                at,
+            });
         })
         .await;
         let _ = tx.send(Event::Finished { index, outcome });
@@ -278,6 +349,37 @@ fn log_end(name: &str, state: &JobState) {
 }
 
 /// Ctrl-C and SIGTERM, as one stream of names.
+/// Removes finished containers one at a time, behind the dispatcher: the
+/// engine's removal work never crowds the next job's start.
+struct Removals {
+    queue: mpsc::UnboundedSender<String>,
+    worker: tokio::task::JoinHandle<()>,
+}
+
+impl Removals {
+    fn start(engine: Engine) -> Removals {
+        let (queue, mut rx) = mpsc::unbounded_channel::<String>();
+        let worker = tokio::spawn(async move {
+            while let Some(id) = rx.recv().await {
+                if let Err(e) = engine.remove(&id).await {
+                    tracing::warn!("{e:#}");
+                }
+            }
+        });
+        Removals { queue, worker }
+    }
+
+    fn push(&self, id: String) {
+        let _ = self.queue.send(id);
+    }
+
+    /// Waits until every queued container is removed.
+    async fn finish(self) {
+        drop(self.queue);
+        let _ = self.worker.await;
+    }
+}
+
 struct Signals {
     int: tokio::signal::unix::Signal,
     term: tokio::signal::unix::Signal,
@@ -286,7 +388,10 @@ struct Signals {
 impl Signals {
     fn new() -> anyhow::Result<Signals> {
         use tokio::signal::unix::{SignalKind, signal};
-        Ok(Signals { int: signal(SignalKind::interrupt())?, term: signal(SignalKind::terminate())? })
+        Ok(Signals {
+            int: signal(SignalKind::interrupt())?,
+            term: signal(SignalKind::terminate())?,
+        })
     }
 
     async fn next(&mut self) -> &'static str {

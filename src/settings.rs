@@ -102,9 +102,11 @@ pub fn resolve(file: &Path, overrides: &Overrides, gpus: Inventory) -> anyhow::R
         let err = anyhow::Error::new(e).context(format!("failed to read batch file `{}`", file.display()));
         with_hint(err, "pass the path of a TOML batch file, such as jobs/night.toml")
     })?;
-    let abs = std::path::absolute(file)
-        .with_context(|| format!("failed to resolve the path `{}`", file.display()))?;
-    let base_dir = abs.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+    let abs = std::path::absolute(file).with_context(|| format!("failed to resolve the path `{}`", file.display()))?;
+    let base_dir = abs
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from("/"));
     let home = std::env::var_os("HOME").map(PathBuf::from);
     resolve_text(&abs, text, &base_dir, home.as_deref(), overrides, gpus).map_err(|problems| {
         let hint = problems.single_hint().map(String::from);
@@ -126,9 +128,18 @@ pub fn resolve_text(
     gpus: Inventory,
 ) -> Result<Plan, Problems> {
     let parsed = batch::parse(&text)?;
-    let mut ck = Checker { text: &text, base_dir, home, problems: Vec::new() };
+    let mut ck = Checker {
+        text: &text,
+        base_dir,
+        home,
+        problems: Vec::new(),
+    };
 
-    let BatchFile { batch: section, defaults, jobs } = parsed;
+    let BatchFile {
+        batch: section,
+        defaults,
+        jobs,
+    } = parsed;
     for (key, value) in [
         ("retries", &section.retries),
         ("continue_on_timeout", &section.continue_on_timeout),
@@ -138,7 +149,11 @@ pub fn resolve_text(
         ("slurm", &section.slurm),
     ] {
         if let Some(v) = value {
-            ck.at(v.span().start, format!("`batch.{key}` is not supported by this version of tb yet"), Some("remove it; see README.md for the keys this version runs"));
+            ck.at(
+                v.span().start,
+                format!("`batch.{key}` is not supported by this version of tb yet"),
+                Some("remove it; see README.md for the keys this version runs"),
+            );
         }
     }
 
@@ -155,7 +170,11 @@ pub fn resolve_text(
             .unwrap_or_else(|| "batch".into()),
     };
     if section.name.is_none() && batch::job_name_problem(&name).is_some() {
-        ck.problem(None, format!("the file name `{name}` cannot name a batch"), Some("set `name` in [batch]"));
+        ck.problem(
+            None,
+            format!("the file name `{name}` cannot name a batch"),
+            Some("set `name` in [batch]"),
+        );
     }
 
     let concurrency = match &overrides.concurrency {
@@ -179,11 +198,19 @@ pub fn resolve_text(
     };
 
     if let Some(n) = &defaults.name {
-        ck.at(n.span().start, "`name` belongs in a [[job]], not in [defaults]".into(), None);
+        ck.at(
+            n.span().start,
+            "`name` belongs in a [[job]], not in [defaults]".into(),
+            None,
+        );
     }
     check_unsupported(&mut ck, &defaults, "defaults");
     if jobs.is_empty() {
-        ck.problem(None, "the file has no [[job]]".into(), Some("add at least one [[job]] with a `name`"));
+        ck.problem(
+            None,
+            "the file has no [[job]]".into(),
+            Some("add at least one [[job]] with a `name`"),
+        );
     }
 
     let mut seen: HashSet<String> = HashSet::new();
@@ -192,7 +219,11 @@ pub fn resolve_text(
         check_unsupported(&mut ck, job, "job");
         let name = match &job.name {
             None => {
-                ck.problem(None, format!("[[job]] number {} has no `name`", i + 1), Some("give every [[job]] a unique `name`"));
+                ck.problem(
+                    None,
+                    format!("[[job]] number {} has no `name`", i + 1),
+                    Some("give every [[job]] a unique `name`"),
+                );
                 continue;
             }
             Some(n) => {
@@ -201,7 +232,11 @@ pub fn resolve_text(
                     continue;
                 }
                 if !seen.insert(n.get_ref().clone()) {
-                    ck.at(n.span().start, format!("duplicate job name `{}`", n.get_ref()), Some("job names must be unique within a batch"));
+                    ck.at(
+                        n.span().start,
+                        format!("duplicate job name `{}`", n.get_ref()),
+                        Some("job names must be unique within a batch"),
+                    );
                     continue;
                 }
                 n.get_ref().clone()
@@ -246,7 +281,11 @@ fn selects(selector: &str, name: &str) -> bool {
 fn check_unsupported(ck: &mut Checker, job: &JobFields, table: &str) {
     for (key, value) in [("sweep", &job.sweep), ("cv", &job.cv)] {
         if let Some(v) = value {
-            ck.at(v.span().start, format!("`{table}.{key}` is not supported by this version of tb yet"), Some("write one [[job]] per configuration for now"));
+            ck.at(
+                v.span().start,
+                format!("`{table}.{key}` is not supported by this version of tb yet"),
+                Some("write one [[job]] per configuration for now"),
+            );
         }
     }
 }
@@ -260,7 +299,11 @@ struct Checker<'a> {
 
 impl Checker<'_> {
     fn problem(&mut self, at: Option<(usize, usize)>, message: String, hint: Option<&str>) {
-        self.problems.push(Problem { at, message, hint: hint.map(String::from) });
+        self.problems.push(Problem {
+            at,
+            message,
+            hint: hint.map(String::from),
+        });
     }
 
     fn at(&mut self, offset: usize, message: String, hint: Option<&str>) {
@@ -276,7 +319,11 @@ impl Checker<'_> {
             }
             _ => PathBuf::from(raw),
         };
-        let joined = if expanded.is_absolute() { expanded } else { self.base_dir.join(expanded) };
+        let joined = if expanded.is_absolute() {
+            expanded
+        } else {
+            self.base_dir.join(expanded)
+        };
         normalize(&joined)
     }
 
@@ -289,13 +336,21 @@ impl Checker<'_> {
                 String::new()
             }
             None => {
-                self.problem(None, format!("job `{name}` has no `image`"), Some("set `image` in [defaults] or in the job, e.g. image = \"tb-trainer:latest\""));
+                self.problem(
+                    None,
+                    format!("job `{name}` has no `image`"),
+                    Some("set `image` in [defaults] or in the job, e.g. image = \"tb-trainer:latest\""),
+                );
                 String::new()
             }
         };
         let command = j.command.clone().or_else(|| d.command.clone());
         if command.as_ref().is_some_and(|c| c.is_empty()) {
-            self.problem(None, format!("job `{name}`: `command` is empty"), Some("leave `command` out to run the image's own command"));
+            self.problem(
+                None,
+                format!("job `{name}`: `command` is empty"),
+                Some("leave `command` out to run the image's own command"),
+            );
         }
 
         let request = j.gpus.or(d.gpus).unwrap_or(GpuRequest::Auto);
@@ -305,15 +360,26 @@ impl Checker<'_> {
             GpuRequest::Count(n) => n,
         };
         if gpu_count as usize > gpus.len() {
-            let have = if gpus.is_empty() { "none".to_string() } else { format!("{} ({})", gpus.len(), gpus.ids.join(",")) };
+            let have = if gpus.is_empty() {
+                "none".to_string()
+            } else {
+                format!("{} ({})", gpus.len(), gpus.ids.join(","))
+            };
             self.problem(
                 None,
-                format!("job `{name}` asks for {gpu_count} GPU(s) but this host has {have} (found by {})", gpus.source),
+                format!(
+                    "job `{name}` asks for {gpu_count} GPU(s) but this host has {have} (found by {})",
+                    gpus.source
+                ),
                 Some("set gpus = 0 or \"auto\" to run on CPU; on a GPU host, check that `nvidia-smi` lists the GPUs"),
             );
         }
         if request == GpuRequest::All && gpus.is_empty() {
-            self.problem(None, format!("job `{name}` asks for all GPUs but this host has none"), Some("set gpus = 0 or \"auto\""));
+            self.problem(
+                None,
+                format!("job `{name}` asks for all GPUs but this host has none"),
+                Some("set gpus = 0 or \"auto\""),
+            );
         }
 
         let mut env: BTreeMap<String, String> = d.env.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect();
@@ -322,15 +388,37 @@ impl Checker<'_> {
         }
         for key in env.keys() {
             if !is_env_name(key) {
-                self.problem(None, format!("job `{name}`: `{key}` is not a valid environment variable name"), None);
+                self.problem(
+                    None,
+                    format!("job `{name}`: `{key}` is not a valid environment variable name"),
+                    None,
+                );
             } else if key.starts_with("TB_") {
-                self.problem(None, format!("job `{name}`: `{key}` is set by tb itself (TB_* is reserved)"), None);
+                self.problem(
+                    None,
+                    format!("job `{name}`: `{key}` is set by tb itself (TB_* is reserved)"),
+                    None,
+                );
             }
         }
-        let pass_env: Vec<String> = j.pass_env.as_ref().or(d.pass_env.as_ref()).into_iter().flatten().map(|s| s.get_ref().clone()).collect();
-        for (k, raw) in pass_env.iter().zip(j.pass_env.as_ref().or(d.pass_env.as_ref()).into_iter().flatten()) {
+        let pass_env: Vec<String> = j
+            .pass_env
+            .as_ref()
+            .or(d.pass_env.as_ref())
+            .into_iter()
+            .flatten()
+            .map(|s| s.get_ref().clone())
+            .collect();
+        for (k, raw) in pass_env
+            .iter()
+            .zip(j.pass_env.as_ref().or(d.pass_env.as_ref()).into_iter().flatten())
+        {
             if !is_env_name(k) {
-                self.at(raw.span().start, format!("`{k}` in pass_env is not a valid environment variable name"), None);
+                self.at(
+                    raw.span().start,
+                    format!("`{k}` in pass_env is not a valid environment variable name"),
+                    None,
+                );
             }
         }
 
@@ -339,17 +427,29 @@ impl Checker<'_> {
             match self.mount(raw.get_ref()) {
                 Ok(m) => {
                     if !m.host.exists() {
-                        self.at(raw.span().start, format!("job `{name}`: mount source `{}` does not exist", m.host.display()), Some("create it, or fix the path (relative paths start at the batch file's directory)"));
+                        self.at(
+                            raw.span().start,
+                            format!("job `{name}`: mount source `{}` does not exist", m.host.display()),
+                            Some("create it, or fix the path (relative paths start at the batch file's directory)"),
+                        );
                     }
                     mounts.push(m)
                 }
-                Err(why) => self.at(raw.span().start, format!("job `{name}`: invalid mount `{}`: {why}", raw.get_ref()), Some("write mounts as \"host:container\" or \"host:container:ro\"")),
+                Err(why) => self.at(
+                    raw.span().start,
+                    format!("job `{name}`: invalid mount `{}`: {why}", raw.get_ref()),
+                    Some("write mounts as \"host:container\" or \"host:container:ro\""),
+                ),
             }
         }
         let code = j.code.as_ref().or(d.code.as_ref()).map(|c| {
             let p = self.path(c.get_ref());
             if !p.is_dir() {
-                self.at(c.span().start, format!("job `{name}`: code directory `{}` does not exist", p.display()), None);
+                self.at(
+                    c.span().start,
+                    format!("job `{name}`: code directory `{}` does not exist", p.display()),
+                    None,
+                );
             }
             p
         });
@@ -377,7 +477,11 @@ impl Checker<'_> {
             pass_env,
             mounts,
             code,
-            network: j.network.clone().or_else(|| d.network.clone()).unwrap_or_else(|| DEFAULT_NETWORK.into()),
+            network: j
+                .network
+                .clone()
+                .or_else(|| d.network.clone())
+                .unwrap_or_else(|| DEFAULT_NETWORK.into()),
             train,
         })
     }
@@ -401,11 +505,32 @@ impl Checker<'_> {
             return Err(format!("`{container}` is where tb mounts its own directory"));
         }
         if let Some(o) = &options
-            && o.split(',').any(|opt| !matches!(opt, "ro" | "rw" | "z" | "Z" | "shared" | "slave" | "private" | "rshared" | "rslave" | "rprivate" | "nocopy" | "consistent" | "cached" | "delegated"))
+            && o.split(',').any(|opt| {
+                !matches!(
+                    opt,
+                    "ro" | "rw"
+                        | "z"
+                        | "Z"
+                        | "shared"
+                        | "slave"
+                        | "private"
+                        | "rshared"
+                        | "rslave"
+                        | "rprivate"
+                        | "nocopy"
+                        | "consistent"
+                        | "cached"
+                        | "delegated"
+                )
+            })
         {
             return Err(format!("unknown mount option in `{o}`"));
         }
-        Ok(Mount { host: self.path(host), container: container.to_string(), options })
+        Ok(Mount {
+            host: self.path(host),
+            container: container.to_string(),
+            options,
+        })
     }
 }
 
@@ -495,17 +620,28 @@ shm_size = "2g"
 
     #[test]
     fn duplicate_and_unsafe_names_are_located() {
-        let m = messages("[defaults]\nimage = \"i\"\n[[job]]\nname = \"a\"\n[[job]]\nname = \"a\"\n[[job]]\nname = \"../x\"\n");
+        let m = messages(
+            "[defaults]\nimage = \"i\"\n[[job]]\nname = \"a\"\n[[job]]\nname = \"a\"\n[[job]]\nname = \"../x\"\n",
+        );
         assert_eq!(m[0], "line 6, column 8: duplicate job name `a`");
-        assert!(m[1].starts_with("line 8, column 8: job name `../x` must start with a letter or digit"), "{}", m[1]);
+        assert!(
+            m[1].starts_with("line 8, column 8: job name `../x` must start with a letter or digit"),
+            "{}",
+            m[1]
+        );
         let m = messages("[defaults]\nimage = \"i\"\n[[job]]\nname = \"\"\n");
         assert_eq!(m[0], "line 4, column 8: a job name cannot be empty");
     }
 
     #[test]
     fn missing_mount_source_is_refused() {
-        let m = messages("[defaults]\nimage = \"i\"\nmounts = [\"./no-such-dir-tb:/data:ro\"]\n[[job]]\nname = \"a\"\n");
-        assert!(m[0].starts_with("line 3, column 11: job `a`: mount source `"), "{}", m[0]);
+        let m =
+            messages("[defaults]\nimage = \"i\"\nmounts = [\"./no-such-dir-tb:/data:ro\"]\n[[job]]\nname = \"a\"\n");
+        assert!(
+            m[0].starts_with("line 3, column 11: job `a`: mount source `"),
+            "{}",
+            m[0]
+        );
         assert!(m[0].ends_with("no-such-dir-tb` does not exist"), "{}", m[0]);
         let m = messages("[defaults]\nimage = \"i\"\nmounts = [\"/tmp:data\"]\n[[job]]\nname = \"a\"\n");
         assert!(m[0].contains("the container path `data` must be absolute"), "{}", m[0]);
@@ -517,13 +653,28 @@ shm_size = "2g"
     fn gpu_request_without_gpu_is_refused() {
         let text = "[defaults]\nimage = \"i\"\ngpus = 1\n[[job]]\nname = \"a\"\n";
         let m = messages(text);
-        assert_eq!(m[0], "job `a` asks for 1 GPU(s) but this host has none (found by TB_GPUS)");
+        assert_eq!(
+            m[0],
+            "job `a` asks for 1 GPU(s) but this host has none (found by TB_GPUS)"
+        );
         let p = plan(text, "0,1").unwrap();
         assert_eq!(p.jobs[0].gpus, 1);
         assert_eq!(p.concurrency, 2);
-        let m: Vec<String> = plan("[defaults]\nimage = \"i\"\ngpus = 3\n[[job]]\nname = \"a\"\n", "0,1").unwrap_err().0.iter().map(|p| p.to_string()).collect();
-        assert_eq!(m[0], "job `a` asks for 3 GPU(s) but this host has 2 (0,1) (found by TB_GPUS)");
-        let p = plan("[defaults]\nimage = \"i\"\ngpus = \"all\"\n[[job]]\nname = \"a\"\n", "0,1").unwrap();
+        let m: Vec<String> = plan("[defaults]\nimage = \"i\"\ngpus = 3\n[[job]]\nname = \"a\"\n", "0,1")
+            .unwrap_err()
+            .0
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(
+            m[0],
+            "job `a` asks for 3 GPU(s) but this host has 2 (0,1) (found by TB_GPUS)"
+        );
+        let p = plan(
+            "[defaults]\nimage = \"i\"\ngpus = \"all\"\n[[job]]\nname = \"a\"\n",
+            "0,1",
+        )
+        .unwrap();
         assert_eq!(p.jobs[0].gpus, 2);
     }
 
@@ -539,17 +690,30 @@ shm_size = "2g"
     #[test]
     fn unimplemented_contract_keys_say_so() {
         let m = messages("[batch]\nretries = 2\n[defaults]\nimage = \"i\"\n[[job]]\nname = \"a\"\n");
-        assert_eq!(m[0], "line 2, column 11: `batch.retries` is not supported by this version of tb yet");
+        assert_eq!(
+            m[0],
+            "line 2, column 11: `batch.retries` is not supported by this version of tb yet"
+        );
     }
 
     #[test]
     fn only_selects_by_name_or_prefix() {
         let dir = std::env::temp_dir();
-        let text = "[defaults]\nimage = \"i\"\n[[job]]\nname = \"lr_1\"\n[[job]]\nname = \"lr_2\"\n[[job]]\nname = \"base\"\n";
-        let ov = Overrides { only: vec!["lr".into()], ..Default::default() };
+        let text =
+            "[defaults]\nimage = \"i\"\n[[job]]\nname = \"lr_1\"\n[[job]]\nname = \"lr_2\"\n[[job]]\nname = \"base\"\n";
+        let ov = Overrides {
+            only: vec!["lr".into()],
+            ..Default::default()
+        };
         let p = resolve_text(&dir.join("x.toml"), text.into(), &dir, None, &ov, Inventory::default()).unwrap();
-        assert_eq!(p.jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(), ["lr_1", "lr_2"]);
-        let ov = Overrides { only: vec!["bsae".into()], ..Default::default() };
+        assert_eq!(
+            p.jobs.iter().map(|j| j.name.as_str()).collect::<Vec<_>>(),
+            ["lr_1", "lr_2"]
+        );
+        let ov = Overrides {
+            only: vec!["bsae".into()],
+            ..Default::default()
+        };
         let e = resolve_text(&dir.join("x.toml"), text.into(), &dir, None, &ov, Inventory::default()).unwrap_err();
         assert_eq!(e.0[0].message, "--only `bsae` matches no job");
         assert_eq!(e.0[0].hint.as_deref(), Some("did you mean `base`?"));

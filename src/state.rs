@@ -165,7 +165,11 @@ impl BatchDir {
         let stamp = chrono::Local::now().format("%Y-%m-%d_%H%M%S");
         let (id, path) = (1..)
             .map(|n| {
-                let id = if n == 1 { format!("{stamp}_{}", plan.name) } else { format!("{stamp}_{}-{n}", plan.name) };
+                let id = if n == 1 {
+                    format!("{stamp}_{}", plan.name)
+                } else {
+                    format!("{stamp}_{}-{n}", plan.name)
+                };
                 let path = runs_dir.join(&id);
                 (id, path)
             })
@@ -279,14 +283,18 @@ impl Supervisor {
     pub fn current() -> Supervisor {
         Supervisor {
             pid: std::process::id(),
-            host: hostname::get().map(|h| h.to_string_lossy().into_owned()).unwrap_or_default(),
+            host: hostname::get()
+                .map(|h| h.to_string_lossy().into_owned())
+                .unwrap_or_default(),
             started_at: Utc::now(),
         }
     }
 }
 
 fn newest_named(runs_dir: &Path, name: &str) -> anyhow::Result<Option<PathBuf>> {
-    let Ok(entries) = std::fs::read_dir(runs_dir) else { return Ok(None) };
+    let Ok(entries) = std::fs::read_dir(runs_dir) else {
+        return Ok(None);
+    };
     let suffix = format!("_{name}");
     let mut matches: Vec<PathBuf> = entries
         .filter_map(|e| e.ok())
@@ -302,14 +310,18 @@ fn point_latest(runs_dir: &Path, id: &str) -> anyhow::Result<()> {
     let tmp = runs_dir.join(format!(".latest.{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
     std::os::unix::fs::symlink(id, &tmp).with_context(|| format!("failed to create `{}`", tmp.display()))?;
-    std::fs::rename(&tmp, runs_dir.join("latest")).with_context(|| format!("failed to update `{}/latest`", runs_dir.display()))
+    std::fs::rename(&tmp, runs_dir.join("latest"))
+        .with_context(|| format!("failed to update `{}/latest`", runs_dir.display()))
 }
 
 /// Writes `bytes` to `path` so that a reader sees the old or the new file,
 /// never a mix: temp file in the same directory, fsync, rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
@@ -334,11 +346,14 @@ fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
 /// never a silent reset.
 pub fn read_versioned<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     let bytes = std::fs::read(path).with_context(|| format!("failed to read `{}`", path.display()))?;
-    let probe: serde_json::Value = serde_json::from_slice(&bytes)
-        .with_context(|| format!("`{}` is corrupt (not JSON)", path.display()))?;
+    let probe: serde_json::Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("`{}` is corrupt (not JSON)", path.display()))?;
     match probe.get("version").and_then(|v| v.as_u64()) {
         Some(v) if v as u32 <= VERSION => {}
-        Some(v) => bail!("`{}` has format version {v}, newer than this tb understands ({VERSION}); upgrade tb", path.display()),
+        Some(v) => bail!(
+            "`{}` has format version {v}, newer than this tb understands ({VERSION}); upgrade tb",
+            path.display()
+        ),
         None => bail!("`{}` is corrupt (no \"version\")", path.display()),
     }
     serde_json::from_value(probe).with_context(|| format!("`{}` is corrupt", path.display()))

@@ -165,7 +165,10 @@ pub fn parse(text: &str) -> Result<BatchFile, Problems> {
         // toml's Display carries the excerpt with a caret; keep it, it is
         // what a user needs to see, and drop its first line (the location,
         // which `Problem` prints in our own words).
-        let body = excerpt.split_once('\n').map(|(_, rest)| rest.trim_end().to_string());
+        let body = excerpt.split_once('\n').map(|(_, rest)| {
+            let rest = rest.trim_end();
+            rest.strip_suffix(message.trim_end()).unwrap_or(rest).trim_end().to_string()
+        });
         Problems(vec![Problem {
             at,
             message: match body {
@@ -217,7 +220,10 @@ pub fn job_name_problem(name: &str) -> Option<String> {
     if !name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) {
         return Some(format!("job name `{name}` must start with a letter or digit"));
     }
-    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
         return Some(format!(
             "job name `{name}` contains `{bad}`; names become directory and container names, so use letters, digits, `.`, `_` and `-`"
         ));
@@ -258,7 +264,11 @@ mod tests {
         let p = problem("[batch]\nname = \"night\"\nconcurrency = = 2\n");
         assert_eq!(p.at, Some((3, 15)));
         assert!(p.to_string().starts_with("line 3, column 15: "), "{p}");
-        assert!(p.message.contains("concurrency = = 2"), "excerpt missing: {}", p.message);
+        assert!(
+            p.message.contains("concurrency = = 2"),
+            "excerpt missing: {}",
+            p.message
+        );
     }
 
     #[test]
@@ -289,7 +299,12 @@ mod tests {
         assert!(p.message.starts_with("invalid cpus -2"), "{}", p.message);
 
         let p = problem("[batch]\nconcurrency = 0\n");
-        assert!(p.message.starts_with("invalid concurrency 0: must be between 1 and 1024"), "{}", p.message);
+        assert!(
+            p.message
+                .starts_with("invalid concurrency 0: must be between 1 and 1024"),
+            "{}",
+            p.message
+        );
 
         let p = problem("[defaults]\ngpus = \"some\"\n");
         assert!(p.message.starts_with("invalid gpus `some`"), "{}", p.message);
@@ -313,12 +328,16 @@ mod tests {
         for good in ["baseline", "lr_1e-3", "unet.w16", "3"] {
             assert_eq!(job_name_problem(good), None);
         }
-        assert_eq!(job_name_problem("a/b").unwrap(), "job name `a/b` contains `/`; names become directory and container names, so use letters, digits, `.`, `_` and `-`");
+        assert_eq!(
+            job_name_problem("a/b").unwrap(),
+            "job name `a/b` contains `/`; names become directory and container names, so use letters, digits, `.`, `_` and `-`"
+        );
     }
 
     #[test]
     fn tables_merge_key_by_key() {
-        let base: toml::Table = toml::from_str("model = \"unet\"\nlr = 1\n[model_args]\nchannels = 16\ndepth = 3\n").unwrap();
+        let base: toml::Table =
+            toml::from_str("model = \"unet\"\nlr = 1\n[model_args]\nchannels = 16\ndepth = 3\n").unwrap();
         let over: toml::Table = toml::from_str("lr = 2\n[model_args]\nchannels = 32\n").unwrap();
         let m = merge_tables(&base, &over);
         assert_eq!(m["model"].as_str(), Some("unet"));

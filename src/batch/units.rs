@@ -15,7 +15,10 @@ pub struct ByteSize(pub u64);
 impl ByteSize {
     pub fn parse(text: &str) -> Result<Self, String> {
         let t = text.trim().to_ascii_lowercase();
-        let t = t.strip_suffix('b').filter(|s| !s.is_empty() && s.ends_with(|c: char| c.is_ascii_alphabetic())).unwrap_or(&t);
+        let t = t
+            .strip_suffix('b')
+            .filter(|s| !s.is_empty() && s.ends_with(|c: char| c.is_ascii_alphabetic()))
+            .unwrap_or(&t);
         let (digits, mult) = match t.chars().last() {
             Some('k') => (&t[..t.len() - 1], 1u64 << 10),
             Some('m') => (&t[..t.len() - 1], 1 << 20),
@@ -24,11 +27,10 @@ impl ByteSize {
             Some('b') => (&t[..t.len() - 1], 1),
             _ => (t, 1),
         };
-        let value: f64 = digits
-            .trim()
-            .parse()
-            .map_err(|_| format!("invalid size `{text}`: expected a number with an optional unit, such as \"512m\" or \"8g\""))?;
-        if !(value > 0.0) || !value.is_finite() {
+        let value: f64 = digits.trim().parse().map_err(|_| {
+            format!("invalid size `{text}`: expected a number with an optional unit, such as \"512m\" or \"8g\"")
+        })?;
+        if value.is_nan() || value <= 0.0 || !value.is_finite() {
             return Err(format!("invalid size `{text}`: must be greater than zero"));
         }
         Ok(ByteSize((value * mult as f64) as u64))
@@ -71,10 +73,14 @@ impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let text = String::deserialize(d)?;
         let dur = humantime::parse_duration(text.trim()).map_err(|e| {
-            de::Error::custom(format!("invalid duration `{text}` ({e}): write it like \"23h\", \"90m\" or \"1h 30m\""))
+            de::Error::custom(format!(
+                "invalid duration `{text}` ({e}): write it like \"23h\", \"90m\" or \"1h 30m\""
+            ))
         })?;
         if dur.is_zero() {
-            return Err(de::Error::custom(format!("invalid duration `{text}`: must be greater than zero")));
+            return Err(de::Error::custom(format!(
+                "invalid duration `{text}`: must be greater than zero"
+            )));
         }
         Ok(Span(dur))
     }
@@ -104,7 +110,9 @@ impl<'de> Deserialize<'de> for GpuRequest {
                 match v {
                     "auto" => Ok(GpuRequest::Auto),
                     "all" => Ok(GpuRequest::All),
-                    _ => Err(E::custom(format!("invalid gpus `{v}`: expected \"auto\", \"all\" or a number"))),
+                    _ => Err(E::custom(format!(
+                        "invalid gpus `{v}`: expected \"auto\", \"all\" or a number"
+                    ))),
                 }
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<GpuRequest, E> {
@@ -134,7 +142,9 @@ impl Concurrency {
         }
         match text.parse::<i64>() {
             Ok(n) => Self::from_int(n),
-            Err(_) => Err(format!("invalid concurrency `{text}`: expected \"auto\" or a number of jobs")),
+            Err(_) => Err(format!(
+                "invalid concurrency `{text}`: expected \"auto\" or a number of jobs"
+            )),
         }
     }
 
@@ -159,7 +169,9 @@ impl<'de> Deserialize<'de> for Concurrency {
                 if v == "auto" {
                     Ok(Concurrency::Auto)
                 } else {
-                    Err(E::custom(format!("invalid concurrency `{v}`: expected \"auto\" or a number of jobs")))
+                    Err(E::custom(format!(
+                        "invalid concurrency `{v}`: expected \"auto\" or a number of jobs"
+                    )))
                 }
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Concurrency, E> {
@@ -187,7 +199,9 @@ impl<'de> Deserialize<'de> for Cpus {
                 if v > 0.0 && v.is_finite() && v <= 4096.0 {
                     Ok(Cpus(v))
                 } else {
-                    Err(E::custom(format!("invalid cpus {v}: must be a number of cores greater than zero")))
+                    Err(E::custom(format!(
+                        "invalid cpus {v}: must be a number of cores greater than zero"
+                    )))
                 }
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Cpus, E> {

@@ -14,7 +14,10 @@ use crate::state::{BatchDir, BatchStatus, Status};
 use chrono::Utc;
 
 pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
-    let overrides = Overrides { concurrency: args.concurrency.clone(), only: args.only.clone() };
+    let overrides = Overrides {
+        concurrency: args.concurrency.clone(),
+        only: args.only.clone(),
+    };
     let plan = settings::resolve(&args.file, &overrides, Inventory::detect())?;
     let runs_dir = std::path::absolute(&global.runs_dir)?;
     crate::runtime()?.block_on(async {
@@ -22,12 +25,19 @@ pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         let checked = crate::preflight::check(&plan, &engine, &runs_dir).await?;
         if args.dry_run {
             crate::commands::validate::print_plan(&plan);
-            eprintln!("dry run: {} job(s) would run, concurrency {}; nothing started", plan.jobs.len(), plan.concurrency);
+            eprintln!(
+                "dry run: {} job(s) would run, concurrency {}; nothing started",
+                plan.jobs.len(),
+                plan.concurrency
+            );
             return Ok(Exit::Success);
         }
         std::fs::create_dir_all(&plan.downloads).map_err(|e| {
             hinted(
-                format!("cannot create the downloads directory `{}`: {e}", plan.downloads.display()),
+                format!(
+                    "cannot create the downloads directory `{}`: {e}",
+                    plan.downloads.display()
+                ),
                 "set `downloads` in [batch] to a writable directory",
             )
         })?;
@@ -40,13 +50,29 @@ pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
             plan.concurrency,
             checked.engine_version,
             checked.api_version,
-            if plan.gpus.is_empty() { "none".to_string() } else { plan.gpus.ids.join(",") }
+            if plan.gpus.is_empty() {
+                "none".to_string()
+            } else {
+                plan.gpus.ids.join(",")
+            }
         );
         let progress = Progress::new(logging::output_mode().bars);
-        let summary = runner::run(&plan, &dir, &engine, &checked.image_ids, &runner::Options::default(), &progress).await?;
+        let summary = runner::run(
+            &plan,
+            &dir,
+            &engine,
+            &checked.image_ids,
+            &runner::Options::default(),
+            &progress,
+        )
+        .await?;
 
         let mut state = dir.read_batch()?;
-        state.status = if summary.interrupted { BatchStatus::Interrupted } else { BatchStatus::Finished };
+        state.status = if summary.interrupted {
+            BatchStatus::Interrupted
+        } else {
+            BatchStatus::Finished
+        };
         state.finished_at = Some(Utc::now());
         dir.write_batch(&state)?;
         print_summary(&dir, &summary);
@@ -66,7 +92,16 @@ pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
 /// reaches `supervisor.log` too).
 fn print_summary(dir: &BatchDir, s: &Summary) {
     let mut counts = Vec::new();
-    for status in [Status::Succeeded, Status::Failed, Status::Oom, Status::Timeout, Status::Cancelled, Status::Lost, Status::Pending, Status::Running] {
+    for status in [
+        Status::Succeeded,
+        Status::Failed,
+        Status::Oom,
+        Status::Timeout,
+        Status::Cancelled,
+        Status::Lost,
+        Status::Pending,
+        Status::Running,
+    ] {
         let n = s.count(status);
         if n > 0 {
             counts.push(format!("{n} {status}"));

@@ -30,7 +30,10 @@ pub fn build(args: &ImageBuildArgs) -> anyhow::Result<Exit> {
     let tar = context_tar(&args.context, &files)?;
     let dockerfile = std::fs::read_to_string(args.context.join(DOCKERFILE))
         .with_context(|| format!("failed to read `{}`", args.context.join(DOCKERFILE).display()))?;
-    let base = build_args.get("BASE_IMAGE").cloned().unwrap_or_else(|| default_base(&dockerfile));
+    let base = build_args
+        .get("BASE_IMAGE")
+        .cloned()
+        .unwrap_or_else(|| default_base(&dockerfile));
 
     crate::runtime()?.block_on(async {
         let engine = Engine::connect().await?;
@@ -56,17 +59,33 @@ pub fn build(args: &ImageBuildArgs) -> anyhow::Result<Exit> {
             if engine.image_id(&args.tag).await?.as_deref() != Some(id.as_str()) {
                 engine.build_tag(&id, &args.tag).await?;
             }
-            eprintln!("{content_tag} is up to date ({} files, context sha256 {}); tagged {}", files.len(), &digest[..16], args.tag);
+            eprintln!(
+                "{content_tag} is up to date ({} files, context sha256 {}); tagged {}",
+                files.len(),
+                &digest[..16],
+                args.tag
+            );
             println!("{content_tag}");
             return Ok(Exit::Success);
         }
-        eprintln!("building {content_tag} from {} files ({} KiB) on {base}", files.len(), tar.len() / 1024);
+        eprintln!(
+            "building {content_tag} from {} files ({} KiB) on {base}",
+            files.len(),
+            tar.len() / 1024
+        );
         let started = std::time::Instant::now();
         let args_map: HashMap<String, String> = build_args.into_iter().collect();
         let id = engine
-            .build(tar, DOCKERFILE, &tags, &args_map, |line| crate::progress::above_bars(|| eprintln!("{line}")))
+            .build(tar, DOCKERFILE, &tags, &args_map, |line| {
+                crate::progress::above_bars(|| eprintln!("{line}"))
+            })
             .await?;
-        eprintln!("built {content_tag} ({}) in {:.0}s; tagged {}", crate::docker::short(id.trim_start_matches("sha256:")), started.elapsed().as_secs_f64(), args.tag);
+        eprintln!(
+            "built {content_tag} ({}) in {:.0}s; tagged {}",
+            crate::docker::short(id.trim_start_matches("sha256:")),
+            started.elapsed().as_secs_f64(),
+            args.tag
+        );
         println!("{content_tag}");
         Ok(Exit::Success)
     })
@@ -76,7 +95,11 @@ pub fn build(args: &ImageBuildArgs) -> anyhow::Result<Exit> {
 fn default_base(dockerfile: &str) -> String {
     dockerfile
         .lines()
-        .find_map(|l| l.trim().strip_prefix("ARG BASE_IMAGE=").map(|v| v.trim().trim_matches('"').to_string()))
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("ARG BASE_IMAGE=")
+                .map(|v| v.trim().trim_matches('"').to_string())
+        })
         .unwrap_or_else(|| DEFAULT_BASE.to_string())
 }
 
@@ -103,8 +126,10 @@ fn walk(root: &Path, dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
         let entry = entry?;
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
-        if matches!(name.as_str(), "__pycache__" | ".pytest_cache" | ".mypy_cache" | ".ruff_cache" | "build" | "dist" | ".venv")
-            || name.ends_with(".egg-info")
+        if matches!(
+            name.as_str(),
+            "__pycache__" | ".pytest_cache" | ".mypy_cache" | ".ruff_cache" | "build" | "dist" | ".venv"
+        ) || name.ends_with(".egg-info")
             || name.ends_with(".pyc")
         {
             continue;
@@ -149,17 +174,34 @@ mod tests {
         for d in CONTEXT_DIRS {
             std::fs::create_dir_all(dir.path().join(d).join("__pycache__")).unwrap();
         }
-        std::fs::write(dir.path().join("images/trainer/Dockerfile"), "ARG BASE_IMAGE=tb-base:bookworm\nFROM ${BASE_IMAGE}\n").unwrap();
+        std::fs::write(
+            dir.path().join("images/trainer/Dockerfile"),
+            "ARG BASE_IMAGE=tb-base:bookworm\nFROM ${BASE_IMAGE}\n",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("trainer-py/a.py"), "x = 1\n").unwrap();
         std::fs::write(dir.path().join("trainer-py/__pycache__/a.pyc"), "junk").unwrap();
         let files = context_files(dir.path()).unwrap();
-        assert_eq!(files, vec![PathBuf::from("images/trainer/Dockerfile"), PathBuf::from("trainer-py/a.py")]);
+        assert_eq!(
+            files,
+            vec![
+                PathBuf::from("images/trainer/Dockerfile"),
+                PathBuf::from("trainer-py/a.py")
+            ]
+        );
         let one = context_tar(dir.path(), &files).unwrap();
         std::thread::sleep(std::time::Duration::from_millis(10));
         std::fs::write(dir.path().join("trainer-py/a.py"), "x = 1\n").unwrap();
-        assert_eq!(one, context_tar(dir.path(), &files).unwrap(), "a touched file changed the tar");
+        assert_eq!(
+            one,
+            context_tar(dir.path(), &files).unwrap(),
+            "a touched file changed the tar"
+        );
         std::fs::write(dir.path().join("trainer-py/a.py"), "x = 2\n").unwrap();
         assert_ne!(one, context_tar(dir.path(), &files).unwrap());
-        assert_eq!(default_base("ARG BASE_IMAGE=tb-base:bookworm\nFROM ${BASE_IMAGE}\n"), "tb-base:bookworm");
+        assert_eq!(
+            default_base("ARG BASE_IMAGE=tb-base:bookworm\nFROM ${BASE_IMAGE}\n"),
+            "tb-base:bookworm"
+        );
     }
 }

@@ -29,7 +29,10 @@ pub fn run(args: &LogsArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         Some(n) if n != state.attempt => {
             let p = dir.job_dir(job).join("attempts").join(n.to_string()).join(stream);
             if !p.exists() {
-                return Err(hinted(format!("job `{job}` has no attempt {n}"), format!("its current attempt is {}", state.attempt)));
+                return Err(hinted(
+                    format!("job `{job}` has no attempt {n}"),
+                    format!("its current attempt is {}", state.attempt),
+                ));
             }
             p
         }

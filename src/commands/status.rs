@@ -39,7 +39,12 @@ pub fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         rows.push(row(&dir, name, &state, file.as_ref(), now));
     }
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "batch": batch.id, "status": batch.status, "jobs": rows }))?);
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({ "batch": batch.id, "status": batch.status, "jobs": rows })
+            )?
+        );
         return Ok(Exit::Success);
     }
     let mut table = Table::new();
@@ -50,9 +55,14 @@ pub fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
             r.job.clone(),
             r.status.clone(),
             r.attempt.to_string(),
-            r.elapsed_seconds.map(|s| format_duration(chrono::Duration::milliseconds((s * 1000.0) as i64))).unwrap_or_else(|| "-".into()),
+            r.elapsed_seconds
+                .map(|s| format_duration(chrono::Duration::milliseconds((s * 1000.0) as i64)))
+                .unwrap_or_else(|| "-".into()),
             r.epoch.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
-            r.best.as_ref().map(|b| format!("{}={:.4} @{}", b.metric, b.value, b.epoch)).unwrap_or_else(|| "-".into()),
+            r.best
+                .as_ref()
+                .map(|b| format!("{}={:.4} @{}", b.metric, b.value, b.epoch))
+                .unwrap_or_else(|| "-".into()),
         ]);
     }
     println!("{}", table.trim_fmt());
@@ -62,7 +72,11 @@ pub fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
 
 fn row(dir: &BatchDir, name: &str, state: &JobState, file: Option<&JobFile>, now: chrono::DateTime<Utc>) -> Row {
     let train = file.and_then(|f| f.spec.train.as_ref());
-    let monitor = train.and_then(|t| t.get("monitor")).and_then(|m| m.as_str()).unwrap_or("val_loss").to_string();
+    let monitor = train
+        .and_then(|t| t.get("monitor"))
+        .and_then(|m| m.as_str())
+        .unwrap_or("val_loss")
+        .to_string();
     let maximize = train.and_then(|t| t.get("mode")).and_then(|m| m.as_str()) == Some("max");
     let p = metrics::progress(&dir.job_dir(name).join("metrics.jsonl"), &monitor, maximize);
     Row {
@@ -71,7 +85,11 @@ fn row(dir: &BatchDir, name: &str, state: &JobState, file: Option<&JobFile>, now
         attempt: state.attempt,
         elapsed_seconds: state.elapsed(now).map(|d| d.num_milliseconds() as f64 / 1000.0),
         epoch: p.last_epoch,
-        best: p.best.map(|(value, epoch)| Best { metric: monitor, value, epoch }),
+        best: p.best.map(|(value, epoch)| Best {
+            metric: monitor,
+            value,
+            epoch,
+        }),
         exit_code: state.exit_code,
         error: state.error.clone(),
         container_id: state.container_id.clone(),

@@ -8,7 +8,10 @@ use crate::settings::{self, Overrides, Plan};
 use comfy_table::{Table, presets::NOTHING};
 
 pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
-    let overrides = Overrides { only: args.only.clone(), ..Default::default() };
+    let overrides = Overrides {
+        only: args.only.clone(),
+        ..Default::default()
+    };
     let plan = settings::resolve(&args.file, &overrides, Inventory::detect())?;
     let runs_dir = std::path::absolute(&global.runs_dir)?;
     let checked = crate::runtime()?.block_on(async {
@@ -23,7 +26,11 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         plan.concurrency,
         checked.engine_version,
         checked.api_version,
-        if plan.gpus.is_empty() { "none".to_string() } else { plan.gpus.ids.join(",") },
+        if plan.gpus.is_empty() {
+            "none".to_string()
+        } else {
+            plan.gpus.ids.join(",")
+        },
     );
     Ok(Exit::Success)
 }

@@ -1,0 +1,51 @@
+# tb — run `make help` for the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+TB         := target/release/tb
+BASE_TAG   := tb-base:bookworm
+IMAGE_TAG  ?= tb-trainer:latest
+# Set BASE_IMAGE to build the trainer on an image from your registry instead
+# of the Debian-built base, e.g. make image BASE_IMAGE=python:3.11-slim
+BASE_IMAGE ?=
+
+.PHONY: help build base-image image demo check test test-rust test-trainer bench clean-images
+
+help: ## this list
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+build: ## build tb (target/release/tb)
+	cargo build --release --locked
+
+base-image: ## build tb-base:bookworm from Debian packages (debootstrap); skipped when present
+	images/base/build.sh $(BASE_TAG)
+
+ifeq ($(BASE_IMAGE),)
+image: build base-image ## build the trainer image (tb image build); cached by content hash
+	$(TB) image build --tag $(IMAGE_TAG)
+else
+image: build
+	$(TB) image build --tag $(IMAGE_TAG) --build-arg BASE_IMAGE=$(BASE_IMAGE)
+endif
+
+demo: image ## build everything and run the night: tb batch jobs/night.toml
+	$(TB) batch jobs/night.toml
+
+check: ## formatting and lints
+	cargo fmt --check
+	cargo clippy --locked --all-targets -- -D warnings
+
+test: test-rust test-trainer ## every test: Rust unit + integration (real Docker), trainer pytest in its image
+
+test-rust: base-image
+	cargo test --locked
+
+test-trainer: image
+	docker run --rm --network none --user $$(id -u):$$(id -g) $(IMAGE_TAG) \
+	    python -m pytest -q -p no:cacheprovider /opt/tb/trainer-py/tests
+
+bench: build base-image ## benchmarks: tb against a docker-run loop and the bare engine API
+	cargo bench --locked --bench supervisor
+
+clean-images: ## remove tb's images (base and trainer)
+	-docker image rm $(IMAGE_TAG) $(BASE_TAG)

@@ -1,0 +1,122 @@
+//! A scratch project for one test: a directory with batch files, a runs
+//! directory, and the `tb` binary pointed at them.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub const BASE: &str = "tb-base:bookworm";
+
+pub struct Work {
+    pub dir: tempfile::TempDir,
+}
+
+impl Work {
+    pub fn new() -> Work {
+        assert!(
+            Command::new("docker")
+                .args(["image", "inspect", BASE])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false),
+            "the image {BASE} is missing: run `make base-image` first"
+        );
+        let dir = tempfile::Builder::new().prefix("tb-test-").tempdir().unwrap();
+        Work { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes a batch file whose downloads cache stays inside the scratch dir.
+    pub fn batch(&self, name: &str, body: &str) -> PathBuf {
+        let path = self.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        path
+    }
+
+    /// `tb` with the runs directory here and no GPUs unless a test says so.
+    pub fn tb(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_tb"));
+        c.current_dir(self.path())
+            .env("TB_RUNS_DIR", self.path().join("runs"))
+            .env("TB_GPUS", "")
+            .env("NO_COLOR", "1")
+            .env_remove("RUST_LOG");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.tb().args(args).output().unwrap()
+    }
+
+    pub fn batch_dir(&self) -> PathBuf {
+        std::fs::canonicalize(self.path().join("runs/latest")).expect("a batch directory")
+    }
+
+    pub fn job_dir(&self, job: &str) -> PathBuf {
+        self.batch_dir().join("jobs").join(job)
+    }
+
+    pub fn state(&self, job: &str) -> serde_json::Value {
+        let text = std::fs::read_to_string(self.job_dir(job).join("state.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    pub fn stdout_of(&self, job: &str) -> String {
+        String::from_utf8_lossy(&std::fs::read(self.job_dir(job).join("stdout.log")).unwrap()).into_owned()
+    }
+
+    /// Containers of the newest batch that the engine still has.
+    pub fn leftover_containers(&self) -> Vec<String> {
+        let id = self.batch_dir().file_name().unwrap().to_string_lossy().into_owned();
+        containers_labelled(&format!("tb.batch={id}"))
+    }
+}
+
+pub fn containers_labelled(label: &str) -> Vec<String> {
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &format!("label={label}")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}
+
+pub fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Asserts the exit code, showing tb's stderr when it is not the expected one.
+pub fn assert_exit(out: &Output, code: i32) {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "tb exited {:?}\n--- stdout\n{}\n--- stderr\n{}",
+        out.status,
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+}
+
+/// Start and finish of a job, in seconds since the epoch.
+pub fn interval(state: &serde_json::Value) -> (f64, f64) {
+    let t = |k: &str| {
+        chrono::DateTime::parse_from_rfc3339(state[k].as_str().unwrap_or_else(|| panic!("no {k} in {state}")))
+            .unwrap()
+            .timestamp_micros() as f64
+            / 1e6
+    };
+    (t("started_at"), t("finished_at"))
+}
+
+/// The most intervals that overlap at any instant.
+pub fn max_overlap(intervals: &[(f64, f64)]) -> usize {
+    intervals
+        .iter()
+        .map(|&(s, _)| intervals.iter().filter(|&&(a, b)| a <= s && s < b).count())
+        .max()
+        .unwrap_or(0)
+}

@@ -1,0 +1,87 @@
+//! Invalid input fails the whole file before anything starts: exit 2,
+//! nothing written, a message that says where and what to do.
+
+use crate::common::*;
+
+#[test]
+fn a_bad_file_exits_2_and_writes_nothing() {
+    let w = Work::new();
+    let f = w.batch(
+        "night.toml",
+        "[defaults]\nimage = \"tb-base:bookworm\"\npatience = 3\n[[job]]\nname = \"a\"\n",
+    );
+    let out = w.run(&["batch", f.to_str().unwrap()]);
+    assert_exit(&out, 2);
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with(&format!(
+            "error: invalid batch file `{}`\n  caused by: line 3, column 1: unknown field `patience`",
+            f.display()
+        )),
+        "{err}"
+    );
+    assert!(err.contains("hint: valid keys here: `name`, `image`"), "{err}");
+    assert!(!w.path().join("runs").exists(), "a runs directory was written");
+    assert!(!w.path().join("downloads").exists());
+}
+
+#[test]
+fn syntax_errors_point_at_line_and_column() {
+    let w = Work::new();
+    let f = w.batch("x.toml", "[batch]\nname = \"x\n");
+    let out = w.run(&["validate", f.to_str().unwrap()]);
+    assert_exit(&out, 2);
+    let err = text(&out.stderr);
+    assert!(err.contains("caused by: line 2, column"), "{err}");
+    assert!(err.contains("2 | name = \"x"), "no excerpt: {err}");
+}
+
+#[test]
+fn a_missing_image_is_refused_before_anything_starts() {
+    let w = Work::new();
+    let f = w.batch("x.toml", "[batch]\ndownloads = \"./downloads\"\n[defaults]\nimage = \"tb-no-such-image:1\"\n[[job]]\nname = \"a\"\n[[job]]\nname = \"b\"\n");
+    let out = w.run(&["batch", f.to_str().unwrap()]);
+    assert_exit(&out, 2);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("the Docker engine has no image `tb-no-such-image:1` (used by a, b)"),
+        "{err}"
+    );
+    assert!(err.contains("hint: build or load it first"), "{err}");
+    assert!(!w.path().join("runs").exists());
+}
+
+#[test]
+fn a_gpu_request_without_a_gpu_is_refused() {
+    let w = Work::new();
+    let f = w.batch(
+        "x.toml",
+        "[defaults]\nimage = \"tb-base:bookworm\"\ngpus = 1\n[[job]]\nname = \"a\"\n",
+    );
+    let out = w.run(&["validate", f.to_str().unwrap()]);
+    assert_exit(&out, 2);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("job `a` asks for 1 GPU(s) but this host has none"),
+        "{err}"
+    );
+    assert!(err.contains("hint: set gpus = 0"), "{err}");
+}
+
+#[test]
+fn validate_lists_the_jobs_and_writes_nothing() {
+    let w = Work::new();
+    let f = w.batch(
+        "night.toml",
+        "[batch]\ndownloads = \"./downloads\"\n[defaults]\nimage = \"tb-base:bookworm\"\n[defaults.train]\nmodel = \"unet\"\n[[job]]\nname = \"a\"\n[[job]]\nname = \"b\"\ncommand = [\"echo\", \"hi\"]\n",
+    );
+    let out = w.run(&["validate", f.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    let table = text(&out.stdout);
+    assert!(table.lines().next().unwrap().trim_start().starts_with("JOB"), "{table}");
+    assert!(table.contains("(image default) model=unet"), "{table}");
+    assert!(table.contains("echo hi"), "{table}");
+    assert!(text(&out.stderr).contains("valid: 2 job(s), concurrency 1"));
+    assert!(!w.path().join("runs").exists());
+    assert!(!w.path().join("downloads").exists());
+}
