@@ -101,7 +101,9 @@ pub async fn run(
     let stage_depth = plan.concurrency.min(MAX_STAGED);
     // Finished jobs whose state is written once the freed slot is refilled:
     // the next start does not wait for an fsync.
-    let mut unwritten: Vec<usize> = Vec::new();
+    // Each is removed after its state is written (output drained and
+    // state on disk first), by a queue that nobody waits for.
+    let mut unwritten: Vec<(usize, Option<String>)> = Vec::new();
     let mut tasks = JoinSet::new();
     let removals = Removals::start(engine.clone());
     let mut stop = Stop::Run;
@@ -141,8 +143,11 @@ pub async fn run(
                 alive += 1;
             }
         }
-        for index in unwritten.drain(..) {
+        for (index, container) in unwritten.drain(..) {
             write_state(dir, &plan.jobs[index].name, &states[index]);
+            if let Some(id) = container {
+                removals.push(id);
+            }
         }
         if stop == Stop::Run {
             // Create the next containers while the slots are busy: the
@@ -199,12 +204,7 @@ pub async fn run(
                         apply(state, &outcome);
                         log_end(name, state);
                         progress.job_finished(name, state.status);
-                        unwritten.push(index);
-                        // Removed after its state is written (the removal
-                        // queue runs behind this loop), and nobody waits for it.
-                        if let Some(id) = outcome.container_id {
-                            removals.push(id);
-                        }
+                        unwritten.push((index, outcome.container_id));
                     }
                     Event::Withdrawn { index } => {
                         alive -= 1;
@@ -231,8 +231,11 @@ pub async fn run(
             }
         }
     }
-    for index in unwritten.drain(..) {
+    for (index, container) in unwritten.drain(..) {
         write_state(dir, &plan.jobs[index].name, &states[index]);
+        if let Some(id) = container {
+            removals.push(id);
+        }
     }
     while tasks.join_next().await.is_some() {}
     removals.finish().await;

@@ -222,3 +222,32 @@ fn containers_run_as_the_invoking_user() {
     let meta = std::fs::metadata(w.job_dir("who").join("mine")).unwrap();
     assert_eq!((meta.uid(), meta.gid()), (4321, 4321));
 }
+
+#[test]
+fn a_job_over_its_time_limit_is_stopped_as_timeout() {
+    let w = Work::new();
+    let f = w.batch(
+        "x.toml",
+        &format!("{HEAD}[[job]]\nname = \"slow\"\ntime_limit = \"2s\"\ncommand = [\"sleep\", \"30\"]\n[[job]]\nname = \"next\"\ncommand = [\"true\"]\n"),
+    );
+    let t = std::time::Instant::now();
+    let out = w.run(&["batch", f.to_str().unwrap()]);
+    assert_exit(&out, 1);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(20),
+        "took {:?}",
+        t.elapsed()
+    );
+    let s = w.state("slow");
+    assert_eq!(s["status"], "timeout", "{s}");
+    assert!(
+        s["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("stopped at its time limit of 2s"),
+        "{s}"
+    );
+    let (start, end) = interval(&s);
+    assert!(end - start < 10.0, "ran {:.1}s", end - start);
+    assert_eq!(w.state("next")["status"], "succeeded");
+}

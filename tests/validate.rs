@@ -85,3 +85,33 @@ fn validate_lists_the_jobs_and_writes_nothing() {
     assert!(!w.path().join("runs").exists());
     assert!(!w.path().join("downloads").exists());
 }
+
+#[test]
+fn an_unreachable_engine_is_a_clear_error() {
+    let w = Work::new();
+    let f = w.batch(
+        "x.toml",
+        "[defaults]\nimage = \"tb-base:bookworm\"\n[[job]]\nname = \"a\"\n",
+    );
+    let out = w
+        .tb()
+        .args(["batch", f.to_str().unwrap()])
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .output()
+        .unwrap();
+    assert_exit(&out, 2);
+    let err = text(&out.stderr);
+    assert!(err.starts_with("error: cannot reach the Docker engine"), "{err}");
+    assert!(err.contains("hint: start it"), "{err}");
+    assert!(!w.path().join("runs").exists());
+}
+
+#[test]
+fn status_without_a_batch_says_how_to_start_one() {
+    let w = Work::new();
+    let out = w.run(&["status"]);
+    assert_exit(&out, 2);
+    let err = text(&out.stderr);
+    assert!(err.starts_with("error: no batch under"), "{err}");
+    assert!(err.contains("hint: start one with `tb batch FILE`"), "{err}");
+}

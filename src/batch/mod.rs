@@ -167,7 +167,10 @@ pub fn parse(text: &str) -> Result<BatchFile, Problems> {
         // which `Problem` prints in our own words).
         let body = excerpt.split_once('\n').map(|(_, rest)| {
             let rest = rest.trim_end();
-            rest.strip_suffix(message.trim_end()).unwrap_or(rest).trim_end().to_string()
+            rest.strip_suffix(message.trim_end())
+                .unwrap_or(rest)
+                .trim_end()
+                .to_string()
         });
         Problems(vec![Problem {
             at,

@@ -113,7 +113,7 @@ fn print_summary(dir: &BatchDir, s: &Summary) {
     for (name, state) in &s.jobs {
         if !matches!(state.status, Status::Succeeded | Status::Pending) {
             let why = state.error.as_deref().unwrap_or("");
-            tracing::info!("  {name}: {} {why}", state.status);
+            tracing::info!("  {name}: {} ({why})", state.status);
         }
     }
     if s.count(Status::Pending) > 0 {
