@@ -47,6 +47,11 @@ pub enum Command {
     /// One row per job of a batch: status, attempt, elapsed, epoch, best metric.
     #[command(after_help = "Examples:\n  tb status\n  tb status 2026-11-22_230000_night --json")]
     Status(StatusArgs),
+    /// Run again, in the same batch directory, the jobs that did not succeed.
+    #[command(
+        after_help = "Jobs with a checkpoints/last.ckpt resume from it.\n\nExamples:\n  tb retry\n  tb retry --failed-only\n  tb retry 2026-11-22_230000_night --job lr_r03"
+    )]
+    Retry(RetryArgs),
     /// Print (or follow) a job's captured stdout or stderr.
     #[command(
         after_help = "Examples:\n  tb logs baseline\n  tb logs baseline -f --stderr\n  tb logs 2026-11-22_230000_night baseline --attempt 1"
@@ -70,6 +75,22 @@ pub struct BatchArgs {
     /// Validate and show what would run; start nothing, write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Do not run a job whose identity already succeeded in an earlier batch
+    /// under the runs directory; reuse that result.
+    #[arg(long)]
+    pub skip_done: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// A batch directory or its name (default: the newest batch).
+    pub batch: Option<String>,
+    /// Only this job (repeatable), whatever its status.
+    #[arg(long = "job", value_name = "NAME")]
+    pub jobs: Vec<String>,
+    /// Only jobs that failed, ran out of memory, timed out or were lost (not cancelled or pending ones).
+    #[arg(long, conflicts_with = "jobs")]
+    pub failed_only: bool,
 }
 
 #[derive(Debug, Args)]

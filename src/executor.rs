@@ -147,7 +147,16 @@ pub fn container_spec(launch: &Launch) -> ContainerSpec {
     // SAFETY: getuid/getgid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     ContainerSpec {
-        name: format!("tb-{}-{}-{}", job.batch_id, spec.name, job.attempt),
+        // Container names are global to the engine: batches of the same
+        // name started in the same second from two runs directories must
+        // not collide, so the batch directory's path is part of the name.
+        name: format!(
+            "tb-{}-{}-{}-{}",
+            job.batch_id,
+            spec.name,
+            job.attempt,
+            path_tag(&launch.batch_dir)
+        ),
         image: spec.image.clone(),
         cmd: spec.command.clone(),
         env,
@@ -164,6 +173,16 @@ pub fn container_spec(launch: &Launch) -> ContainerSpec {
             Vec::new()
         },
     }
+}
+
+/// Eight hex digits of the sha256 of `path`.
+fn path_tag(path: &Path) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(path.as_os_str().as_encoded_bytes())
+        .iter()
+        .take(4)
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// Writes `job.json` for this attempt, creates the container and attaches

@@ -48,6 +48,10 @@ enum Event {
     Withdrawn {
         index: usize,
     },
+    /// A failed job's backoff is over: it may run again.
+    RetryDue {
+        index: usize,
+    },
 }
 
 /// How many jobs at most wait, created, for a slot.
@@ -67,13 +71,15 @@ impl Default for Options {
     }
 }
 
-/// Runs every job of `plan` in `dir`; returns when all have ended, or when
-/// a stop (Ctrl-C, SIGTERM) has brought the running ones down.
+/// Runs the jobs of `plan` listed in `to_run` (indexes, in order) in `dir`;
+/// returns when all have ended, or when a stop (Ctrl-C, SIGTERM) has
+/// brought the running ones down. The summary covers every job of the plan.
 pub async fn run(
     plan: &Plan,
     dir: &BatchDir,
     engine: &Engine,
     image_ids: &[Option<String>],
+    to_run: &[usize],
     options: &Options,
     progress: &Progress,
 ) -> anyhow::Result<Summary> {
@@ -87,11 +93,12 @@ pub async fn run(
         .iter()
         .map(|j| dir.read_job_state(&j.name))
         .collect::<anyhow::Result<_>>()?;
-    for (state, id) in states.iter_mut().zip(image_ids) {
-        state.image_id = id.clone();
+    for &i in to_run {
+        states[i].image_id = image_ids[i].clone();
     }
     let mut gpus_of: Vec<Vec<String>> = vec![Vec::new(); plan.jobs.len()];
-    let mut pending: VecDeque<usize> = (0..plan.jobs.len()).collect();
+    let mut pending: VecDeque<usize> = to_run.iter().copied().collect();
+    let mut auto_retries = vec![0u32; plan.jobs.len()];
     let mut free_gpus: Vec<String> = plan.gpus.ids.clone();
     let mut running = 0usize;
     let mut alive = 0usize;
@@ -109,7 +116,7 @@ pub async fn run(
     let mut stop = Stop::Run;
     let mut signals = Signals::new()?;
 
-    progress.start(plan.jobs.len());
+    progress.start(to_run.len());
     loop {
         if stop == Stop::Run {
             while running < plan.concurrency {
@@ -203,16 +210,57 @@ pub async fn run(
                         let state = &mut states[index];
                         apply(state, &outcome);
                         log_end(name, state);
-                        progress.job_finished(name, state.status);
+                        let retryable = matches!(state.status, Status::Failed | Status::Oom | Status::Lost)
+                            || (state.status == Status::Timeout && plan.continue_on_timeout);
+                        if stop == Stop::Run && retryable && auto_retries[index] < plan.retries {
+                            auto_retries[index] += 1;
+                            let wait = backoff(auto_retries[index]);
+                            let resume = dir.job_dir(name).join("checkpoints/last.ckpt").is_file();
+                            tracing::info!(
+                                "{name}: running it again in {}s (retry {} of {}){}",
+                                wait.as_secs(),
+                                auto_retries[index],
+                                plan.retries,
+                                if resume { ", resuming from checkpoints/last.ckpt" } else { "" }
+                            );
+                            alive += 1;
+                            let tx = tx.clone();
+                            tokio::spawn(async move {
+                                tokio::time::sleep(wait).await;
+                                let _ = tx.send(Event::RetryDue { index });
+                            });
+                        } else {
+                            progress.job_finished(name, state.status);
+                        }
                         unwritten.push((index, outcome.container_id));
+                    }
+                    Event::RetryDue { index } => {
+                        alive -= 1;
+                        if stop == Stop::Run {
+                            pending.push_front(index);
+                        } else {
+                            progress.job_finished(&plan.jobs[index].name, states[index].status);
+                        }
                     }
                     Event::Withdrawn { index } => {
                         alive -= 1;
                         free_gpus.append(&mut gpus_of[index]);
                         let name = &plan.jobs[index].name;
                         let state = &mut states[index];
-                        state.status = Status::Pending;
                         state.attempt -= 1;
+                        // Back to how the previous attempt (if any) left it.
+                        match state.attempts.last() {
+                            Some(r) if r.attempt == state.attempt && r.attempt > 0 => {
+                                let r = state.attempts.pop().expect("a record");
+                                state.status = r.status;
+                                state.exit_code = r.exit_code;
+                                state.oom_killed = r.oom_killed;
+                                state.error = r.error;
+                                state.started_at = r.started_at;
+                                state.finished_at = r.finished_at;
+                            }
+                            _ => state.status = Status::Pending,
+                        }
                         state.container_id = None;
                         write_state(dir, name, state);
                         pending.push_front(index);
@@ -275,16 +323,14 @@ fn spawn_job(
     let gpus: Vec<String> = free_gpus.drain(..spec.gpus as usize).collect();
     gpus_of[index] = gpus.clone();
     let state = &mut states[index];
-    state.attempt += 1;
+    if state.attempt > 0
+        && let Err(e) = dir.archive_attempt(&spec.name, state.attempt, state)
+    {
+        tracing::warn!("job {}: {e:#}", spec.name);
+    }
+    state.begin_attempt();
     let launch = Launch {
-        job: crate::state::JobFile {
-            version: crate::state::VERSION,
-            batch: plan.name.clone(),
-            batch_id: dir.id.clone(),
-            attempt: state.attempt,
-            spec,
-            swept: Default::default(),
-        },
+        job: crate::state::JobFile::new(&plan.name, &dir.id, state.attempt, &spec),
         job_dir: dir.job_dir(&plan.jobs[index].name),
         downloads: downloads.to_path_buf(),
         gpus,
@@ -319,6 +365,11 @@ fn spawn_job(
         .await;
         let _ = tx.send(Event::Finished { index, outcome });
     });
+}
+
+/// Before retry `n` (1-based): 2 s, 4 s, 6 s, … at most 30 s.
+fn backoff(n: u32) -> Duration {
+    Duration::from_secs((2 * n as u64).min(30))
 }
 
 fn apply(state: &mut JobState, outcome: &Outcome) {

@@ -2,7 +2,7 @@
 //! one checked [`Plan`] before anything starts. Everything here is pure: it
 //! reads the file and looks at paths, and writes nothing.
 
-use crate::batch::{self, BatchFile, Concurrency, GpuMode, GpuRequest, JobFields, Problem, Problems};
+use crate::batch::{self, BatchFile, Concurrency, GpuMode, GpuRequest, JobFields, Problem, Problems, expand};
 use crate::error::with_hint;
 use crate::gpu::Inventory;
 use anyhow::Context;
@@ -28,6 +28,10 @@ pub struct Plan {
     pub gpu_mode: GpuMode,
     pub downloads: PathBuf,
     pub gpus: Inventory,
+    /// Automatic re-runs of a failed attempt.
+    pub retries: u32,
+    /// A job stopped at its time limit goes on from its checkpoint.
+    pub continue_on_timeout: bool,
     pub jobs: Vec<JobSpec>,
 }
 
@@ -53,6 +57,10 @@ pub struct JobSpec {
     pub code: Option<PathBuf>,
     pub network: String,
     pub train: Option<serde_json::Value>,
+    /// The values a sweep chose (dotted path → value); `job.json` carries
+    /// them as its `swept` table.
+    #[serde(skip)]
+    pub swept: BTreeMap<String, serde_json::Value>,
 }
 
 /// A bind mount, `host:container[:options]`, with the host side absolute.
@@ -141,8 +149,6 @@ pub fn resolve_text(
         jobs,
     } = parsed;
     for (key, value) in [
-        ("retries", &section.retries),
-        ("continue_on_timeout", &section.continue_on_timeout),
         ("deadline", &section.deadline),
         ("on_finish", &section.on_finish),
         ("backend", &section.backend),
@@ -204,7 +210,15 @@ pub fn resolve_text(
             None,
         );
     }
-    check_unsupported(&mut ck, &defaults, "defaults");
+    for (key, value) in [("sweep", &defaults.sweep), ("cv", &defaults.cv)] {
+        if let Some(v) = value {
+            ck.at(
+                v.span().start,
+                format!("`{key}` belongs in a [[job]], not in [defaults]"),
+                None,
+            );
+        }
+    }
     if jobs.is_empty() {
         ck.problem(
             None,
@@ -213,10 +227,17 @@ pub fn resolve_text(
         );
     }
 
+    // The raw tables of the jobs, for expansion: a sweep may set any key.
+    let raw_jobs: Vec<toml::Table> = toml::from_str::<toml::Table>(&text)
+        .ok()
+        .and_then(|doc| doc.get("job").and_then(|j| j.as_array()).cloned())
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|v| v.as_table().cloned())
+        .collect();
     let mut seen: HashSet<String> = HashSet::new();
     let mut specs = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
-        check_unsupported(&mut ck, job, "job");
         let name = match &job.name {
             None => {
                 ck.problem(
@@ -231,19 +252,91 @@ pub fn resolve_text(
                     ck.at(n.span().start, why, None);
                     continue;
                 }
-                if !seen.insert(n.get_ref().clone()) {
-                    ck.at(
-                        n.span().start,
-                        format!("duplicate job name `{}`", n.get_ref()),
-                        Some("job names must be unique within a batch"),
-                    );
-                    continue;
-                }
                 n.get_ref().clone()
             }
         };
-        if let Some(spec) = ck.job(&name, &defaults, job, &gpus) {
-            specs.push(spec);
+        let at = job.name.as_ref().map(|n| n.span().start).unwrap_or(0);
+        if job.sweep.is_none() && job.cv.is_none() {
+            if !seen.insert(name.clone()) {
+                ck.at(
+                    at,
+                    format!("duplicate job name `{name}`"),
+                    Some("job names must be unique within a batch"),
+                );
+                continue;
+            }
+            if let Some(spec) = ck.job(&name, &defaults, job, &gpus) {
+                specs.push(spec);
+            }
+            continue;
+        }
+        let key_at = job
+            .sweep
+            .as_ref()
+            .or(job.cv.as_ref())
+            .map(|v| v.span().start)
+            .unwrap_or(at);
+        let variants = match raw_jobs.get(i).map(|raw| expand::expand(&name, raw)) {
+            Some(Ok(v)) => v,
+            Some(Err(e)) => {
+                ck.at(key_at, format!("job `{name}`: {e}"), None);
+                continue;
+            }
+            None => continue,
+        };
+        for variant in variants {
+            if let Some(why) = batch::job_name_problem(&variant.name) {
+                ck.at(
+                    key_at,
+                    format!("job `{name}`: expanded {why}"),
+                    Some("use a shorter job name"),
+                );
+                continue;
+            }
+            if !seen.insert(variant.name.clone()) {
+                ck.at(
+                    key_at,
+                    format!(
+                        "job `{name}`: the expanded job `{}` duplicates another job's name",
+                        variant.name
+                    ),
+                    Some("rename one of the jobs"),
+                );
+                continue;
+            }
+            // Through TOML text, since spans (which some keys carry) only
+            // come from a parser; problems are then placed at the sweep.
+            let synthetic = toml::to_string(&variant.table).unwrap_or_default();
+            let fields: JobFields = match toml::from_str(&synthetic) {
+                Ok(f) => f,
+                Err(e) => {
+                    ck.at(
+                        key_at,
+                        format!("job `{}`: {}", variant.name, e.message().trim_end()),
+                        None,
+                    );
+                    continue;
+                }
+            };
+            let mut sub = Checker {
+                text: &synthetic,
+                base_dir,
+                home,
+                problems: Vec::new(),
+            };
+            let spec = sub.job(&variant.name, &defaults, &fields, &gpus);
+            for mut p in sub.problems {
+                p.at = Some(batch::line_col(&text, key_at));
+                ck.problems.push(p);
+            }
+            if let Some(mut spec) = spec {
+                spec.swept = variant
+                    .swept
+                    .into_iter()
+                    .map(|(k, v)| (k, serde_json::to_value(v).expect("TOML values are JSON")))
+                    .collect();
+                specs.push(spec);
+            }
         }
     }
 
@@ -269,6 +362,8 @@ pub fn resolve_text(
         gpu_mode: section.gpu_mode.unwrap_or_default(),
         downloads,
         gpus,
+        retries: section.retries.map(|r| r.get_ref().0).unwrap_or(0),
+        continue_on_timeout: section.continue_on_timeout.unwrap_or(false),
         jobs: specs,
     })
 }
@@ -276,18 +371,6 @@ pub fn resolve_text(
 /// `--only` takes a job's name or a prefix of it.
 fn selects(selector: &str, name: &str) -> bool {
     name.starts_with(selector)
-}
-
-fn check_unsupported(ck: &mut Checker, job: &JobFields, table: &str) {
-    for (key, value) in [("sweep", &job.sweep), ("cv", &job.cv)] {
-        if let Some(v) = value {
-            ck.at(
-                v.span().start,
-                format!("`{table}.{key}` is not supported by this version of tb yet"),
-                Some("write one [[job]] per configuration for now"),
-            );
-        }
-    }
 }
 
 struct Checker<'a> {
@@ -483,6 +566,7 @@ impl Checker<'_> {
                 .or_else(|| d.network.clone())
                 .unwrap_or_else(|| DEFAULT_NETWORK.into()),
             train,
+            swept: BTreeMap::new(),
         })
     }
 

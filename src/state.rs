@@ -69,6 +69,27 @@ pub struct JobState {
     /// The GPU ids the job was given.
     #[serde(default)]
     pub gpus: Vec<String>,
+    /// sha256 of everything that decides the job's result (see `identity`).
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// Where the result came from when `--skip-done` found it already done.
+    #[serde(default)]
+    pub reused_from: Option<PathBuf>,
+    /// How each earlier attempt ended, oldest first.
+    #[serde(default)]
+    pub attempts: Vec<AttemptRecord>,
+}
+
+/// One ended attempt, as kept in `state.json` once the next one starts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AttemptRecord {
+    pub attempt: u32,
+    pub status: Status,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    pub error: Option<String>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
 }
 
 impl JobState {
@@ -85,7 +106,39 @@ impl JobState {
             started_at: None,
             finished_at: None,
             gpus: Vec::new(),
+            identity: None,
+            reused_from: None,
+            attempts: Vec::new(),
         }
+    }
+
+    /// The current attempt as a record of history.
+    pub fn record(&self) -> AttemptRecord {
+        AttemptRecord {
+            attempt: self.attempt,
+            status: self.status,
+            exit_code: self.exit_code,
+            oom_killed: self.oom_killed,
+            error: self.error.clone(),
+            started_at: self.started_at,
+            finished_at: self.finished_at,
+        }
+    }
+
+    /// Clears what belonged to the previous attempt.
+    pub fn begin_attempt(&mut self) {
+        if self.attempt > 0 && !self.attempts.iter().any(|a| a.attempt == self.attempt) {
+            self.attempts.push(self.record());
+        }
+        self.attempt += 1;
+        self.status = Status::Pending;
+        self.exit_code = None;
+        self.oom_killed = false;
+        self.error = None;
+        self.container_id = None;
+        self.started_at = None;
+        self.finished_at = None;
+        self.gpus.clear();
     }
 
     /// Wall time of the current attempt so far (or in all, once finished).
@@ -128,6 +181,18 @@ pub struct BatchState {
     pub supervisor: Option<Supervisor>,
     /// Job names, in the file's order.
     pub jobs: Vec<String>,
+    /// The batch-wide settings `tb retry` runs with again.
+    #[serde(default)]
+    pub settings: BatchSettings,
+}
+
+/// `[batch]` settings as resolved when the batch was created.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BatchSettings {
+    pub gpu_mode: crate::batch::GpuMode,
+    pub downloads: PathBuf,
+    pub retries: u32,
+    pub continue_on_timeout: bool,
 }
 
 /// `jobs/<job>/job.json`: the resolved job as the container sees it.
@@ -142,6 +207,26 @@ pub struct JobFile {
     /// The values a sweep chose for this job (none yet: sweeps come later).
     #[serde(default)]
     pub swept: serde_json::Map<String, serde_json::Value>,
+}
+
+impl JobFile {
+    pub fn new(batch: &str, batch_id: &str, attempt: u32, spec: &JobSpec) -> JobFile {
+        JobFile {
+            version: VERSION,
+            batch: batch.to_string(),
+            batch_id: batch_id.to_string(),
+            attempt,
+            spec: spec.clone(),
+            swept: spec.swept.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        }
+    }
+
+    /// The job as a plan holds it (with its swept values).
+    pub fn into_spec(self) -> JobSpec {
+        let mut spec = self.spec;
+        spec.swept = self.swept.into_iter().collect();
+        spec
+    }
 }
 
 /// A batch directory on disk.
@@ -190,20 +275,18 @@ impl BatchDir {
             concurrency: plan.concurrency,
             supervisor: Some(Supervisor::current()),
             jobs: plan.jobs.iter().map(|j| j.name.clone()).collect(),
+            settings: BatchSettings {
+                gpu_mode: plan.gpu_mode,
+                downloads: plan.downloads.clone(),
+                retries: plan.retries,
+                continue_on_timeout: plan.continue_on_timeout,
+            },
         };
         dir.write_batch(&state)?;
         for job in &plan.jobs {
             let jd = dir.job_dir(&job.name);
             std::fs::create_dir_all(&jd).with_context(|| format!("failed to create `{}`", jd.display()))?;
-            let file = JobFile {
-                version: VERSION,
-                batch: plan.name.clone(),
-                batch_id: dir.id.clone(),
-                attempt: 1,
-                spec: job.clone(),
-                swept: Default::default(),
-            };
-            dir.write_job_file(&file)?;
+            dir.write_job_file(&JobFile::new(&plan.name, &dir.id, 1, job))?;
             dir.write_job_state(&job.name, &JobState::pending())?;
         }
         point_latest(runs_dir, &dir.id)?;
@@ -276,6 +359,23 @@ impl BatchDir {
 
     pub fn write_job_file(&self, file: &JobFile) -> anyhow::Result<()> {
         write_json(&self.job_dir(&file.spec.name).join("job.json"), file)
+    }
+
+    /// Moves the output of attempt `n` of `job` under `attempts/<n>/`, with
+    /// its state as it ended, so that the next attempt starts clean and
+    /// nothing of this one is lost.
+    pub fn archive_attempt(&self, job: &str, n: u32, state: &JobState) -> anyhow::Result<()> {
+        let jd = self.job_dir(job);
+        let to = jd.join("attempts").join(n.to_string());
+        std::fs::create_dir_all(&to).with_context(|| format!("failed to create `{}`", to.display()))?;
+        for name in ["stdout.log", "stderr.log"] {
+            let from = jd.join(name);
+            if from.exists() {
+                std::fs::rename(&from, to.join(name))
+                    .with_context(|| format!("failed to move `{}` to `{}`", from.display(), to.display()))?;
+            }
+        }
+        write_json(&to.join("state.json"), state)
     }
 }
 

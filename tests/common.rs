@@ -69,8 +69,7 @@ impl Work {
 
     /// Containers of the newest batch that the engine still has.
     pub fn leftover_containers(&self) -> Vec<String> {
-        let id = self.batch_dir().file_name().unwrap().to_string_lossy().into_owned();
-        containers_labelled(&format!("tb.batch={id}"))
+        containers_labelled(&format!("tb.dir={}", self.batch_dir().display()))
     }
 }
 

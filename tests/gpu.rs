@@ -74,6 +74,7 @@ fn a_device_request_names_exactly_the_assigned_gpu() {
         code: None,
         network: "none".into(),
         train: None,
+        swept: Default::default(),
     };
     let batch_id = format!("test-devreq-{}", std::process::id());
     let launch = tb::executor::Launch {

@@ -12,13 +12,14 @@ fn ctrl_c_stops_everything_and_leaves_no_container() {
         "[batch]\ndownloads = \"./downloads\"\nconcurrency = 2\n[defaults]\nimage = \"tb-base:bookworm\"\ncommand = [\"sleep\", \"300\"]\n\
          [[job]]\nname = \"a\"\n[[job]]\nname = \"b\"\n[[job]]\nname = \"c\"\n[[job]]\nname = \"d\"\n",
     );
-    let mut child = w
-        .tb()
-        .args(["batch", f.to_str().unwrap()])
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        w.tb()
+            .args(["batch", f.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         assert!(Instant::now() < deadline, "the jobs never started");
@@ -26,19 +27,19 @@ fn ctrl_c_stops_everything_and_leaves_no_container() {
             && ["a", "b"].iter().all(|j| {
                 std::fs::read_to_string(w.job_dir(j).join("state.json")).is_ok_and(|s| s.contains("\"running\""))
             });
-        // c is created ahead of time, waiting for a slot: it must go too.
-        if running && w.leftover_containers().len() == 3 {
+        // c and d are created ahead of time, waiting for a slot: they must go too.
+        if running && w.leftover_containers().len() == 4 {
             break;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
     let sent = Instant::now();
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let status = child.wait().unwrap();
+    unsafe { libc::kill(child.0.id() as i32, libc::SIGINT) };
+    let status = child.0.wait().unwrap();
     let took = sent.elapsed();
     let mut err = String::new();
-    std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+    std::io::Read::read_to_string(child.0.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert_eq!(status.code(), Some(130), "{err}");
     assert!(took < Duration::from_secs(20), "stopping took {took:?}");
     assert!(err.contains("interrupted: stopping the running jobs"), "{err}");
@@ -60,4 +61,17 @@ fn ctrl_c_stops_everything_and_leaves_no_container() {
         "containers left: {:?}",
         w.leftover_containers()
     );
+}
+
+/// A failing assertion must not leave tb (and its containers) running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+            let _ = self.0.wait();
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! The batch file: its TOML model, the `[defaults]` inheritance, and every
 //! check that needs nothing but the file's text (CONTRACT §2).
 
+pub mod expand;
 pub mod units;
 
 use serde::Deserialize;
@@ -30,10 +31,12 @@ pub struct BatchSection {
     pub concurrency: Option<Concurrency>,
     pub downloads: Option<Spanned<String>>,
     pub gpu_mode: Option<GpuMode>,
+    /// Automatic re-runs of a failed attempt.
+    pub retries: Option<Spanned<units::Retries>>,
+    /// A job stopped at its time limit goes on from its checkpoint.
+    pub continue_on_timeout: Option<bool>,
     // Keys of CONTRACT §2 that this version does not implement yet: accepted
     // by the parser so that the error can say so instead of "unknown key".
-    pub retries: Option<Spanned<toml::Value>>,
-    pub continue_on_timeout: Option<Spanned<toml::Value>>,
     pub deadline: Option<Spanned<toml::Value>>,
     pub on_finish: Option<Spanned<toml::Value>>,
     pub backend: Option<Spanned<toml::Value>>,

@@ -182,6 +182,24 @@ impl<'de> Deserialize<'de> for Concurrency {
     }
 }
 
+/// How many times a failed attempt is run again: 0 to 100.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(transparent)]
+pub struct Retries(pub u32);
+
+impl<'de> Deserialize<'de> for Retries {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        if (0..=100).contains(&n) {
+            Ok(Retries(n as u32))
+        } else {
+            Err(de::Error::custom(format!(
+                "invalid retries {n}: must be between 0 and 100"
+            )))
+        }
+    }
+}
+
 /// A CPU limit: a positive number of cores, fractions allowed.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 #[serde(transparent)]

@@ -1,5 +1,5 @@
 //! `tb batch FILE`: validate, create the batch directory, run every job,
-//! and say how the night went.
+//! and say how the night went. `supervise` is shared with `tb retry`.
 
 use crate::cli::{BatchArgs, GlobalArgs};
 use crate::docker::Engine;
@@ -7,10 +7,11 @@ use crate::error::hinted;
 use crate::exit::Exit;
 use crate::gpu::Inventory;
 use crate::logging;
+use crate::preflight::Checked;
 use crate::progress::Progress;
 use crate::runner::{self, Summary};
-use crate::settings::{self, Overrides};
-use crate::state::{BatchDir, BatchStatus, Status};
+use crate::settings::{self, Overrides, Plan};
+use crate::state::{BatchDir, BatchStatus, Status, Supervisor};
 use chrono::Utc;
 
 pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
@@ -43,48 +44,93 @@ pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         })?;
         let dir = BatchDir::create(&runs_dir, &plan)?;
         logging::attach_supervisor_log(&dir.path.join("supervisor.log"))?;
-        tracing::info!(
-            "batch {}: {} job(s), concurrency {}, Docker {} (API {}), GPUs: {}",
-            dir.id,
-            plan.jobs.len(),
-            plan.concurrency,
-            checked.engine_version,
-            checked.api_version,
-            if plan.gpus.is_empty() {
-                "none".to_string()
-            } else {
-                plan.gpus.ids.join(",")
-            }
-        );
-        let progress = Progress::new(logging::output_mode().bars);
-        let summary = runner::run(
-            &plan,
-            &dir,
-            &engine,
-            &checked.image_ids,
-            &runner::Options::default(),
-            &progress,
-        )
-        .await?;
 
-        let mut state = dir.read_batch()?;
-        state.status = if summary.interrupted {
-            BatchStatus::Interrupted
+        let done = if args.skip_done {
+            crate::identity::succeeded_under(&runs_dir, &dir.path)
         } else {
-            BatchStatus::Finished
+            Default::default()
         };
-        state.finished_at = Some(Utc::now());
-        dir.write_batch(&state)?;
-        print_summary(&dir, &summary);
-        logging::detach_supervisor_log();
-        println!("{}", dir.path.display());
-        Ok(if summary.interrupted {
-            Exit::Interrupted
-        } else if summary.all_succeeded() {
-            Exit::Success
+        let mut to_run = Vec::new();
+        for (i, job) in plan.jobs.iter().enumerate() {
+            let identity = crate::identity::of(job, checked.image_ids[i].as_deref());
+            let mut state = dir.read_job_state(&job.name)?;
+            state.identity = Some(identity.clone());
+            match done.get(&identity) {
+                Some(origin) => {
+                    crate::identity::reuse(&dir, &job.name, origin, &mut state)?;
+                    tracing::info!(
+                        "{}: already succeeded in {}; reusing that result",
+                        job.name,
+                        origin.display()
+                    );
+                }
+                None => {
+                    dir.write_job_state(&job.name, &state)?;
+                    to_run.push(i);
+                }
+            }
+        }
+        supervise(&plan, &dir, &engine, &checked, &to_run).await
+    })
+}
+
+/// Runs `to_run` of `plan` in `dir` and closes the batch: its state, the
+/// summary, the exit status (which covers every job of the batch).
+pub(crate) async fn supervise(
+    plan: &Plan,
+    dir: &BatchDir,
+    engine: &Engine,
+    checked: &Checked,
+    to_run: &[usize],
+) -> anyhow::Result<Exit> {
+    let mut state = dir.read_batch()?;
+    state.status = BatchStatus::Running;
+    state.finished_at = None;
+    state.supervisor = Some(Supervisor::current());
+    dir.write_batch(&state)?;
+    tracing::info!(
+        "batch {}: {} job(s) to run of {}, concurrency {}, Docker {} (API {}), GPUs: {}",
+        dir.id,
+        to_run.len(),
+        plan.jobs.len(),
+        plan.concurrency,
+        checked.engine_version,
+        checked.api_version,
+        if plan.gpus.is_empty() {
+            "none".to_string()
         } else {
-            Exit::JobsFailed
-        })
+            plan.gpus.ids.join(",")
+        }
+    );
+    let progress = Progress::new(logging::output_mode().bars);
+    let summary = runner::run(
+        plan,
+        dir,
+        engine,
+        &checked.image_ids,
+        to_run,
+        &runner::Options::default(),
+        &progress,
+    )
+    .await?;
+
+    let mut state = dir.read_batch()?;
+    state.status = if summary.interrupted {
+        BatchStatus::Interrupted
+    } else {
+        BatchStatus::Finished
+    };
+    state.finished_at = Some(Utc::now());
+    dir.write_batch(&state)?;
+    print_summary(dir, &summary);
+    logging::detach_supervisor_log();
+    println!("{}", dir.path.display());
+    Ok(if summary.interrupted {
+        Exit::Interrupted
+    } else if summary.all_succeeded() {
+        Exit::Success
+    } else {
+        Exit::JobsFailed
     })
 }
 
@@ -115,6 +161,10 @@ fn print_summary(dir: &BatchDir, s: &Summary) {
             let why = state.error.as_deref().unwrap_or("");
             tracing::info!("  {name}: {} ({why})", state.status);
         }
+    }
+    let reused = s.jobs.iter().filter(|(_, st)| st.reused_from.is_some()).count();
+    if reused > 0 {
+        tracing::info!("{reused} job(s) reused an earlier result (--skip-done)");
     }
     if s.count(Status::Pending) > 0 {
         tracing::info!("{} job(s) did not start", s.count(Status::Pending));

@@ -4,5 +4,6 @@
 pub mod batch;
 pub mod image;
 pub mod logs;
+pub mod retry;
 pub mod status;
 pub mod validate;

@@ -39,7 +39,12 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
 pub fn print_plan(plan: &Plan) {
     let mut table = Table::new();
     table.load_style(NOTHING);
-    table.set_header(["JOB", "IMAGE", "GPUS", "COMMAND"]);
+    let swept = plan.jobs.iter().any(|j| !j.swept.is_empty() || fold(j).is_some());
+    let mut header = vec!["JOB", "IMAGE", "GPUS", "COMMAND"];
+    if swept {
+        header.push("SWEPT");
+    }
+    table.set_header(header);
     for j in &plan.jobs {
         let command = match &j.command {
             Some(c) => c.join(" "),
@@ -48,7 +53,20 @@ pub fn print_plan(plan: &Plan) {
                 None => "(image default)".into(),
             },
         };
-        table.add_row([j.name.clone(), j.image.clone(), j.gpus.to_string(), command]);
+        let mut row = vec![j.name.clone(), j.image.clone(), j.gpus.to_string(), command];
+        if swept {
+            let mut values: Vec<String> = j.swept.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            if let Some(f) = fold(j) {
+                values.push(f);
+            }
+            row.push(values.join(" "));
+        }
+        table.add_row(row);
     }
     println!("{}", table.trim_fmt());
+}
+
+fn fold(job: &crate::settings::JobSpec) -> Option<String> {
+    let cv = job.train.as_ref()?.get("cv")?;
+    Some(format!("fold={}/{}", cv.get("fold")?, cv.get("folds")?))
 }

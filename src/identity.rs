@@ -1,0 +1,124 @@
+//! A job's identity: the sha256 of everything that decides its result, so
+//! that `--skip-done` can tell that a job already succeeded somewhere.
+
+use crate::settings::JobSpec;
+use crate::state::{BatchDir, JobState, Status};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+/// The identity of `spec` run on the image `image_id`.
+///
+/// In: the image id (not its tag), command, GPU count, limits, network,
+/// env, the names of `pass_env` (never their values), mounts, the code
+/// path, and the `train` table. Out: the job's name, the batch, attempts
+/// and `time_limit`, which decide where and how long, not what.
+pub fn of(spec: &JobSpec, image_id: Option<&str>) -> String {
+    let canonical = serde_json::json!({
+        "image_id": image_id,
+        "command": spec.command,
+        "gpus": spec.gpus,
+        "cpus": spec.cpus,
+        "memory": spec.memory,
+        "shm_size": spec.shm_size,
+        "network": spec.network,
+        "env": spec.env,
+        "pass_env": spec.pass_env,
+        "mounts": spec.mounts,
+        "code": spec.code,
+        "train": spec.train,
+    });
+    // serde_json's maps are sorted, so equal jobs give equal bytes.
+    let bytes = serde_json::to_vec(&canonical).expect("JSON values serialize");
+    Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Job directories under `runs_dir` (except in `skip`) whose job succeeded,
+/// by identity; the newest wins.
+pub fn succeeded_under(runs_dir: &Path, skip: &Path) -> HashMap<String, PathBuf> {
+    let mut found: HashMap<String, (chrono::DateTime<chrono::Utc>, PathBuf)> = HashMap::new();
+    let Ok(batches) = std::fs::read_dir(runs_dir) else {
+        return HashMap::new();
+    };
+    for batch in batches.filter_map(|e| e.ok()) {
+        let path = batch.path();
+        if path == skip || path.is_symlink() || !path.join("batch.json").is_file() {
+            continue;
+        }
+        let Ok(jobs) = std::fs::read_dir(path.join("jobs")) else {
+            continue;
+        };
+        for job in jobs.filter_map(|e| e.ok()) {
+            let Ok(state) = crate::state::read_versioned::<JobState>(&job.path().join("state.json")) else {
+                continue;
+            };
+            if state.status != Status::Succeeded {
+                continue;
+            }
+            let (Some(id), Some(done)) = (state.identity, state.finished_at) else {
+                continue;
+            };
+            // A reused result points at its origin; follow it there.
+            let origin = state.reused_from.unwrap_or_else(|| job.path());
+            match found.get(&id) {
+                Some((t, _)) if *t >= done => {}
+                _ => {
+                    found.insert(id, (done, origin));
+                }
+            }
+        }
+    }
+    found.into_iter().map(|(k, (_, p))| (k, p)).collect()
+}
+
+/// Marks `job` of `dir` as done by the run in `origin`: its state says so,
+/// and its metrics, result and logs are copied (checkpoints stay where they
+/// are, named by `reused_from`).
+pub fn reuse(dir: &BatchDir, job: &str, origin: &Path, state: &mut JobState) -> anyhow::Result<()> {
+    let to = dir.job_dir(job);
+    for name in ["metrics.jsonl", "result.json", "stdout.log", "stderr.log"] {
+        let from = origin.join(name);
+        if from.is_file() {
+            std::fs::copy(&from, to.join(name))
+                .map_err(|e| anyhow::anyhow!("failed to copy `{}`: {e}", from.display()))?;
+        }
+    }
+    if let Ok(done) = crate::state::read_versioned::<JobState>(&origin.join("state.json")) {
+        state.exit_code = done.exit_code;
+        state.started_at = done.started_at;
+        state.finished_at = done.finished_at;
+        state.image_id = done.image_id;
+    }
+    state.status = Status::Succeeded;
+    state.reused_from = Some(origin.to_path_buf());
+    dir.write_job_state(job, state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> JobSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": "a", "image": "img", "command": null, "gpus": 0, "cpus": null, "memory": null,
+            "shm_size": 1, "time_limit": null, "env": {"A": "1"}, "pass_env": ["TOKEN"], "mounts": [],
+            "code": null, "network": "bridge", "train": {"lr": 0.1}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn identity_follows_what_decides_the_result() {
+        let a = spec();
+        let id = of(&a, Some("sha256:1"));
+        assert_eq!(id.len(), 64);
+        let mut renamed = a.clone();
+        renamed.name = "b".into();
+        renamed.time_limit = Some(std::time::Duration::from_secs(5));
+        assert_eq!(of(&renamed, Some("sha256:1")), id, "name and time limit do not count");
+        assert_ne!(of(&a, Some("sha256:2")), id, "the image does");
+        let mut lr = a.clone();
+        lr.train = Some(serde_json::json!({"lr": 0.2}));
+        assert_ne!(of(&lr, Some("sha256:1")), id, "train does");
+    }
+}
