@@ -1,0 +1,1 @@
+"""tb_trainer: the Lightning trainer tb runs in each job container."""

@@ -1,0 +1,1 @@
+"""LightningDataModules. They download only in `prepare_data`."""

@@ -1,0 +1,1 @@
+"""Plain `nn.Module` networks, and the LightningModule that trains them per task."""
