@@ -37,15 +37,17 @@ check: ## formatting and lints
 
 test: test-rust test-trainer ## every test: Rust unit + integration (real Docker), trainer pytest in its image
 
-test-rust: base-image
+test-rust: base-image image
 	cargo test --locked
 
 test-trainer: image
 	docker run --rm --network none --user $$(id -u):$$(id -g) $(IMAGE_TAG) \
 	    python -m pytest -q -p no:cacheprovider /opt/tb/trainer-py/tests
 
-bench: build base-image ## benchmarks: tb against a docker-run loop and the bare engine API
+bench: build base-image image ## benchmarks: tb against a docker-run loop and the bare engine API; the trainer against a plain PyTorch loop
 	cargo bench --locked --bench supervisor
+	cargo bench --locked --bench report
+	docker run --rm --network none --user $$(id -u):$$(id -g) $(IMAGE_TAG) python -m tb_trainer.bench
 
 clean-images: ## remove tb's images (base and trainer)
 	-docker image rm $(IMAGE_TAG) $(BASE_TAG)

@@ -52,6 +52,11 @@ pub enum Command {
         after_help = "Jobs with a checkpoints/last.ckpt resume from it.\n\nExamples:\n  tb retry\n  tb retry --failed-only\n  tb retry 2026-11-22_230000_night --job lr_r03"
     )]
     Retry(RetryArgs),
+    /// Write the batch report (report.md, report.json, report.html) again, and print its path.
+    #[command(
+        after_help = "Works while the batch still runs (running jobs are shown as such).\n\nExamples:\n  tb report\n  tb report 2026-11-22_230000_night --format html"
+    )]
+    Report(ReportArgs),
     /// Print (or follow) a job's captured stdout or stderr.
     #[command(
         after_help = "Examples:\n  tb logs baseline\n  tb logs baseline -f --stderr\n  tb logs 2026-11-22_230000_night baseline --attempt 1"
@@ -79,6 +84,15 @@ pub struct BatchArgs {
     /// under the runs directory; reuse that result.
     #[arg(long)]
     pub skip_done: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// A batch directory or its name (default: the newest batch).
+    pub batch: Option<String>,
+    /// Write only this format (md, json or html); default: all three.
+    #[arg(long, value_name = "FORMAT", value_parser = ["md", "json", "html"])]
+    pub format: Option<String>,
 }
 
 #[derive(Debug, Args)]

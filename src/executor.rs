@@ -382,7 +382,7 @@ fn judge(
     if oom_killed {
         let limit = spec
             .memory
-            .map(|m| format!(" (limit {})", human_bytes(m)))
+            .map(|m| format!(" (limit {})", crate::human::bytes(m)))
             .unwrap_or_default();
         return (Status::Oom, Some(format!("killed by the kernel: out of memory{limit}")));
     }
@@ -423,21 +423,6 @@ fn describe_exit(code: i64) -> String {
     match signal {
         Some(s) => format!("exited with code {code} ({s})"),
         None => format!("exited with code {code}"),
-    }
-}
-
-pub fn human_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
     }
 }
 

@@ -9,10 +9,13 @@ pub mod error;
 pub mod executor;
 pub mod exit;
 pub mod gpu;
+pub mod human;
+pub mod identity;
 pub mod logging;
 pub mod metrics;
 pub mod preflight;
 pub mod progress;
+pub mod report;
 pub mod runner;
 pub mod settings;
 pub mod state;
@@ -25,6 +28,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match &cli.command {
         Command::Batch(args) => commands::batch::run(args, &cli.global),
         Command::Validate(args) => commands::validate::run(args, &cli.global),
+        Command::Report(args) => commands::report::run(args, &cli.global),
+        Command::Retry(args) => commands::retry::run(args, &cli.global),
         Command::Status(args) => commands::status::run(args, &cli.global),
         Command::Logs(args) => commands::logs::run(args, &cli.global),
         Command::Image(ImageCommand::Build(args)) => commands::image::build(args),

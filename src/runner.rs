@@ -393,7 +393,7 @@ fn write_state(dir: &BatchDir, name: &str, state: &JobState) {
 fn log_end(name: &str, state: &JobState) {
     let took = state
         .elapsed(Utc::now())
-        .map(|d| format!(" after {}", crate::commands::status::format_duration(d)))
+        .map(|d| format!(" after {}", crate::human::duration(d)))
         .unwrap_or_default();
     match (&state.status, &state.error) {
         (Status::Succeeded, _) => tracing::info!("{name} succeeded{took}"),

@@ -3,7 +3,12 @@
 
 mod common;
 mod gpu;
+mod image;
 mod interrupt;
 mod output;
+mod report;
+mod retry;
 mod run;
+mod sweep;
+mod trainer;
 mod validate;

@@ -65,6 +65,21 @@ fn success_failure_and_oom_are_recorded_and_the_night_goes_on() {
     );
     assert_eq!(text(&out.stdout).trim(), dir.display().to_string());
     assert!(w.leftover_containers().is_empty(), "containers left behind");
+    for f in ["report.md", "report.json", "report.html"] {
+        assert!(dir.join(f).is_file(), "{f} not written at the end of the batch");
+    }
+    let err = text(&out.stderr);
+    assert!(err.contains("3 jobs: 1 succeeded, 1 failed, 1 oom"), "{err}");
+    assert!(err.contains("failed: three: exited with code 3"), "{err}");
+    std::fs::remove_file(dir.join("report.json")).unwrap();
+    let report = w.run(&["report", "--format", "json"]);
+    assert_exit(&report, 0);
+    assert_eq!(
+        text(&report.stdout).trim(),
+        dir.join("report.json").display().to_string()
+    );
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+    assert_eq!(json["version"], 1);
 
     // `tb status` and `tb logs` read it back.
     let status = w.run(&["status", "--json"]);

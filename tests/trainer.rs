@@ -29,7 +29,11 @@ fn epochs(w: &Work, job: &str) -> Vec<u64> {
     std::fs::read_to_string(w.job_dir(job).join("metrics.jsonl"))
         .unwrap_or_default()
         .lines()
-        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["epoch"]
+                .as_u64()
+                .unwrap()
+        })
         .collect()
 }
 
@@ -87,7 +91,10 @@ fn a_stopped_job_resumes_from_last_ckpt_under_tb_retry() {
     let stopped = w.state("tiny");
     assert_eq!(stopped["status"], "cancelled", "{stopped}");
     let done_before = epochs(&w, "tiny");
-    assert!(done_before.len() < 4, "it finished before it could be stopped: {done_before:?}");
+    assert!(
+        done_before.len() < 4,
+        "it finished before it could be stopped: {done_before:?}"
+    );
     assert_eq!(result(&w, "tiny")["stop_reason"], "interrupted");
     assert!(w.job_dir("tiny").join("checkpoints/last.ckpt").is_file());
 
@@ -100,7 +107,10 @@ fn a_stopped_job_resumes_from_last_ckpt_under_tb_retry() {
     let r = result(&w, "tiny");
     assert_eq!(r["stop_reason"], "max_epochs");
     let resumed = r["resumed_from_epoch"].as_u64().expect("a resumed run says so");
-    assert!(resumed >= 2 && (resumed as usize) <= done_before.len(), "resumed from {resumed}, {done_before:?}");
+    assert!(
+        resumed >= 2 && (resumed as usize) <= done_before.len(),
+        "resumed from {resumed}, {done_before:?}"
+    );
     let stderr = std::fs::read_to_string(w.job_dir("tiny").join("attempts/1/stderr.log")).unwrap();
     assert!(!stderr.is_empty(), "the first attempt's output is kept");
 }

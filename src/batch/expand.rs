@@ -306,7 +306,7 @@ impl Distribution {
                         let (Some(a), Some(b)) = (num(&pair.0), num(&pair.1)) else {
                             return Err(format!("`sweep.\"{key}\".{kind}` takes two numbers"));
                         };
-                        if !(a < b) || !a.is_finite() || !b.is_finite() {
+                        if a >= b || a.is_nan() || b.is_nan() || !a.is_finite() || !b.is_finite() {
                             return Err(format!(
                                 "`sweep.\"{key}\".{kind}` = [{a}, {b}]: the range is empty (a must be below b)"
                             ));

@@ -9,6 +9,7 @@ use crate::gpu::Inventory;
 use crate::logging;
 use crate::preflight::Checked;
 use crate::progress::Progress;
+use crate::report::{self, Format};
 use crate::runner::{self, Summary};
 use crate::settings::{self, Overrides, Plan};
 use crate::state::{BatchDir, BatchStatus, Status, Supervisor};
@@ -122,7 +123,7 @@ pub(crate) async fn supervise(
     };
     state.finished_at = Some(Utc::now());
     dir.write_batch(&state)?;
-    print_summary(dir, &summary);
+    close(dir, &summary);
     logging::detach_supervisor_log();
     println!("{}", dir.path.display());
     Ok(if summary.interrupted {
@@ -134,32 +135,28 @@ pub(crate) async fn supervise(
     })
 }
 
-/// The end of a batch, for people, on stderr (through the log, so that it
-/// reaches `supervisor.log` too).
-fn print_summary(dir: &BatchDir, s: &Summary) {
-    let mut counts = Vec::new();
-    for status in [
-        Status::Succeeded,
-        Status::Failed,
-        Status::Oom,
-        Status::Timeout,
-        Status::Cancelled,
-        Status::Lost,
-        Status::Pending,
-        Status::Running,
-    ] {
-        let n = s.count(status);
-        if n > 0 {
-            counts.push(format!("{n} {status}"));
-        }
-    }
-    let wall = crate::commands::status::format_duration(chrono::Duration::from_std(s.wall).unwrap_or_default());
+/// The end of a batch: the report written, and its summary for people on
+/// stderr (through the log, so that `supervisor.log` has it too).
+fn close(dir: &BatchDir, s: &Summary) {
+    let wall = crate::human::duration(chrono::Duration::from_std(s.wall).unwrap_or_default());
     let verb = if s.interrupted { "interrupted" } else { "finished" };
-    tracing::info!("batch {} {verb} in {wall}: {}", dir.id, counts.join(", "));
-    for (name, state) in &s.jobs {
-        if !matches!(state.status, Status::Succeeded | Status::Pending) {
-            let why = state.error.as_deref().unwrap_or("");
-            tracing::info!("  {name}: {} ({why})", state.status);
+    tracing::info!("batch {} {verb} after {wall}", dir.id);
+    let written = report::build(dir).and_then(|r| {
+        let paths = report::write_report(dir, &r, &Format::ALL)?;
+        Ok((r, paths))
+    });
+    match written {
+        Ok((r, paths)) => {
+            for line in report::summary_lines(&r, &paths) {
+                tracing::info!("{line}");
+            }
+        }
+        Err(e) => {
+            // The night's results are in the job directories either way.
+            tracing::error!("failed to write the report: {e:#}");
+            for (name, state) in &s.jobs {
+                tracing::info!("  {name}: {}", state.status);
+            }
         }
     }
     let reused = s.jobs.iter().filter(|(_, st)| st.reused_from.is_some()).count();
@@ -167,7 +164,10 @@ fn print_summary(dir: &BatchDir, s: &Summary) {
         tracing::info!("{reused} job(s) reused an earlier result (--skip-done)");
     }
     if s.count(Status::Pending) > 0 {
-        tracing::info!("{} job(s) did not start", s.count(Status::Pending));
+        tracing::info!(
+            "{} job(s) did not start; `tb retry` runs them",
+            s.count(Status::Pending)
+        );
     }
-    tracing::info!("results in {} (tb status, tb logs JOB)", dir.path.display());
+    tracing::info!("results in {} (tb status, tb logs JOB, tb report)", dir.path.display());
 }

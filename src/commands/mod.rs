@@ -4,6 +4,7 @@
 pub mod batch;
 pub mod image;
 pub mod logs;
+pub mod report;
 pub mod retry;
 pub mod status;
 pub mod validate;

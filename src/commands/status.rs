@@ -56,7 +56,7 @@ pub fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
             r.status.clone(),
             r.attempt.to_string(),
             r.elapsed_seconds
-                .map(|s| format_duration(chrono::Duration::milliseconds((s * 1000.0) as i64)))
+                .map(|s| crate::human::duration(chrono::Duration::milliseconds((s * 1000.0) as i64)))
                 .unwrap_or_else(|| "-".into()),
             r.epoch.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
             r.best
@@ -93,30 +93,5 @@ fn row(dir: &BatchDir, name: &str, state: &JobState, file: Option<&JobFile>, now
         exit_code: state.exit_code,
         error: state.error.clone(),
         container_id: state.container_id.clone(),
-    }
-}
-
-/// `3h02m`, `4m05s`, `12.3s`.
-pub fn format_duration(d: chrono::Duration) -> String {
-    let ms = d.num_milliseconds().max(0);
-    let s = ms / 1000;
-    if s >= 3600 {
-        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
-    } else if s >= 60 {
-        format!("{}m{:02}s", s / 60, s % 60)
-    } else {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(format_duration(chrono::Duration::milliseconds(12_345)), "12.3s");
-        assert_eq!(format_duration(chrono::Duration::seconds(245)), "4m05s");
-        assert_eq!(format_duration(chrono::Duration::seconds(3 * 3600 + 120)), "3h02m");
     }
 }

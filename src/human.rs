@@ -1,0 +1,45 @@
+//! Quantities written for people: durations and byte sizes in messages,
+//! tables and reports.
+
+/// `3h02m`, `4m05s`, `12.3s`.
+pub fn duration(d: chrono::Duration) -> String {
+    let ms = d.num_milliseconds().max(0);
+    let s = ms / 1000;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    }
+}
+
+/// `64.0 MiB`, `512 B`.
+pub fn bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_and_sizes_read_naturally() {
+        assert_eq!(duration(chrono::Duration::milliseconds(12_345)), "12.3s");
+        assert_eq!(duration(chrono::Duration::seconds(245)), "4m05s");
+        assert_eq!(duration(chrono::Duration::seconds(3 * 3600 + 120)), "3h02m");
+        assert_eq!(bytes(64 << 20), "64.0 MiB");
+        assert_eq!(bytes(512), "512 B");
+    }
+}

@@ -1,0 +1,382 @@
+//! `report.html`: one self-contained page (inline CSS, a little inline JS to
+//! sort the table, inline SVG charts) that opens from disk with no network.
+
+use super::markdown::mean_std;
+use super::{Report, at_epoch, charts, failures, fmt_metrics, fmt_seconds, fmt_swept, fmt_value, reason};
+use std::fmt::Write;
+
+/// Jobs that get a learning curve and a bar in the comparison, best first;
+/// a thousand charts would make a page no one scrolls.
+pub const CHART_JOBS: usize = 50;
+
+const STYLE: &str = r#"
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px auto;max-width:1400px;padding:0 16px;color:#1d2330;background:#fff}
+h1{font-size:22px;margin:0 0 4px}h1 small{font-weight:400;color:#667}h2{font-size:18px;margin:28px 0 8px;border-bottom:1px solid #dde;padding-bottom:4px}
+.meta{color:#556;margin:0 0 12px}.cards{display:flex;flex-wrap:wrap;gap:8px}
+.card{border:1px solid #dde;border-radius:6px;padding:6px 12px;min-width:80px}.card b{display:block;font-size:20px}
+table{border-collapse:collapse;width:100%;font-variant-numeric:tabular-nums}th,td{padding:3px 8px;border-bottom:1px solid #eef;text-align:left;vertical-align:top}
+th{background:#f4f5f9;position:sticky;top:0;cursor:pointer;user-select:none;white-space:nowrap}th[aria-sort=ascending]::after{content:" ▲"}th[aria-sort=descending]::after{content:" ▼"}
+td.n{text-align:right}td.m{font-size:12px;color:#445}tr:hover td{background:#fafbff}
+.st{border-radius:4px;padding:0 6px;font-size:12px;font-weight:600}.st-succeeded{background:#dcf5e3;color:#17612f}.st-failed,.st-lost{background:#fde2e1;color:#8a1c1c}
+.st-oom{background:#fbe3f4;color:#7d1763}.st-timeout,.st-cancelled{background:#fff1d6;color:#7a4b00}.st-running{background:#dde9ff;color:#1c438a}.st-pending{background:#eee;color:#555}
+.grid{display:flex;flex-wrap:wrap;gap:10px}figure{margin:0;border:1px solid #eef;border-radius:6px}
+pre{background:#f6f7f9;border:1px solid #e3e5ea;border-radius:6px;padding:8px;overflow-x:auto;font-size:12px;line-height:1.35}
+article{margin-bottom:18px}dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin:4px 0}dt{color:#556}dd{margin:0}
+code{font-size:12px;background:#f4f5f9;padding:0 3px;border-radius:3px}.note{color:#667}
+"#;
+
+const SCRIPT: &str = r#"
+(function () {
+  function val(row, i) {
+    var c = row.cells[i], v = c.getAttribute('data-v');
+    return v === null ? c.textContent.trim() : v;
+  }
+  function sort(table, i, desc) {
+    var body = table.tBodies[0], rows = Array.prototype.slice.call(body.rows);
+    var heads = table.tHead.rows[0].cells, num = heads[i].getAttribute('data-type') === 'num';
+    rows.sort(function (a, b) {
+      var x = val(a, i), y = val(b, i);
+      if (x === '' || y === '') return (x === '') - (y === '');
+      var d = num ? parseFloat(x) - parseFloat(y) : x.localeCompare(y, undefined, {numeric: true});
+      return desc ? -d : d;
+    });
+    rows.forEach(function (r) { body.appendChild(r); });
+    Array.prototype.forEach.call(heads, function (th, j) {
+      th.setAttribute('aria-sort', j === i ? (desc ? 'descending' : 'ascending') : 'none');
+    });
+  }
+  document.querySelectorAll('table.sortable').forEach(function (t) {
+    Array.prototype.forEach.call(t.tHead.rows[0].cells, function (th, i) {
+      th.addEventListener('click', function () { sort(t, i, th.getAttribute('aria-sort') === 'ascending'); });
+    });
+  });
+  // A link can carry a sorted view: report.html#sort=3 or #sort=3- (descending).
+  var m = /^#sort=(\d+)(-?)$/.exec(location.hash), jobs = document.getElementById('jobs');
+  if (m && jobs) sort(jobs, +m[1], m[2] === '-');
+  document.body.setAttribute('data-ok', '1');
+})();
+"#;
+
+pub fn render(r: &Report) -> anyhow::Result<String> {
+    let mut o = String::with_capacity(64 * 1024 + r.jobs.len() * 600);
+    let h = &r.headline;
+    let _ = write!(
+        o,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width,initial-scale=1\">\
+         <title>tb report: {}</title>\
+         <script>window.addEventListener('error',function(e){{document.documentElement.setAttribute('data-error',String(e.message))}});</script>\
+         <style>{STYLE}</style></head><body>\n",
+        esc(&r.batch.name)
+    );
+    let _ = writeln!(
+        o,
+        "<header><h1>Batch {} <small>{}</small></h1>",
+        esc(&r.batch.name),
+        esc(&r.batch.id)
+    );
+    let _ = writeln!(
+        o,
+        "<p class=\"meta\">{:?} · created {} · report generated {}</p><div class=\"cards\">",
+        r.batch.status,
+        r.batch.created_at.format("%Y-%m-%d %H:%M UTC"),
+        r.generated_at.format("%Y-%m-%d %H:%M:%S UTC")
+    );
+    for (status, n) in h.counts.listed() {
+        let _ = write!(
+            o,
+            "<div class=\"card\"><b>{n}</b><span class=\"st st-{status}\">{status}</span></div>"
+        );
+    }
+    let _ = writeln!(
+        o,
+        "<div class=\"card\"><b>{}</b>wall time</div><div class=\"card\"><b>{:.2}</b>GPU-hours</div>\
+         <div class=\"card\"><b>{}</b>jobs</div></div></header>",
+        fmt_seconds(h.wall_seconds),
+        h.gpu_hours,
+        h.jobs
+    );
+
+    jobs_table(&mut o, r);
+    groups(&mut o, r);
+    charts_section(&mut o, r)?;
+    failures_section(&mut o, r);
+    skipped(&mut o, r);
+
+    let _ = write!(o, "<script>{SCRIPT}</script>\n</body></html>\n");
+    Ok(o)
+}
+
+fn jobs_table(o: &mut String, r: &Report) {
+    o.push_str("<section><h2>Jobs</h2>");
+    if let Some(m) = &r.ranking {
+        let _ = write!(
+            o,
+            "<p>Ranked by best <code>{}</code> ({} is better). Click a column to sort.</p>",
+            esc(&m.metric),
+            if m.mode.maximize() { "higher" } else { "lower" }
+        );
+    }
+    let best = r
+        .ranking
+        .as_ref()
+        .map_or("best".into(), |m| format!("best {}", esc(&m.metric)));
+    let _ = write!(
+        o,
+        "<table class=\"sortable\" id=\"jobs\"><thead><tr><th data-type=\"num\">#</th><th>job</th><th>status</th>\
+         <th>stop</th><th data-type=\"num\">epochs</th><th data-type=\"num\">{best}</th><th data-type=\"num\">@ epoch</th>\
+         <th>final</th><th data-type=\"num\">duration</th>"
+    );
+    for k in &r.swept_keys {
+        let numeric = r.jobs.iter().all(|j| j.swept.get(k).is_none_or(|v| v.is_number()));
+        let _ = write!(
+            o,
+            "<th{}>{}</th>",
+            if numeric { " data-type=\"num\"" } else { "" },
+            esc(k)
+        );
+    }
+    o.push_str("</tr></thead><tbody>\n");
+    for (i, j) in r.jobs.iter().enumerate() {
+        let name = if i < CHART_JOBS && !j.curve.is_empty() {
+            format!("<a href=\"#curve-{i}\">{}</a>", esc(&j.name))
+        } else {
+            esc(&j.name)
+        };
+        let (value, epoch) = match &j.best {
+            Some(b) => {
+                let shown = match &r.ranking {
+                    Some(m) if m.metric == b.metric => fmt_value(b.value),
+                    _ => format!("{} {}", esc(&b.metric), fmt_value(b.value)),
+                };
+                (format!("<td class=\"n\" data-v=\"{}\">{shown}</td>", b.value), b.epoch)
+            }
+            None => ("<td class=\"n\" data-v=\"\">–</td>".to_string(), None),
+        };
+        let _ = write!(
+            o,
+            "<tr><td class=\"n\" data-v=\"{}\">{}</td><td>{name}</td><td><span class=\"st st-{s}\">{s}</span></td>\
+             <td>{}</td><td class=\"n\" data-v=\"{}\">{}</td>{value}<td class=\"n\" data-v=\"{}\">{}</td>\
+             <td class=\"m\">{}</td><td class=\"n\" data-v=\"{}\">{}</td>",
+            j.rank.map_or(String::new(), |n| n.to_string()),
+            j.rank.map_or("–".into(), |n| n.to_string()),
+            esc(j.stop_reason.as_deref().unwrap_or("–")),
+            j.epochs.map_or(String::new(), |e| e.to_string()),
+            j.epochs.map_or("–".into(), |e| e.to_string()),
+            epoch.map_or(String::new(), |e| e.to_string()),
+            epoch.map_or("–".into(), |e| e.to_string()),
+            esc(&fmt_metrics(&j.final_metrics)),
+            j.duration_seconds.map_or(String::new(), |d| d.to_string()),
+            j.duration_seconds.map_or("–".into(), fmt_seconds),
+            s = j.status,
+        );
+        for k in &r.swept_keys {
+            match j.swept.get(k) {
+                Some(v) => {
+                    let _ = write!(o, "<td data-v=\"{}\">{}</td>", esc(&fmt_swept(v)), esc(&fmt_swept(v)));
+                }
+                None => o.push_str("<td data-v=\"\">–</td>"),
+            }
+        }
+        o.push_str("</tr>\n");
+    }
+    o.push_str("</tbody></table></section>\n");
+}
+
+fn groups(o: &mut String, r: &Report) {
+    if r.groups.is_empty() {
+        return;
+    }
+    o.push_str(
+        "<section><h2>Cross-validation groups</h2><p>Mean ± sample standard deviation (n − 1) of the folds' best \
+         values.</p><table class=\"sortable\"><thead><tr><th>group</th><th>metric</th><th data-type=\"num\">folds</th>\
+         <th data-type=\"num\">mean ± std</th><th data-type=\"num\">min</th><th data-type=\"num\">max</th><th>jobs</th>",
+    );
+    let keys: Vec<&String> = r.swept_keys.iter().filter(|k| *k != "train.cv.fold").collect();
+    for k in &keys {
+        let _ = write!(o, "<th>{}</th>", esc(k));
+    }
+    o.push_str("</tr></thead><tbody>\n");
+    for g in &r.groups {
+        let num = |v: Option<f64>| match v {
+            Some(v) => format!("<td class=\"n\" data-v=\"{v}\">{}</td>", fmt_value(v)),
+            None => "<td class=\"n\" data-v=\"\">–</td>".into(),
+        };
+        let _ = write!(
+            o,
+            "<tr><td>{}</td><td>{}</td><td class=\"n\" data-v=\"{}\">{}/{}</td><td class=\"n\" data-v=\"{}\">{}</td>{}{}<td class=\"m\">{}</td>",
+            esc(&g.name),
+            esc(g.monitor.as_ref().map_or("–", |m| m.metric.as_str())),
+            g.n,
+            g.n,
+            g.folds,
+            g.mean.map_or(String::new(), |m| m.to_string()),
+            mean_std(g.mean, g.std),
+            num(g.min),
+            num(g.max),
+            esc(&g.jobs.join(", ")),
+        );
+        for k in &keys {
+            let _ = write!(o, "<td>{}</td>", esc(&g.swept.get(*k).map_or("–".into(), fmt_swept)));
+        }
+        o.push_str("</tr>\n");
+    }
+    o.push_str("</tbody></table></section>\n");
+}
+
+fn charts_section(o: &mut String, r: &Report) -> anyhow::Result<()> {
+    if let Some(m) = &r.ranking {
+        let bars: Vec<(&str, f64)> = r
+            .jobs
+            .iter()
+            .filter_map(|j| {
+                j.best
+                    .as_ref()
+                    .filter(|b| b.metric == m.metric)
+                    .map(|b| (j.name.as_str(), b.value))
+            })
+            .take(CHART_JOBS)
+            .collect();
+        let total = r
+            .jobs
+            .iter()
+            .filter(|j| j.best.as_ref().is_some_and(|b| b.metric == m.metric))
+            .count();
+        if let Some(svg) = charts::comparison(&m.metric, &bars)? {
+            o.push_str("<section><h2>Compared</h2>");
+            if total > bars.len() {
+                let _ = write!(o, "<p class=\"note\">The best {} of {total} jobs.</p>", bars.len());
+            }
+            let _ = writeln!(o, "<figure>{svg}</figure></section>");
+        }
+    }
+    let with_curves: Vec<(usize, &super::JobReport)> =
+        r.jobs.iter().enumerate().filter(|(_, j)| !j.curve.is_empty()).collect();
+    if with_curves.is_empty() {
+        return Ok(());
+    }
+    o.push_str("<section><h2>Learning curves</h2><div class=\"grid\">\n");
+    let mut drawn = 0;
+    for (i, j) in with_curves.iter().take(CHART_JOBS) {
+        if let Some(svg) = charts::learning_curve(&j.name, &j.curve)? {
+            let _ = writeln!(o, "<figure id=\"curve-{i}\">{svg}</figure>");
+            drawn += 1;
+        }
+    }
+    o.push_str("</div>");
+    if with_curves.len() > CHART_JOBS {
+        let _ = write!(
+            o,
+            "<p class=\"note\">Curves of the {drawn} best-ranked jobs; {} more omitted to keep this page light \
+             (their metrics.jsonl has every epoch).</p>",
+            with_curves.len() - CHART_JOBS
+        );
+    }
+    o.push_str("</section>\n");
+    Ok(())
+}
+
+fn failures_section(o: &mut String, r: &Report) {
+    let failed: Vec<_> = failures(r).collect();
+    if failed.is_empty() {
+        return;
+    }
+    let _ = writeln!(o, "<section><h2>Failures ({})</h2>", failed.len());
+    for j in failed {
+        let _ = write!(
+            o,
+            "<article><h3>{} <span class=\"st st-{s}\">{s}</span></h3><dl><dt>exit code</dt><dd>{}</dd>\
+             <dt>out of memory</dt><dd>{}</dd><dt>attempt</dt><dd>{}</dd><dt>reason</dt><dd>{}</dd>",
+            esc(&j.name),
+            j.exit_code.map_or("none".into(), |c| c.to_string()),
+            if j.oom_killed { "yes" } else { "no" },
+            j.attempt,
+            esc(&reason(j)),
+            s = j.status,
+        );
+        if let Some(s) = &j.stop_reason {
+            let _ = write!(o, "<dt>trainer's stop reason</dt><dd>{}</dd>", esc(s));
+        }
+        if let Some(b) = &j.best {
+            let _ = write!(
+                o,
+                "<dt>best so far</dt><dd>{} {}{}</dd>",
+                esc(&b.metric),
+                fmt_value(b.value),
+                at_epoch(b.epoch)
+            );
+        }
+        for p in &j.problems {
+            let _ = write!(o, "<dt>note</dt><dd>{}</dd>", esc(p));
+        }
+        o.push_str("</dl>");
+        if j.stderr_tail.is_empty() {
+            o.push_str("<p class=\"note\">stderr is empty.</p>");
+        } else {
+            let _ = write!(o, "<p>Last {} lines of stderr:</p><pre>", j.stderr_tail.len());
+            for l in &j.stderr_tail {
+                o.push_str(&esc(l));
+                o.push('\n');
+            }
+            o.push_str("</pre>");
+        }
+        o.push_str("</article>\n");
+    }
+    o.push_str("</section>\n");
+}
+
+fn skipped(o: &mut String, r: &Report) {
+    let bad: Vec<_> = r.jobs.iter().filter(|j| j.metrics.bad_lines > 0).collect();
+    if bad.is_empty() {
+        return;
+    }
+    let _ = write!(
+        o,
+        "<section><h2>Skipped metrics lines</h2><p>{} lines of <code>metrics.jsonl</code> were not valid metrics \
+         and were skipped.</p><ul>",
+        r.headline.bad_metrics_lines
+    );
+    for j in bad {
+        let _ = write!(o, "<li>{}: {} skipped<ul>", esc(&j.name), j.metrics.bad_lines);
+        for b in &j.metrics.bad {
+            let _ = write!(
+                o,
+                "<li>line {}: {} — <code>{}</code></li>",
+                b.line,
+                esc(&b.reason),
+                esc(&b.text)
+            );
+        }
+        o.push_str("</ul></li>");
+    }
+    o.push_str("</ul></section>\n");
+}
+
+/// Text and attribute values: every character HTML could read as markup.
+pub fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_markup_and_quotes() {
+        assert_eq!(
+            esc("<img src=x onerror='a()'>&\""),
+            "&lt;img src=x onerror=&#39;a()&#39;&gt;&amp;&quot;"
+        );
+    }
+}

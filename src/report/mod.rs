@@ -1,0 +1,225 @@
+//! The batch report (CONTRACT §3): `report.md`, `report.json` and
+//! `report.html` in the batch directory, made from its files alone, and the
+//! short summary printed when a batch ends.
+
+mod charts;
+mod html;
+mod markdown;
+pub mod model;
+mod tail;
+
+pub use model::{Best, Group, JobReport, Mode, Monitor, Report, build, build_at};
+
+use crate::state::{BatchDir, Status, write_atomic};
+use serde_json::Value;
+use std::path::PathBuf;
+
+/// A report file's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Md,
+    Json,
+    Html,
+}
+
+impl Format {
+    pub const ALL: [Format; 3] = [Format::Md, Format::Json, Format::Html];
+
+    pub fn file_name(self) -> &'static str {
+        match self {
+            Format::Md => "report.md",
+            Format::Json => "report.json",
+            Format::Html => "report.html",
+        }
+    }
+}
+
+impl std::str::FromStr for Format {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<Format> {
+        match s {
+            "md" | "markdown" => Ok(Format::Md),
+            "json" => Ok(Format::Json),
+            "html" => Ok(Format::Html),
+            _ => anyhow::bail!("unknown report format `{s}`; use md, json or html"),
+        }
+    }
+}
+
+/// Reads the batch directory and writes the report in `formats`; returns
+/// the files written.
+pub fn write(dir: &BatchDir, formats: &[Format]) -> anyhow::Result<Vec<PathBuf>> {
+    let report = build(dir)?;
+    write_report(dir, &report, formats)
+}
+
+/// Writes an already built report, each file atomically.
+pub fn write_report(dir: &BatchDir, report: &Report, formats: &[Format]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut written = Vec::new();
+    for &format in formats {
+        let bytes = render(report, format)?;
+        let path = dir.path.join(format.file_name());
+        write_atomic(&path, &bytes)?;
+        written.push(path);
+    }
+    Ok(written)
+}
+
+/// The report as the bytes of one file.
+pub fn render(report: &Report, format: Format) -> anyhow::Result<Vec<u8>> {
+    Ok(match format {
+        Format::Md => markdown::render(report).into_bytes(),
+        Format::Json => {
+            let mut v = serde_json::to_vec_pretty(report)?;
+            v.push(b'\n');
+            v
+        }
+        Format::Html => html::render(report)?.into_bytes(),
+    })
+}
+
+/// Failures the summary names one by one; the rest are counted.
+const SUMMARY_FAILURES: usize = 10;
+
+/// The few lines printed when a batch ends: the counts, the best job, each
+/// failure with its reason, and where the report is (`written`).
+pub fn summary_lines(report: &Report, written: &[PathBuf]) -> Vec<String> {
+    let mut lines = vec![headline(report)];
+    if let Some(best) = report.jobs.first().filter(|j| j.rank.is_some()) {
+        let b = best.best.as_ref().expect("a ranked job has a best value");
+        lines.push(format!(
+            "best: {} {}={}{}",
+            best.name,
+            b.metric,
+            fmt_value(b.value),
+            at_epoch(b.epoch)
+        ));
+    }
+    let failures: Vec<&JobReport> = failures(report).collect();
+    for j in failures.iter().take(SUMMARY_FAILURES) {
+        lines.push(format!("{}: {}: {}", j.status, j.name, reason(j)));
+    }
+    if failures.len() > SUMMARY_FAILURES {
+        lines.push(format!(
+            "… and {} more that did not succeed",
+            failures.len() - SUMMARY_FAILURES
+        ));
+    }
+    if let Some(p) = written.first() {
+        lines.push(format!("report: {}", p.display()));
+    }
+    lines
+}
+
+/// `12 jobs: 9 succeeded, 2 failed, 1 oom · wall 5h12m · 3.40 GPU-hours`
+/// (zero counts left out).
+fn headline(report: &Report) -> String {
+    let h = &report.headline;
+    let counts: Vec<String> = h
+        .counts
+        .listed()
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(s, n)| format!("{n} {s}"))
+        .collect();
+    format!(
+        "{} jobs: {} · wall {} · {:.2} GPU-hours",
+        h.jobs,
+        if counts.is_empty() {
+            "none".into()
+        } else {
+            counts.join(", ")
+        },
+        fmt_seconds(h.wall_seconds),
+        h.gpu_hours
+    )
+}
+
+/// Jobs that ended without succeeding, in the ranking's order.
+pub(crate) fn failures(report: &Report) -> impl Iterator<Item = &JobReport> {
+    report.jobs.iter().filter(|j| is_failure(j))
+}
+
+/// Ended, and not by succeeding.
+pub(crate) fn is_failure(j: &JobReport) -> bool {
+    j.status.is_final() && j.status != Status::Succeeded
+}
+
+/// Why a job did not succeed, in one line.
+pub(crate) fn reason(j: &JobReport) -> String {
+    let mut why = match (&j.error, j.exit_code) {
+        (Some(e), _) => e.lines().next().unwrap_or_default().to_string(),
+        (None, Some(c)) => format!("exited with code {c}"),
+        (None, None) => j.status.to_string(),
+    };
+    if j.oom_killed && !why.contains("out of memory") {
+        why.push_str(" (out of memory)");
+    }
+    why
+}
+
+/// A metric value, to four decimals where that reads well.
+pub(crate) fn fmt_value(v: f64) -> String {
+    let a = v.abs();
+    if v == 0.0 {
+        "0".into()
+    } else if !(1e-3..1e5).contains(&a) {
+        format!("{v:.3e}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
+/// A JSON value from `final`, `test` or `swept`, shortly.
+pub(crate) fn fmt_json(v: &Value) -> String {
+    match v {
+        Value::Number(n) if n.is_f64() => fmt_value(n.as_f64().unwrap_or(f64::NAN)),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+/// A swept value as written in the batch file: `0.001`, `16`, `adam`.
+pub(crate) fn fmt_swept(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    }
+}
+
+pub(crate) fn fmt_seconds(s: f64) -> String {
+    crate::human::duration(chrono::Duration::milliseconds((s * 1000.0) as i64))
+}
+
+pub(crate) fn at_epoch(epoch: Option<u64>) -> String {
+    epoch.map(|e| format!(" @ epoch {e}")).unwrap_or_default()
+}
+
+/// `train_loss=0.3100 val_loss=0.2800`.
+pub(crate) fn fmt_metrics(m: &serde_json::Map<String, Value>) -> String {
+    m.iter()
+        .map(|(k, v)| format!("{k}={}", fmt_json(v)))
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_read_at_four_decimals_or_in_scientific() {
+        assert_eq!(fmt_value(0.82), "0.8200");
+        assert_eq!(fmt_value(0.0), "0");
+        assert_eq!(fmt_value(12345.678), "12345.6780");
+        assert_eq!(fmt_value(0.00001234), "1.234e-5");
+        assert_eq!(fmt_value(-2.5e6), "-2.500e6");
+    }
+
+    #[test]
+    fn formats_parse() {
+        assert_eq!("md".parse::<Format>().unwrap(), Format::Md);
+        assert_eq!("html".parse::<Format>().unwrap(), Format::Html);
+        assert!("pdf".parse::<Format>().is_err());
+    }
+}

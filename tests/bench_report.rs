@@ -1,0 +1,211 @@
+//! `make bench`, the report: generated run directories of 1,000 to 10,000
+//! jobs × 200 epochs, reported in all three formats. Each report runs in a
+//! child process (this binary again) so that its peak memory is its own and
+//! not the generator's. Prints walls, growth against job count, peak RSS.
+
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+const EPOCHS: usize = 200;
+const SIZES: [usize; 4] = [1_000, 2_000, 5_000, 10_000];
+const ROUNDS: usize = 3;
+const TARGET_1K_SECONDS: f64 = 1.0;
+const CHILD: &str = "TB_BENCH_REPORT_DIR";
+
+fn main() {
+    if let Ok(dir) = std::env::var(CHILD) {
+        return child(Path::new(&dir));
+    }
+    let work = tempfile::Builder::new().prefix("tb-bench-report-").tempdir().unwrap();
+    let max = *SIZES.iter().max().unwrap();
+    let t = Instant::now();
+    let jobs = work.path().join("jobs");
+    let bytes = generate(&jobs, max);
+    println!(
+        "generated {max} jobs x {EPOCHS} epochs ({:.0} MB of metrics) in {:.1} s",
+        bytes as f64 / 1e6,
+        t.elapsed().as_secs_f64()
+    );
+
+    let mut results = Vec::new();
+    for &n in &SIZES {
+        let dir = batch(work.path(), &jobs, n);
+        let mut walls = Vec::new();
+        let mut peak = 0;
+        for _ in 0..ROUNDS {
+            let (wall, rss_kb) = report_in_child(&dir);
+            walls.push(wall);
+            peak = peak.max(rss_kb);
+        }
+        walls.sort_by(f64::total_cmp);
+        let median = walls[ROUNDS / 2];
+        let html = std::fs::metadata(dir.join("report.html")).map_or(0, |m| m.len());
+        let verdict = if n == 1_000 {
+            format!(
+                " (target < {TARGET_1K_SECONDS} s) {}",
+                if median < TARGET_1K_SECONDS { "ok" } else { "SLOW" }
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "report {n} jobs x {EPOCHS} epochs: {median:.3} s (median of {ROUNDS}; min {:.3}, max {:.3}){verdict}; \
+             peak RSS {:.1} MB; report.html {:.1} MB",
+            walls[0],
+            walls[ROUNDS - 1],
+            peak as f64 / 1024.0,
+            html as f64 / 1e6
+        );
+        results.push((n, median));
+    }
+    let (n0, t0) = results[0];
+    for &(n, t) in &results[1..] {
+        let (jobs_x, time_x) = (n as f64 / n0 as f64, t / t0);
+        println!(
+            "growth {n0} -> {n} jobs: {jobs_x:.1}x jobs, {time_x:.2}x time: {}",
+            if time_x <= jobs_x * 1.15 {
+                "no worse than linear ok"
+            } else {
+                "WORSE THAN LINEAR"
+            }
+        );
+    }
+}
+
+/// In the child: write the three formats of the report of `dir`, print the
+/// seconds it took.
+fn child(dir: &Path) {
+    let id = dir.file_name().unwrap().to_string_lossy().into_owned();
+    let batch = tb::state::BatchDir {
+        path: dir.to_path_buf(),
+        id,
+    };
+    let t = Instant::now();
+    tb::report::write(&batch, &tb::report::Format::ALL).unwrap();
+    println!("{}", t.elapsed().as_secs_f64());
+}
+
+/// Runs the report for `dir` in a child; its time and peak RSS (KiB).
+#[allow(clippy::zombie_processes)] // reaped by wait4, which std's Child cannot see
+fn report_in_child(dir: &Path) -> (f64, i64) {
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .env(CHILD, dir)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(child.stdout.as_mut().unwrap(), &mut out).unwrap();
+    // wait4, not Child::wait: it also gives the child's own resource usage.
+    let mut status = 0;
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    let pid = unsafe { libc::wait4(child.id() as libc::pid_t, &mut status, 0, &mut usage) };
+    assert_eq!(pid, child.id() as libc::pid_t, "wait4 failed");
+    assert!(
+        libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+        "the report child failed"
+    );
+    (
+        out.trim().parse().expect("the child prints its seconds"),
+        usage.ru_maxrss,
+    )
+}
+
+/// A batch directory over the first `n` generated jobs (its `jobs` a link
+/// to the shared ones, so every size reads the same files).
+fn batch(root: &Path, jobs: &Path, n: usize) -> PathBuf {
+    let id = format!("2026-11-22_230000_bench-{n}");
+    let dir = root.join(&id);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::os::unix::fs::symlink(jobs, dir.join("jobs")).unwrap();
+    let names: Vec<String> = (0..n).map(name).collect();
+    let batch = serde_json::json!({
+        "version": 1, "id": id, "name": format!("bench-{n}"), "file": "/bench.toml",
+        "created_at": "2026-11-22T23:00:00Z", "status": "finished", "finished_at": "2026-11-23T07:00:00Z",
+        "concurrency": 8, "supervisor": null, "jobs": names,
+    });
+    std::fs::write(dir.join("batch.json"), serde_json::to_vec(&batch).unwrap()).unwrap();
+    dir
+}
+
+/// Sweeps of `train.lr` with five folds each.
+fn name(i: usize) -> String {
+    format!("lr_lr-{}_fold-{}", i / 5, i % 5)
+}
+
+/// Writes `n` jobs like a night of real ones: 200 validation lines each, a
+/// garbage line now and then, 1 % failed with a stderr, 4 % killed before
+/// their result.json. Returns the bytes of metrics written.
+fn generate(jobs: &Path, n: usize) -> u64 {
+    let mut total = 0;
+    for i in 0..n {
+        let name = name(i);
+        let dir = jobs.join(&name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let lr = 1e-4 * (1 + i / 5) as f64;
+        let job = serde_json::json!({
+            "version": 1, "batch": "bench", "batch_id": "bench", "attempt": 1, "name": name,
+            "image": "tb-trainer:latest", "command": null, "gpus": 1, "cpus": null, "memory": null,
+            "shm_size": 1073741824u64, "time_limit": null, "env": {}, "pass_env": [], "mounts": [], "code": null,
+            "network": "bridge",
+            "train": {"model": "unet", "monitor": "val_loss", "mode": "min", "lr": lr, "cv": {"folds": 5, "fold": i % 5}},
+            "swept": {"train.lr": lr},
+        });
+        std::fs::write(dir.join("job.json"), serde_json::to_vec_pretty(&job).unwrap()).unwrap();
+        let failed = i % 100 == 7;
+        let killed = i % 25 == 3;
+        let state = serde_json::json!({
+            "version": 1, "status": if failed { "failed" } else if killed { "timeout" } else { "succeeded" },
+            "attempt": 1, "exit_code": if failed { 1 } else if killed { 143 } else { 0 }, "oom_killed": false,
+            "error": if failed { Some("exited with code 1") } else { None },
+            "container_id": "c", "image_id": "sha256:i",
+            "started_at": "2026-11-22T23:00:00Z", "finished_at": "2026-11-23T00:00:00Z", "gpus": [(i % 8).to_string()],
+        });
+        std::fs::write(dir.join("state.json"), serde_json::to_vec_pretty(&state).unwrap()).unwrap();
+
+        let mut m = BufWriter::new(std::fs::File::create(dir.join("metrics.jsonl")).unwrap());
+        let (mut best, mut best_epoch) = (f64::INFINITY, 0);
+        let seed = (i % 97) as f64 / 97.0;
+        for e in 0..EPOCHS {
+            let x = e as f64;
+            let val = 0.2 + seed * 0.1 + 0.8 / (1.0 + x * 0.1) + 0.002 * ((x * 1.7 + seed * 10.0).sin());
+            let train = val * 0.9;
+            if val < best {
+                (best, best_epoch) = (val, e);
+            }
+            let line = format!(
+                "{{\"time\": \"2026-11-22T23:{:02}:{:02}Z\", \"epoch\": {e}, \"step\": {}, \"metrics\": \
+                 {{\"train_loss\": {train:.6}, \"val_loss\": {val:.6}, \"val_iou\": {:.6}, \"lr\": {lr}}}}}\n",
+                e / 60,
+                e % 60,
+                (e + 1) * 400,
+                1.0 - val
+            );
+            total += line.len() as u64;
+            m.write_all(line.as_bytes()).unwrap();
+            if e == 50 && i % 10 == 0 {
+                m.write_all(b"{\"epoch\": 51, \"metrics\": {\"val_loss\": NaN}}\nnot json\n")
+                    .unwrap();
+            }
+        }
+        if killed {
+            m.write_all(b"{\"time\": \"2026-11-23T00:00:00Z\", \"epo").unwrap();
+        }
+        m.flush().unwrap();
+        if !killed {
+            let result = serde_json::json!({
+                "stop_reason": "max_epochs", "epochs": EPOCHS,
+                "best": {"metric": "val_loss", "value": best, "epoch": best_epoch, "checkpoint": "checkpoints/best.ckpt"},
+                "final": {"train_loss": 0.3, "val_loss": 0.33}, "test": {"test_loss": 0.34},
+            });
+            std::fs::write(dir.join("result.json"), serde_json::to_vec_pretty(&result).unwrap()).unwrap();
+        }
+        if failed {
+            let stderr: String = (0..200).map(|k| format!("step {k}: loss nan\n")).collect::<String>()
+                + "RuntimeError: CUDA error: device-side assert triggered\n";
+            std::fs::write(dir.join("stderr.log"), stderr).unwrap();
+        }
+    }
+    total
+}
