@@ -9,7 +9,7 @@ use std::path::PathBuf;
 #[derive(Debug, Parser)]
 #[command(name = "tb", version, propagate_version = true, max_term_width = 100)]
 #[command(
-    after_help = "Examples:\n  tb batch jobs/night.toml      run a batch\n  tb status                     how the newest batch is doing\n  tb logs baseline -f           follow one job's output"
+    after_help = "Examples:\n  tb batch jobs/night.toml      run a batch\n  tb status --watch             how the newest batch is doing\n  tb logs baseline -f           follow one job's output\n  tb ls                         the batches, newest first"
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -45,8 +45,23 @@ pub enum Command {
     #[command(after_help = "Example:\n  tb validate jobs/night.toml")]
     Validate(ValidateArgs),
     /// One row per job of a batch: status, attempt, elapsed, epoch, best metric.
-    #[command(after_help = "Examples:\n  tb status\n  tb status 2026-11-22_230000_night --json")]
+    #[command(after_help = "Examples:\n  tb status\n  tb status --watch\n  tb status 2026-11-22_230000_night --json")]
     Status(StatusArgs),
+    /// Continue a batch whose supervisor stopped: follow its containers that still run, run its pending jobs.
+    #[command(
+        after_help = "Safe after tb was killed, even with SIGKILL: no job runs twice, and the output written\nmeanwhile is recovered from the engine.\n\nExamples:\n  tb resume\n  tb resume 2026-11-22_230000_night"
+    )]
+    Resume(ResumeArgs),
+    /// Stop running jobs gracefully (SIGTERM, a grace period, then SIGKILL).
+    #[command(
+        after_help = "Examples:\n  tb cancel                      the whole newest batch\n  tb cancel --job lr_r03         one job; the others go on"
+    )]
+    Cancel(CancelArgs),
+    /// Remove leftover tb containers of batches that no supervisor holds.
+    #[command(
+        after_help = "Only containers with tb's labels (tb.batch, tb.job, tb.attempt) are touched.\n\nExample:\n  tb clean --dry-run"
+    )]
+    Clean(CleanArgs),
     /// Run again, in the same batch directory, the jobs that did not succeed.
     #[command(
         after_help = "Jobs with a checkpoints/last.ckpt resume from it.\n\nExamples:\n  tb retry\n  tb retry --failed-only\n  tb retry 2026-11-22_230000_night --job lr_r03"
@@ -57,13 +72,21 @@ pub enum Command {
         after_help = "Works while the batch still runs (running jobs are shown as such).\n\nExamples:\n  tb report\n  tb report 2026-11-22_230000_night --format html"
     )]
     Report(ReportArgs),
-    /// Print (or follow) a job's captured stdout or stderr.
+    /// Print (or follow) a job's captured stdout or stderr; with no job, every job's.
     #[command(
-        after_help = "Examples:\n  tb logs baseline\n  tb logs baseline -f --stderr\n  tb logs 2026-11-22_230000_night baseline --attempt 1"
+        after_help = "A single name is a job of the newest batch if it has one, else a batch.\n`-f` follows a job across its attempts (retries) until it ends; with no job\nit follows every running job of the batch, each line prefixed `job | `.\n\nExamples:\n  tb logs baseline\n  tb logs baseline -f --stderr\n  tb logs -f\n  tb logs 2026-11-22_230000_night baseline --attempt 1"
     )]
     Logs(LogsArgs),
+    /// List the batches under the runs directory, newest first, with their job counts.
+    #[command(after_help = "Examples:\n  tb ls\n  tb ls --json\n  tb --runs-dir /data/runs ls")]
+    Ls(LsArgs),
+    /// Print a shell completion script for tb.
+    #[command(
+        after_help = "Examples:\n  tb completions bash > ~/.local/share/bash-completion/completions/tb\n  tb completions zsh > ~/.zfunc/_tb\n  tb completions fish > ~/.config/fish/completions/tb.fish"
+    )]
+    Completions(CompletionsArgs),
     /// Build and manage the trainer image.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = "Example:\n  tb image build")]
     Image(ImageCommand),
 }
 
@@ -84,6 +107,36 @@ pub struct BatchArgs {
     /// under the runs directory; reuse that result.
     #[arg(long)]
     pub skip_done: bool,
+    /// Run in the background (own session, no terminal); print the batch
+    /// directory and how to watch it.
+    #[arg(long)]
+    pub detach: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// A batch directory or its name (default: the newest batch).
+    pub batch: Option<String>,
+    /// Set by `tb batch --detach`: this is the batch's first supervisor, so
+    /// its deadline applies.
+    #[arg(long, hide = true)]
+    pub started_detached: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CancelArgs {
+    /// A batch directory or its name (default: the newest batch).
+    pub batch: Option<String>,
+    /// Only this job (repeatable); default: the whole batch.
+    #[arg(long = "job", value_name = "NAME")]
+    pub jobs: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanArgs {
+    /// Show what would be removed; remove nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 #[derive(Debug, Args)]
@@ -123,14 +176,32 @@ pub struct StatusArgs {
     /// Machine-readable output on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Redraw every 2 seconds until the batch ends (on a terminal; otherwise
+    /// print the table again whenever it changes).
+    #[arg(short, long, conflicts_with = "json")]
+    pub watch: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Machine-readable output on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to write completions for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// `[BATCH] JOB`: the batch (default: the newest) and the job.
-    #[arg(num_args = 1..=2, required = true, value_names = ["BATCH", "JOB"])]
+    /// The batch (default: the newest) and the job (default: every job).
+    #[arg(num_args = 0..=2, value_names = ["BATCH", "JOB"])]
     pub target: Vec<String>,
-    /// Keep printing as the job writes, until it ends.
+    /// Keep printing as the job writes, across its attempts, until it ends.
     #[arg(short, long)]
     pub follow: bool,
     /// Print stderr instead of stdout.

@@ -6,10 +6,11 @@ use crate::error::hinted;
 use anyhow::Context;
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
+use bollard::models::HostConfigLogConfig;
 use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
 use bollard::query_parameters::{
     AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
-    KillContainerOptionsBuilder, ListContainersOptionsBuilder, RemoveContainerOptionsBuilder,
+    KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
     WaitContainerOptionsBuilder,
 };
 use bytes::Bytes;
@@ -60,6 +61,40 @@ pub struct ExitInfo {
     pub oom_killed: bool,
     /// The engine's own error (e.g. the runtime failed to start the process).
     pub error: Option<String>,
+}
+
+/// The engine could not be reached (it went away, or its socket did): the
+/// call may succeed later. Everything else the engine says is final.
+#[derive(Debug, thiserror::Error)]
+#[error("the Docker engine is unreachable: {0}")]
+pub struct Unreachable(pub String);
+
+/// Whether `err` (anywhere in its chain) is the engine being unreachable.
+pub fn is_unreachable(err: &anyhow::Error) -> bool {
+    err.downcast_ref::<Unreachable>().is_some()
+}
+
+/// bollard's error as tb sees it: unreachable, or the engine's answer.
+fn lift(e: BollardError) -> anyhow::Error {
+    match e {
+        BollardError::RequestTimeoutError
+        | BollardError::IOError { .. }
+        | BollardError::HyperResponseError { .. }
+        | BollardError::HyperLegacyError { .. }
+        | BollardError::HttpClientError { .. }
+        | BollardError::SocketNotFoundError(_) => anyhow::Error::new(Unreachable(e.to_string())),
+        BollardError::DockerResponseServerError { message, .. } => anyhow::anyhow!("{message}"),
+        other => anyhow::Error::new(other),
+    }
+}
+
+/// A container's state as the engine has it now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Observed {
+    pub running: bool,
+    /// `created`: never started.
+    pub created: bool,
+    pub exit: ExitInfo,
 }
 
 /// A tb-labelled container as the engine lists it.
@@ -137,6 +172,16 @@ impl Engine {
             security_opt: Some(vec!["no-new-privileges".into()]),
             cap_add: None,
             device_requests,
+            // A driver that keeps every byte (binary-safe) and that the logs
+            // endpoint can read back: how `tb resume` recovers what a container
+            // wrote while no supervisor was attached.
+            log_config: Some(HostConfigLogConfig {
+                typ: Some("local".into()),
+                config: Some(HashMap::from([
+                    ("max-size".to_string(), "256m".to_string()),
+                    ("max-file".to_string(), "4".to_string()),
+                ])),
+            }),
             ..Default::default()
         };
         let body = ContainerCreateBody {
@@ -157,7 +202,7 @@ impl Engine {
             .docker
             .create_container(Some(options), body)
             .await
-            .map_err(|e| anyhow::anyhow!("{}", engine_message(&e)))
+            .map_err(lift)
             .with_context(|| format!("failed to create container `{}`", spec.name))?;
         Ok(created.id)
     }
@@ -176,6 +221,7 @@ impl Engine {
             .docker
             .attach_container(id, Some(options))
             .await
+            .map_err(lift)
             .with_context(|| format!("failed to attach to container {}", short(id)))?;
         let stream = attached.output.filter_map(|item| async move {
             match item {
@@ -192,10 +238,60 @@ impl Engine {
     }
 
     pub async fn start(&self, id: &str) -> anyhow::Result<()> {
-        self.docker
-            .start_container(id, None)
-            .await
-            .map_err(|e| anyhow::anyhow!("{}", engine_message(&e)))
+        self.docker.start_container(id, None).await.map_err(lift)
+    }
+
+    /// Whether the engine answers now.
+    pub async fn ping(&self) -> bool {
+        self.docker.ping().await.is_ok()
+    }
+
+    /// Everything the container wrote since it started, from the engine's
+    /// log, less the first `skip_out` and `skip_err` bytes (what tb already
+    /// has); follows the container until it stops.
+    pub fn output_since(&self, id: &str, skip_out: u64, skip_err: u64) -> OutputStream {
+        let options = LogsOptionsBuilder::default()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let mut skip = (skip_out, skip_err);
+        let stream = self.docker.logs(id, Some(options)).filter_map(move |item| {
+            let out = match item {
+                Ok(bollard::container::LogOutput::StdOut { message })
+                | Ok(bollard::container::LogOutput::Console { message }) => {
+                    trim_front(&mut skip.0, message).map(|m| Ok(Chunk::Stdout(m)))
+                }
+                Ok(bollard::container::LogOutput::StdErr { message }) => {
+                    trim_front(&mut skip.1, message).map(|m| Ok(Chunk::Stderr(m)))
+                }
+                Ok(bollard::container::LogOutput::StdIn { .. }) => None,
+                Err(e) => Some(Err(lift(e).context("the container's log stream broke"))),
+            };
+            async move { out }
+        });
+        Box::pin(stream)
+    }
+
+    /// The container's state, or `None` if the engine has no such container.
+    pub async fn observe(&self, id: &str) -> anyhow::Result<Option<Observed>> {
+        match self.docker.inspect_container(id, None).await {
+            Ok(info) => {
+                let state = info.state.unwrap_or_default();
+                let status = state.status.map(|s| s.to_string()).unwrap_or_default();
+                Ok(Some(Observed {
+                    running: state.running.unwrap_or(false) || status == "restarting",
+                    created: status == "created",
+                    exit: ExitInfo {
+                        exit_code: state.exit_code,
+                        oom_killed: state.oom_killed.unwrap_or(false),
+                        error: state.error.filter(|e| !e.is_empty()),
+                    },
+                }))
+            }
+            Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+            Err(e) => Err(lift(e).context(format!("failed to inspect container {}", short(id)))),
+        }
     }
 
     /// Waits for the container to stop; its exit code. A non-zero exit is
@@ -206,11 +302,12 @@ impl Engine {
         match stream.next().await {
             Some(Ok(r)) => Ok(r.status_code),
             Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Ok(code),
-            Some(Err(e)) => Err(anyhow::Error::new(e).context(format!("failed to wait for container {}", short(id)))),
-            None => anyhow::bail!(
-                "the engine closed the wait for container {} without an answer",
+            Some(Err(e)) => Err(lift(e).context(format!("failed to wait for container {}", short(id)))),
+            // The engine went away mid-wait (it answers a finished wait).
+            None => Err(anyhow::Error::new(Unreachable(format!(
+                "the wait for container {} ended without an answer",
                 short(id)
-            ),
+            )))),
         }
     }
 
@@ -220,6 +317,7 @@ impl Engine {
             .docker
             .inspect_container(id, None)
             .await
+            .map_err(lift)
             .with_context(|| format!("failed to inspect container {}", short(id)))?;
         let state = info.state.unwrap_or_default();
         Ok(ExitInfo {
@@ -238,7 +336,7 @@ impl Engine {
             Err(BollardError::DockerResponseServerError {
                 status_code: 404 | 409, ..
             }) => Ok(()),
-            Err(e) => Err(anyhow::Error::new(e).context(format!("failed to send {signal} to container {}", short(id)))),
+            Err(e) => Err(lift(e).context(format!("failed to send {signal} to container {}", short(id)))),
         }
     }
 
@@ -248,7 +346,7 @@ impl Engine {
         match self.docker.remove_container(id, Some(options)).await {
             Ok(()) => Ok(()),
             Err(BollardError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
-            Err(e) => Err(anyhow::Error::new(e).context(format!("failed to remove container {}", short(id)))),
+            Err(e) => Err(lift(e).context(format!("failed to remove container {}", short(id)))),
         }
     }
 
@@ -263,6 +361,7 @@ impl Engine {
             .docker
             .list_containers(Some(options))
             .await
+            .map_err(lift)
             .context("failed to list containers")?;
         Ok(list
             .into_iter()
@@ -347,6 +446,16 @@ impl Engine {
             .await
             .with_context(|| format!("failed to tag the image `{tag}`"))
     }
+}
+
+/// Drops the first `*skip` bytes of a stream from `message`.
+fn trim_front(skip: &mut u64, message: Bytes) -> Option<Bytes> {
+    if *skip == 0 {
+        return Some(message);
+    }
+    let n = (*skip).min(message.len() as u64) as usize;
+    *skip -= n as u64;
+    (n < message.len()).then(|| message.slice(n..))
 }
 
 /// The first 12 characters of a container id, as `docker ps` shows it.

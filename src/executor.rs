@@ -36,6 +36,8 @@ pub struct Launch {
     /// Where the batch directory is, for the container's labels.
     pub batch_dir: PathBuf,
     pub stop_grace: Duration,
+    /// How long to wait for an engine that went away.
+    pub engine_wait: Duration,
 }
 
 /// What the runner asks of running jobs.
@@ -64,6 +66,8 @@ pub struct Outcome {
     pub container_id: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: DateTime<Utc>,
+    /// The engine stayed away past the limit: the night cannot go on.
+    pub engine_gone: bool,
 }
 
 impl Outcome {
@@ -76,6 +80,7 @@ impl Outcome {
             container_id,
             started_at: None,
             finished_at: Utc::now(),
+            engine_gone: false,
         }
     }
 }
@@ -217,7 +222,7 @@ pub async fn run(
     engine: &Engine,
     prepared: anyhow::Result<Prepared>,
     launch: &Launch,
-    mut stop: watch::Receiver<Stop>,
+    stop: watch::Receiver<Stop>,
     on_start: impl FnOnce(&str, DateTime<Utc>),
 ) -> Outcome {
     let prepared = match prepared {
@@ -225,7 +230,7 @@ pub async fn run(
         Err(e) => return Outcome::failed_before_start(format!("{e:#}"), None),
     };
     let id = prepared.container_id.clone();
-    let mut files = match LogFiles::create(&launch.job_dir) {
+    let files = match LogFiles::open(&launch.job_dir, false) {
         Ok(f) => f,
         Err(e) => {
             discard(engine, prepared).await;
@@ -240,13 +245,74 @@ pub async fn run(
         }
         return Outcome {
             exit_code: info.as_ref().and_then(|i| i.exit_code).filter(|c| *c != 0),
+            engine_gone: crate::docker::is_unreachable(&e),
             ..Outcome::failed_before_start(error, Some(id))
         };
     }
     let started_at = Utc::now();
     on_start(&id, started_at);
+    follow(engine, &id, prepared.output, files, launch, stop, started_at).await
+}
 
-    let mut output = prepared.output;
+/// Takes up a container that ran while no supervisor followed it: what it
+/// wrote meanwhile comes from the engine's log (after the bytes the job's
+/// log files already hold, so nothing is lost or doubled), then it is
+/// followed to its end like any other.
+pub async fn reattach(
+    engine: &Engine,
+    id: &str,
+    launch: &Launch,
+    stop: watch::Receiver<Stop>,
+    started_at: DateTime<Utc>,
+) -> Outcome {
+    let files = match LogFiles::open(&launch.job_dir, true) {
+        Ok(f) => f,
+        Err(e) => return Outcome::failed_before_start(e, Some(id.to_string())),
+    };
+    let (out, err) = files.sizes();
+    let output = engine.output_since(id, out, err);
+    follow(engine, id, output, files, launch, stop, started_at).await
+}
+
+/// How long tb waits for an engine that went away before it gives the
+/// jobs up (`TB_ENGINE_WAIT` seconds overrides it).
+pub fn engine_wait() -> Duration {
+    std::env::var("TB_ENGINE_WAIT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map(Duration::from_secs)
+        .unwrap_or(Duration::from_secs(300))
+}
+
+/// Waits, with backoff, until the engine answers again or `limit` passes.
+pub async fn wait_for_engine(engine: &Engine, limit: Duration) -> bool {
+    let until = Instant::now() + limit;
+    let mut pause = Duration::from_millis(250);
+    loop {
+        if engine.ping().await {
+            return true;
+        }
+        if Instant::now() >= until {
+            return false;
+        }
+        tokio::time::sleep(pause.min(until.saturating_duration_since(Instant::now()))).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Follows a started container: streams its output into the log files,
+/// enforces the time limit and stop requests, rides out the engine going
+/// away, and judges how it ended.
+async fn follow(
+    engine: &Engine,
+    id: &str,
+    mut output: OutputStream,
+    mut files: LogFiles,
+    launch: &Launch,
+    mut stop: watch::Receiver<Stop>,
+    started_at: DateTime<Utc>,
+) -> Outcome {
+    let name = &launch.job.spec.name;
     let mut output_done = false;
     let mut exit_code: Option<i64> = None;
     let mut wait_error: Option<String> = None;
@@ -255,9 +321,14 @@ pub async fn run(
     let mut kill_at: Option<Instant> = None;
     let mut killed = false;
     let mut drain_deadline: Option<Instant> = None;
-    let limit_at = launch.job.spec.time_limit.map(|d| Instant::now() + d);
-    let wait = engine.wait(&id);
-    tokio::pin!(wait);
+    let mut lost: Option<String> = None;
+    let elapsed = (Utc::now() - started_at).to_std().unwrap_or_default();
+    let limit_at = launch
+        .job
+        .spec
+        .time_limit
+        .map(|d| Instant::now() + d.saturating_sub(elapsed));
+    let mut wait = Box::pin(engine.wait(id));
     let mut waited = false;
     let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);
 
@@ -266,10 +337,10 @@ pub async fn run(
     loop {
         if pending_stop != Stop::Run && !waited {
             if pending_stop == Stop::Kill && !killed {
-                let _ = engine.signal(&id, "SIGKILL").await;
+                let _ = engine.signal(id, "SIGKILL").await;
                 killed = true;
             } else if stopping.is_none() {
-                let _ = engine.signal(&id, "SIGTERM").await;
+                let _ = engine.signal(id, "SIGTERM").await;
                 kill_at = Some(Instant::now() + launch.stop_grace);
             }
             stopping.get_or_insert(Status::Cancelled);
@@ -285,25 +356,64 @@ pub async fn run(
                         && let Err(e) = files.write(&chunk)
                     {
                         // A full disk fails this job, not the night: stop the
-                        // container and say why; the state file stays valid.
+                        // container, say why, and free the batch's reserve so
+                        // that the states of all jobs can still be written.
+                        if crate::state::release_reserve(&launch.batch_dir) {
+                            tracing::warn!("the disk of the runs directory is full; released tb's reserve to record the jobs' states");
+                        }
                         write_error = Some(e);
-                        let _ = engine.signal(&id, "SIGKILL").await;
+                        let _ = engine.signal(id, "SIGKILL").await;
                         killed = true;
                     }
                 }
                 Some(Err(e)) => {
-                    tracing::warn!("job {}: {e:#}", launch.job.spec.name);
+                    tracing::debug!("job {name}: {e:#}");
                     output_done = true;
                 }
                 None => output_done = true,
             },
             code = &mut wait, if !waited => {
-                waited = true;
                 match code {
-                    Ok(c) => exit_code = Some(c),
-                    Err(e) => wait_error = Some(format!("{e:#}")),
+                    Ok(c) => {
+                        waited = true;
+                        exit_code = Some(c);
+                        drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
+                    }
+                    Err(e) if crate::docker::is_unreachable(&e) => {
+                        tracing::warn!("job {name}: {e:#}; waiting for the engine to come back");
+                        if !wait_for_engine(engine, launch.engine_wait).await {
+                            lost = Some(format!(
+                                "the Docker engine was unreachable for {}",
+                                humantime::format_duration(launch.engine_wait)
+                            ));
+                            break;
+                        }
+                        match engine.observe(id).await {
+                            Ok(Some(_)) => {
+                                // Running or ended meanwhile: either way the engine's log
+                                // has what tb missed, and the wait answers at once if it ended.
+                                let (out, err) = files.sizes();
+                                tracing::info!("job {name}: the engine is back; following container {} again", short(id));
+                                output = engine.output_since(id, out, err);
+                                output_done = false;
+                                wait = Box::pin(engine.wait(id));
+                            }
+                            Ok(None) => {
+                                lost = Some("the container vanished while the Docker engine was away".into());
+                                break;
+                            }
+                            Err(e) => {
+                                lost = Some(format!("{e:#}"));
+                                break;
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        waited = true;
+                        wait_error = Some(format!("{e:#}"));
+                        drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
+                    }
                 }
-                drain_deadline = Some(Instant::now() + DRAIN_TIMEOUT);
             }
             changed = stop.changed(), if !waited => {
                 if changed.is_ok() {
@@ -311,31 +421,43 @@ pub async fn run(
                 }
             }
             _ = tokio::time::sleep_until(limit_at.unwrap_or(far)), if limit_at.is_some() && stopping.is_none() && !waited => {
-                tracing::info!("job {}: time limit reached; stopping it", launch.job.spec.name);
-                let _ = engine.signal(&id, "SIGTERM").await;
+                tracing::info!("job {name}: time limit reached; stopping it");
+                let _ = engine.signal(id, "SIGTERM").await;
                 stopping = Some(Status::Timeout);
                 kill_at = Some(Instant::now() + launch.stop_grace);
             }
             _ = tokio::time::sleep_until(kill_at.unwrap_or(far)), if kill_at.is_some() && !killed && !waited => {
-                tracing::info!("job {}: still running after the grace period; killing it", launch.job.spec.name);
-                let _ = engine.signal(&id, "SIGKILL").await;
+                tracing::info!("job {name}: still running after the grace period; killing it");
+                let _ = engine.signal(id, "SIGKILL").await;
                 killed = true;
             }
             _ = tokio::time::sleep_until(drain_deadline.unwrap_or(far)), if drain_deadline.is_some() && !output_done => {
-                tracing::warn!("job {}: output still open {}s after the container stopped; closing it", launch.job.spec.name, DRAIN_TIMEOUT.as_secs());
+                tracing::warn!("job {name}: output still open {}s after the container stopped; closing it", DRAIN_TIMEOUT.as_secs());
                 output_done = true;
             }
         }
     }
     drop(files);
     let finished_at = Utc::now();
+    if let Some(why) = lost {
+        return Outcome {
+            status: Status::Lost,
+            exit_code: None,
+            oom_killed: false,
+            error: Some(why),
+            container_id: Some(id.to_string()),
+            started_at: Some(started_at),
+            finished_at,
+            engine_gone: true,
+        };
+    }
 
     // A clean exit needs no inspection: OOM and engine errors only explain
     // failures, and the round trip would delay the next job's start.
     let (exit_code, oom_killed, engine_error) = if exit_code == Some(0) && wait_error.is_none() {
         (exit_code, false, None)
     } else {
-        match engine.exit_info(&id).await {
+        match engine.exit_info(id).await {
             Ok(i) => (i.exit_code.or(exit_code), i.oom_killed, i.error),
             Err(e) => (
                 exit_code,
@@ -344,6 +466,10 @@ pub async fn run(
             ),
         }
     };
+    // `tb cancel --job` asks through the job directory.
+    if stopping.is_none() && launch.job_dir.join(CANCEL_REQUEST).exists() {
+        stopping = Some(Status::Cancelled);
+    }
     let (status, error) = judge(
         exit_code,
         oom_killed,
@@ -352,17 +478,21 @@ pub async fn run(
         engine_error.or(wait_error),
         &launch.job.spec,
     );
-    tracing::debug!("job {}: container {} ended: {status}", launch.job.spec.name, short(&id));
+    tracing::debug!("job {name}: container {} ended: {status}", short(id));
     Outcome {
         status,
         exit_code,
         oom_killed,
         error,
-        container_id: Some(id.clone()),
+        container_id: Some(id.to_string()),
         started_at: Some(started_at),
         finished_at,
+        engine_gone: false,
     }
 }
+
+/// The file `tb cancel --job` leaves in a job directory.
+pub const CANCEL_REQUEST: &str = "cancel.request";
 
 /// The status and the one-line reason of an ended attempt.
 fn judge(
@@ -434,17 +564,32 @@ struct LogFiles {
 }
 
 impl LogFiles {
-    fn create(dir: &Path) -> Result<LogFiles, String> {
+    /// The current attempt's log files: new ones, or (to continue after a
+    /// re-attach) the existing ones, appended to.
+    fn open(dir: &Path, append: bool) -> Result<LogFiles, String> {
         let open = |name: &str| {
             let path = dir.join(name);
-            std::fs::File::create(&path)
+            let mut options = std::fs::OpenOptions::new();
+            if append {
+                options.create(true).append(true);
+            } else {
+                options.create(true).write(true).truncate(true);
+            }
+            options
+                .open(&path)
                 .map(|f| (path.clone(), f))
-                .map_err(|e| format!("failed to create `{}`: {e}", path.display()))
+                .map_err(|e| format!("failed to open `{}`: {e}", path.display()))
         };
         Ok(LogFiles {
             stdout: open("stdout.log")?,
             stderr: open("stderr.log")?,
         })
+    }
+
+    /// Bytes held so far, per stream.
+    fn sizes(&self) -> (u64, u64) {
+        let len = |f: &std::fs::File| f.metadata().map(|m| m.len()).unwrap_or(0);
+        (len(&self.stdout.1), len(&self.stderr.1))
     }
 
     fn write(&mut self, chunk: &Chunk) -> Result<(), String> {

@@ -13,6 +13,7 @@ pub mod human;
 pub mod identity;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod preflight;
 pub mod progress;
 pub mod report;
@@ -29,9 +30,14 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Batch(args) => commands::batch::run(args, &cli.global),
         Command::Validate(args) => commands::validate::run(args, &cli.global),
         Command::Report(args) => commands::report::run(args, &cli.global),
+        Command::Resume(args) => commands::resume::run(args, &cli.global),
+        Command::Cancel(args) => commands::cancel::run(args, &cli.global),
+        Command::Clean(args) => commands::clean::run(args),
         Command::Retry(args) => commands::retry::run(args, &cli.global),
         Command::Status(args) => commands::status::run(args, &cli.global),
         Command::Logs(args) => commands::logs::run(args, &cli.global),
+        Command::Ls(args) => commands::ls::run(args, &cli.global),
+        Command::Completions(args) => commands::completions::run(args),
         Command::Image(ImageCommand::Build(args)) => commands::image::build(args),
     }
 }

@@ -68,6 +68,20 @@ pub async fn check(plan: &Plan, engine: &Engine, runs_dir: &Path) -> anyhow::Res
             });
         }
     }
+    for (what, dir) in [
+        ("runs directory", runs_dir),
+        ("downloads directory", plan.downloads.as_path()),
+    ] {
+        if let Some(free) = free_bytes(dir)
+            && free < LOW_DISK
+        {
+            tracing::warn!(
+                "only {} free on the {what} `{}`: a night of checkpoints and logs may fill it",
+                crate::human::bytes(free),
+                dir.display()
+            );
+        }
+    }
     if !problems.is_empty() {
         let hint = match problems.as_slice() {
             [one] => one.hint.clone(),
@@ -85,6 +99,22 @@ pub async fn check(plan: &Plan, engine: &Engine, runs_dir: &Path) -> anyhow::Res
         engine_version,
         api_version,
     })
+}
+
+/// Below this much free space, preflight warns.
+const LOW_DISK: u64 = 5 << 30;
+
+/// Free bytes (for unprivileged users) on the filesystem of `dir` or its
+/// nearest existing ancestor.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let existing = dir.ancestors().find(|p| p.exists())?;
+    let c = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes()).ok()?;
+    // SAFETY: `stat` is plain data the call fills; `c` outlives the call.
+    let mut stat: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut stat) } != 0 {
+        return None;
+    }
+    Some(stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
 /// A directory tb can create (or has) and write in, checked without

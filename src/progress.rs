@@ -1,94 +1,383 @@
-//! The batch progress bar on a terminal; nothing otherwise (tb's log lines
-//! then say the same in plain text).
+//! What a running batch shows. On a terminal: a batch bar (done / total,
+//! failures, ETA) over one line per running job (attempt, epoch, latest
+//! value of `monitor`, elapsed). Elsewhere: plain log lines, with an epoch
+//! milestone per job at most every [`MILESTONE_EVERY`] (and always the
+//! last), so that a cron mail stays readable. Both are fed by a thread that
+//! tails each running job's `metrics.jsonl`.
 
+use crate::metrics::Record;
+use crate::settings::JobSpec;
 use crate::state::Status;
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use std::collections::BTreeSet;
-use std::sync::Mutex;
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::collections::BTreeMap;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
 
-static BAR: Mutex<Option<ProgressBar>> = Mutex::new(None);
+/// How often the running jobs' metrics are read.
+const POLL: Duration = Duration::from_millis(500);
+/// Plain output logs a job's epoch at most this often (a fast trainer
+/// would otherwise bury the start and end lines).
+pub const MILESTONE_EVERY: Duration = Duration::from_secs(30);
+/// More than this per poll is read on the next one: a huge file from an
+/// earlier attempt does not stall the tailer.
+const READ_AT_MOST: u64 = 4 << 20;
 
-/// Runs `print` so that its output lands above the bar, not through it.
+static MULTI: Mutex<Option<MultiProgress>> = Mutex::new(None);
+
+/// Runs `print` so that its output lands above the bars, not through them.
 pub fn above_bars(print: impl FnOnce()) {
-    let bar = BAR.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    match bar {
-        Some(bar) => bar.suspend(print),
+    let multi = MULTI.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    match multi {
+        Some(multi) => multi.suspend(print),
         None => print(),
     }
 }
 
-/// Done / total, failures, and the running jobs' names.
+/// The batch's progress, drawn as bars or told as log lines.
 pub struct Progress {
-    bar: Option<ProgressBar>,
-    state: Mutex<Counts>,
+    shared: Arc<Shared>,
+    tailer: Mutex<Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
+}
+
+struct Shared {
+    /// Draw bars (a terminal) rather than log lines.
+    bars: bool,
+    state: Mutex<State>,
 }
 
 #[derive(Default)]
-struct Counts {
-    running: BTreeSet<String>,
+struct State {
+    drawn: Option<Drawn>,
+    running: BTreeMap<String, Tail>,
     failed: usize,
 }
 
+struct Drawn {
+    multi: MultiProgress,
+    batch: ProgressBar,
+}
+
+/// One running job, as far as its metrics have been read.
+struct Tail {
+    line: Option<ProgressBar>,
+    metrics: PathBuf,
+    offset: u64,
+    attempt: u32,
+    /// `train.max_epochs`, when the job has a `train` table.
+    max_epochs: Option<u64>,
+    monitor: String,
+    trains: bool,
+    epoch: Option<u64>,
+    value: Option<f64>,
+    started: Instant,
+    /// The last milestone logged: its epoch and when.
+    logged: Option<(u64, Instant)>,
+}
+
 impl Progress {
-    pub fn new(enabled: bool) -> Progress {
+    /// `bars`: draw on stderr (a terminal); otherwise log plain lines.
+    pub fn new(bars: bool) -> Progress {
         Progress {
-            bar: enabled.then(ProgressBar::hidden),
-            state: Mutex::new(Counts::default()),
+            shared: Arc::new(Shared {
+                bars,
+                state: Mutex::new(State::default()),
+            }),
+            tailer: Mutex::new(None),
         }
     }
 
+    /// Shows the bars (when drawing) and starts tailing metrics.
     pub fn start(&self, total: usize) {
-        let Some(bar) = &self.bar else { return };
-        bar.set_length(total as u64);
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} jobs  ETA {eta}  {msg}",
-            )
-            .expect("a valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_draw_target(ProgressDrawTarget::stderr());
-        bar.enable_steady_tick(std::time::Duration::from_millis(200));
-        *BAR.lock().unwrap_or_else(|e| e.into_inner()) = Some(bar.clone());
+        if self.shared.bars {
+            let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+            let batch = multi.add(ProgressBar::new(total as u64));
+            batch.set_style(
+                ProgressStyle::with_template(
+                    "{spinner} [{elapsed_precise}] {bar:30.cyan/blue} {pos}/{len} jobs  ETA {eta}  {msg}",
+                )
+                .expect("a valid template")
+                .progress_chars("=> "),
+            );
+            batch.enable_steady_tick(Duration::from_millis(200));
+            *MULTI.lock().unwrap_or_else(|e| e.into_inner()) = Some(multi.clone());
+            self.shared.lock().drawn = Some(Drawn { multi, batch });
+        }
+        let (stop, stopped) = mpsc::channel::<()>();
+        let shared = self.shared.clone();
+        let thread = std::thread::Builder::new().name("tb-progress".into()).spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(POLL) {
+                shared.poll();
+            }
+        });
+        match thread {
+            Ok(handle) => *self.tailer.lock().unwrap_or_else(|e| e.into_inner()) = Some((stop, handle)),
+            // Progress is a courtesy: the batch runs without it.
+            Err(e) => tracing::debug!("no progress thread: {e}"),
+        }
     }
 
-    pub fn job_started(&self, name: &str) {
-        let mut c = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        c.running.insert(name.to_string());
-        self.redraw(&c);
+    /// `spec`'s attempt `attempt` started; its files are in `job_dir`.
+    pub fn job_started(&self, spec: &JobSpec, job_dir: &Path, attempt: u32) {
+        let train = spec.train.as_ref();
+        let mut tail = Tail {
+            line: None,
+            metrics: job_dir.join("metrics.jsonl"),
+            offset: 0,
+            attempt,
+            max_epochs: train.and_then(|t| t.get("max_epochs")).and_then(|v| v.as_u64()),
+            monitor: train
+                .and_then(|t| t.get("monitor"))
+                .and_then(|v| v.as_str())
+                .unwrap_or("val_loss")
+                .to_string(),
+            trains: train.is_some(),
+            epoch: None,
+            value: None,
+            started: Instant::now(),
+            logged: None,
+        };
+        let mut state = self.shared.lock();
+        if let Some(old) = state.running.remove(&spec.name) {
+            // A retry: the same line, a new attempt.
+            tail.line = old.line;
+        }
+        if let Some(d) = &state.drawn
+            && tail.line.is_none()
+        {
+            let line = d.multi.add(ProgressBar::new_spinner());
+            line.set_style(ProgressStyle::with_template("  {msg}").expect("a valid template"));
+            tail.line = Some(line);
+        }
+        tail.poll();
+        if let Some(line) = &tail.line {
+            line.set_message(tail.describe(&spec.name));
+        }
+        state.running.insert(spec.name.clone(), tail);
     }
 
+    /// An attempt of `name` ended (before its end is logged): its last
+    /// epoch is told, however recent the one before.
+    pub fn attempt_ended(&self, name: &str) {
+        let mut state = self.shared.lock();
+        if let Some(tail) = state.running.get_mut(name) {
+            tail.poll();
+            if tail.epoch.is_some() && tail.epoch != tail.logged.map(|(e, _)| e) {
+                tail.log_milestone(name, self.shared.bars);
+            }
+        }
+    }
+
+    /// `name` ended for good with `status` (no retry follows).
     pub fn job_finished(&self, name: &str, status: Status) {
-        let mut c = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        c.running.remove(name);
+        self.attempt_ended(name);
+        let mut state = self.shared.lock();
+        if let Some(tail) = state.running.remove(name) {
+            if let (Some(line), Some(d)) = (&tail.line, &state.drawn) {
+                line.finish_and_clear();
+                d.multi.remove(line);
+            }
+        }
         if status != Status::Succeeded {
-            c.failed += 1;
+            state.failed += 1;
         }
-        if let Some(bar) = &self.bar {
-            bar.inc(1);
+        if let Some(d) = &state.drawn {
+            d.batch.inc(1);
+            if state.failed > 0 {
+                d.batch.set_message(format!("{} not succeeded", state.failed));
+            }
         }
-        self.redraw(&c);
     }
 
-    fn redraw(&self, c: &Counts) {
-        let Some(bar) = &self.bar else { return };
-        let mut msg = String::new();
-        if c.failed > 0 {
-            msg.push_str(&format!("{} not succeeded  ", c.failed));
-        }
-        if !c.running.is_empty() {
-            msg.push_str(&format!(
-                "running: {}",
-                c.running.iter().cloned().collect::<Vec<_>>().join(", ")
-            ));
-        }
-        bar.set_message(msg);
-    }
-
+    /// Stops tailing and takes the bars off the screen.
     pub fn finish(&self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
+        if let Some((stop, handle)) = self.tailer.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            let _ = stop.send(());
+            let _ = handle.join();
         }
-        *BAR.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        let mut state = self.shared.lock();
+        if let Some(d) = state.drawn.take() {
+            for tail in state.running.values() {
+                if let Some(line) = &tail.line {
+                    line.finish_and_clear();
+                    d.multi.remove(line);
+                }
+            }
+            d.batch.finish_and_clear();
+            let _ = d.multi.clear();
+        }
+        *MULTI.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Reads what each running job wrote since the last poll and tells it.
+    fn poll(&self) {
+        let mut state = self.lock();
+        let now = Instant::now();
+        for (name, tail) in state.running.iter_mut() {
+            tail.poll();
+            if let Some(line) = &tail.line {
+                line.set_message(tail.describe(name));
+            }
+            let due = match (tail.epoch, tail.logged) {
+                (Some(_), None) => true,
+                (Some(e), Some((logged, at))) => e != logged && now.duration_since(at) >= MILESTONE_EVERY,
+                (None, _) => false,
+            };
+            if due {
+                tail.log_milestone(name, self.bars);
+            }
+        }
+    }
+}
+
+impl Tail {
+    /// Reads the complete lines added to `metrics.jsonl` since the last
+    /// call. Lines that are not valid metrics are skipped: the report
+    /// counts them, the progress display has no use for them.
+    fn poll(&mut self) {
+        let Ok(mut file) = std::fs::File::open(&self.metrics) else {
+            return;
+        };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < self.offset {
+            // Rewritten from scratch: read it again.
+            self.offset = 0;
+        }
+        if len == self.offset || file.seek(SeekFrom::Start(self.offset)).is_err() {
+            return;
+        }
+        let mut buf = Vec::new();
+        if file.take(READ_AT_MOST).read_to_end(&mut buf).is_err() {
+            return;
+        }
+        // A line still being written is read once it is whole.
+        let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
+            return;
+        };
+        self.offset += end as u64 + 1;
+        for line in buf[..end].split(|&b| b == b'\n') {
+            let Ok(record) = serde_json::from_slice::<Record>(line.trim_ascii()) else {
+                continue;
+            };
+            self.epoch = Some(self.epoch.map_or(record.epoch, |e| e.max(record.epoch)));
+            if let Some(v) = record.metrics.get(&self.monitor) {
+                self.value = Some(v);
+            }
+        }
+    }
+
+    /// `unet_w16  attempt 2  epoch 7/30  val_loss=0.2134  3m12s`.
+    fn describe(&self, name: &str) -> String {
+        let mut parts = vec![name.to_string(), format!("attempt {}", self.attempt)];
+        if self.trains || self.epoch.is_some() {
+            parts.push(self.epochs());
+        }
+        if let Some(v) = self.value {
+            parts.push(format!("{}={}", self.monitor, crate::report::fmt_value(v)));
+        }
+        parts.push(crate::human::duration(
+            chrono::Duration::from_std(self.started.elapsed()).unwrap_or_default(),
+        ));
+        parts.join("  ")
+    }
+
+    /// `epoch 7/30`, `epoch 7`, `epoch -/30`.
+    fn epochs(&self) -> String {
+        let done = self.epoch.map_or("-".to_string(), |e| e.to_string());
+        match self.max_epochs {
+            Some(max) => format!("epoch {done}/{max}"),
+            None => format!("epoch {done}"),
+        }
+    }
+
+    /// `unet_w16: epoch 5/12 val_loss=0.2134`: in the log on stderr when no
+    /// bars are drawn, and in `supervisor.log` always.
+    fn log_milestone(&mut self, name: &str, bars: bool) {
+        let Some(epoch) = self.epoch else { return };
+        let mut text = format!("{name}: {}", self.epochs());
+        if let Some(v) = self.value {
+            text.push_str(&format!(" {}={}", self.monitor, crate::report::fmt_value(v)));
+        }
+        if self.attempt > 1 {
+            text.push_str(&format!(" (attempt {})", self.attempt));
+        }
+        if bars {
+            tracing::debug!("{text}");
+        } else {
+            tracing::info!("{text}");
+        }
+        self.logged = Some((epoch, Instant::now()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn tail(dir: &Path, train: bool) -> Tail {
+        Tail {
+            line: None,
+            metrics: dir.join("metrics.jsonl"),
+            offset: 0,
+            attempt: 2,
+            max_epochs: train.then_some(30),
+            monitor: "val_loss".into(),
+            trains: train,
+            epoch: None,
+            value: None,
+            started: Instant::now(),
+            logged: None,
+        }
+    }
+
+    #[test]
+    fn reads_only_whole_new_lines_and_skips_bad_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = tail(dir.path(), true);
+        t.poll();
+        assert_eq!(t.epoch, None, "no file yet is no progress");
+        assert_eq!(t.epochs(), "epoch -/30");
+        let mut f = std::fs::File::create(&t.metrics).unwrap();
+        write!(
+            f,
+            "{{\"epoch\": 1, \"metrics\": {{\"val_loss\": 0.5}}}}\ngarbage\n{{\"epoch\": 2, \"metr"
+        )
+        .unwrap();
+        t.poll();
+        assert_eq!((t.epoch, t.value), (Some(1), Some(0.5)));
+        write!(f, "ics\": {{\"val_loss\": 0.25, \"val_iou\": 0.7}}}}\n").unwrap();
+        t.poll();
+        assert_eq!((t.epoch, t.value), (Some(2), Some(0.25)));
+        let text = t.describe("unet");
+        assert!(
+            text.starts_with("unet  attempt 2  epoch 2/30  val_loss=0.2500  "),
+            "{text}"
+        );
+        // A new file (shorter than what was read) is read from its start.
+        std::fs::write(&t.metrics, "{\"epoch\": 0, \"metrics\": {}}\n").unwrap();
+        t.poll();
+        assert_eq!(t.offset, 28);
+    }
+
+    #[test]
+    fn a_job_without_training_shows_no_epochs() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tail(dir.path(), false);
+        let text = t.describe("bench");
+        assert!(text.starts_with("bench  attempt 2  0."), "{text}");
     }
 }

@@ -32,6 +32,10 @@ pub struct Plan {
     pub retries: u32,
     /// A job stopped at its time limit goes on from its checkpoint.
     pub continue_on_timeout: bool,
+    /// Run once when the batch ends: program and arguments (never empty).
+    pub on_finish: Option<Vec<String>>,
+    /// No job starts after this (`[batch] deadline`).
+    pub deadline: Option<chrono::DateTime<chrono::Utc>>,
     pub jobs: Vec<JobSpec>,
 }
 
@@ -148,12 +152,21 @@ pub fn resolve_text(
         defaults,
         jobs,
     } = parsed;
-    for (key, value) in [
-        ("deadline", &section.deadline),
-        ("on_finish", &section.on_finish),
-        ("backend", &section.backend),
-        ("slurm", &section.slurm),
-    ] {
+    let deadline = section
+        .deadline
+        .as_ref()
+        .and_then(|d| match deadline_of(d.get_ref(), chrono::Local::now()) {
+            Ok(t) => Some(t),
+            Err(why) => {
+                ck.at(
+                    d.span().start,
+                    why,
+                    Some("write it as \"07:00\" (the next 7 o'clock) or \"2026-11-23 07:00\""),
+                );
+                None
+            }
+        });
+    for (key, value) in [("backend", &section.backend), ("slurm", &section.slurm)] {
         if let Some(v) = value {
             ck.at(
                 v.span().start,
@@ -161,6 +174,27 @@ pub fn resolve_text(
                 Some("remove it; see README.md for the keys this version runs"),
             );
         }
+    }
+
+    // A program given as a path is found from the batch file, like mounts;
+    // a bare name goes through PATH.
+    let on_finish = section.on_finish.as_ref().map(|c| {
+        let mut command = c.get_ref().clone();
+        if let Some(program) = command.first_mut()
+            && program.contains('/')
+        {
+            *program = ck.path(program).to_string_lossy().into_owned();
+        }
+        command
+    });
+    if let Some(c) = &section.on_finish
+        && c.get_ref().first().is_none_or(|program| program.trim().is_empty())
+    {
+        ck.at(
+            c.span().start,
+            "`batch.on_finish` names no program".to_string(),
+            Some("write it as a list: on_finish = [\"notify-send\", \"tb: batch done\"]"),
+        );
     }
 
     let name = match &section.name {
@@ -364,8 +398,86 @@ pub fn resolve_text(
         gpus,
         retries: section.retries.map(|r| r.get_ref().0).unwrap_or(0),
         continue_on_timeout: section.continue_on_timeout.unwrap_or(false),
+        on_finish,
+        deadline,
         jobs: specs,
     })
+}
+
+/// The plan of a batch that already has a directory, from its files (for
+/// `tb retry` and `tb resume`): the jobs as resolved when it was created,
+/// with the GPUs of this host.
+pub fn from_dir(dir: &crate::state::BatchDir, gpus: Inventory) -> anyhow::Result<Plan> {
+    let batch = dir.read_batch()?;
+    let jobs = batch
+        .jobs
+        .iter()
+        .map(|name| dir.read_job_file(name).map(|f| f.into_spec()))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    if let Some(job) = jobs.iter().find(|j| j.gpus as usize > gpus.len()) {
+        return Err(crate::error::hinted(
+            format!(
+                "job `{}` asks for {} GPU(s) but this host has {}",
+                job.name,
+                job.gpus,
+                gpus.len()
+            ),
+            "run it on the host the batch was made for, or set TB_GPUS",
+        ));
+    }
+    Ok(Plan {
+        file: batch.file.clone(),
+        text: std::fs::read_to_string(dir.path.join("batch.toml")).unwrap_or_default(),
+        name: batch.name.clone(),
+        concurrency: batch.concurrency,
+        gpu_mode: batch.settings.gpu_mode,
+        downloads: batch.settings.downloads.clone(),
+        gpus,
+        retries: batch.settings.retries,
+        continue_on_timeout: batch.settings.continue_on_timeout,
+        on_finish: batch.settings.on_finish.clone(),
+        deadline: batch.settings.deadline,
+        jobs,
+    })
+}
+
+/// When `[batch] deadline` falls: "HH:MM" is its next occurrence after
+/// `now` (local time); a date and time is taken as written (local, unless
+/// it carries an offset).
+pub fn deadline_of(value: &str, now: chrono::DateTime<chrono::Local>) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    use chrono::{NaiveDateTime, NaiveTime, TimeZone};
+    let text = value.trim();
+    if let Ok(t) = NaiveTime::parse_from_str(text, "%H:%M") {
+        let today = now.date_naive().and_time(t);
+        let local = chrono::Local
+            .from_local_datetime(&today)
+            .earliest()
+            .ok_or_else(|| format!("deadline `{text}` does not exist today (a clock change)"))?;
+        let at = if local > now {
+            local
+        } else {
+            local + chrono::Duration::days(1)
+        };
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    for format in [
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
+            return chrono::Local
+                .from_local_datetime(&t)
+                .earliest()
+                .map(|l| l.with_timezone(&chrono::Utc))
+                .ok_or_else(|| format!("deadline `{text}` does not exist (a clock change)"));
+        }
+    }
+    Err(format!("invalid deadline `{text}`"))
 }
 
 /// `--only` takes a job's name or a prefix of it.

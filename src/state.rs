@@ -193,6 +193,12 @@ pub struct BatchSettings {
     pub downloads: PathBuf,
     pub retries: u32,
     pub continue_on_timeout: bool,
+    /// `[batch] deadline`, when it falls.
+    #[serde(default)]
+    pub deadline: Option<DateTime<Utc>>,
+    /// `[batch] on_finish`, run again at the end of `tb retry`.
+    #[serde(default)]
+    pub on_finish: Option<Vec<String>>,
 }
 
 /// `jobs/<job>/job.json`: the resolved job as the container sees it.
@@ -280,6 +286,8 @@ impl BatchDir {
                 downloads: plan.downloads.clone(),
                 retries: plan.retries,
                 continue_on_timeout: plan.continue_on_timeout,
+                on_finish: plan.on_finish.clone(),
+                deadline: plan.deadline,
             },
         };
         dir.write_batch(&state)?;
@@ -290,6 +298,7 @@ impl BatchDir {
             dir.write_job_state(&job.name, &JobState::pending())?;
         }
         point_latest(runs_dir, &dir.id)?;
+        create_reserve(&dir.path);
         Ok(dir)
     }
 
@@ -412,6 +421,93 @@ fn point_latest(runs_dir: &Path, id: &str) -> anyhow::Result<()> {
     std::os::unix::fs::symlink(id, &tmp).with_context(|| format!("failed to create `{}`", tmp.display()))?;
     std::fs::rename(&tmp, runs_dir.join("latest"))
         .with_context(|| format!("failed to update `{}/latest`", runs_dir.display()))
+}
+
+/// The name of the space tb keeps in each batch directory for a full disk.
+const RESERVE: &str = ".tb-reserve";
+const RESERVE_BYTES: usize = 1 << 20;
+
+/// Sets aside 1 MiB in the batch directory, released when the disk fills
+/// up so that the jobs' states can still be written. Best effort.
+pub fn create_reserve(batch_dir: &Path) {
+    let path = batch_dir.join(RESERVE);
+    if !path.exists() {
+        let _ = std::fs::write(&path, vec![0u8; RESERVE_BYTES]);
+    }
+}
+
+/// Frees the reserve; whether there was one to free.
+pub fn release_reserve(batch_dir: &Path) -> bool {
+    std::fs::remove_file(batch_dir.join(RESERVE)).is_ok()
+}
+
+/// The one-supervisor-per-batch lock: `supervisor.lock` in the batch
+/// directory, held (flock) for as long as the supervisor lives, and saying
+/// who holds it. The kernel drops it when the process dies, however it
+/// dies, so a stale lock file is simply taken over.
+#[derive(Debug)]
+pub struct Lock {
+    _file: std::fs::File,
+}
+
+impl BatchDir {
+    /// Takes the supervisor lock, or says who holds it.
+    pub fn lock(&self) -> anyhow::Result<Lock> {
+        let path = self.path.join("supervisor.lock");
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .with_context(|| format!("failed to open `{}`", path.display()))?;
+        if !try_flock(&file, libc::LOCK_EX) {
+            let holder = std::fs::read_to_string(&path)
+                .ok()
+                .and_then(|t| serde_json::from_str::<Supervisor>(&t).ok());
+            let who = match holder {
+                Some(h) => format!(
+                    "pid {} on {} since {}",
+                    h.pid,
+                    h.host,
+                    h.started_at.format("%Y-%m-%d %H:%M:%S UTC")
+                ),
+                None => "another tb".into(),
+            };
+            return Err(hinted(
+                format!("batch {} is already being supervised by {who}", self.id),
+                "watch it with `tb status` and `tb logs -f`; stop it with `tb cancel`",
+            ));
+        }
+        let me = serde_json::to_vec(&Supervisor::current())?;
+        file.set_len(0)?;
+        file.write_all(&me)?;
+        file.sync_all()?;
+        create_reserve(&self.path);
+        Ok(Lock { _file: file })
+    }
+
+    /// Who supervises this batch now, if anyone does.
+    pub fn supervisor(&self) -> Option<Supervisor> {
+        let path = self.path.join("supervisor.lock");
+        let file = std::fs::File::open(&path).ok()?;
+        if try_flock(&file, libc::LOCK_SH) {
+            // Nobody holds it; ours goes with `file`.
+            return None;
+        }
+        let text = std::fs::read_to_string(&path).ok()?;
+        serde_json::from_str(&text).ok().or(Some(Supervisor {
+            pid: 0,
+            host: String::new(),
+            started_at: Utc::now(),
+        }))
+    }
+}
+
+fn try_flock(file: &std::fs::File, how: i32) -> bool {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid open descriptor; flock touches no memory.
+    unsafe { libc::flock(file.as_raw_fd(), how | libc::LOCK_NB) == 0 }
 }
 
 /// Writes `bytes` to `path` so that a reader sees the old or the new file,

@@ -119,3 +119,40 @@ pub fn max_overlap(intervals: &[(f64, f64)]) -> usize {
         .max()
         .unwrap_or(0)
 }
+
+/// Held by tests that leave containers without a supervisor for a while
+/// (a killed tb, a container created by hand) and by the `tb clean` test,
+/// which would otherwise remove them from under each other.
+pub static UNSUPERVISED: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// The guard of [`UNSUPERVISED`], whatever an earlier test's panic did to it.
+pub fn unsupervised() -> std::sync::MutexGuard<'static, ()> {
+    UNSUPERVISED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running `tb` that is stopped if the test fails before it ends.
+pub struct Running(pub std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            // SAFETY: signalling our own child.
+            unsafe { libc::kill(self.0.id() as i32, libc::SIGINT) };
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Waits up to `secs` for `cond`, panicking with `what` otherwise.
+pub fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while !cond() {
+        assert!(std::time::Instant::now() < until, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// The lines of a job's stdout.log, or none yet.
+pub fn lines_of(path: &Path) -> usize {
+    std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0)
+}

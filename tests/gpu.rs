@@ -92,7 +92,10 @@ fn a_device_request_names_exactly_the_assigned_gpu() {
         gpu_mode: tb::batch::GpuMode::DeviceRequest,
         batch_dir: w.path().to_path_buf(),
         stop_grace: std::time::Duration::from_secs(1),
+        engine_wait: std::time::Duration::from_secs(5),
     };
+    // The container is made by hand, with no supervisor: keep `tb clean` off it.
+    let _guard = unsupervised();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let engine = rt.block_on(tb::docker::Engine::connect()).unwrap();
     let prepared = rt.block_on(tb::executor::prepare(&engine, &launch)).unwrap();

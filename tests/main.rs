@@ -1,7 +1,9 @@
 //! Integration tests: the real `tb` binary against the real Docker engine,
 //! with the `tb-base:bookworm` image (`make base-image`).
 
+mod cli;
 mod common;
+mod faults;
 mod gpu;
 mod image;
 mod interrupt;

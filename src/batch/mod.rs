@@ -35,10 +35,12 @@ pub struct BatchSection {
     pub retries: Option<Spanned<units::Retries>>,
     /// A job stopped at its time limit goes on from its checkpoint.
     pub continue_on_timeout: Option<bool>,
+    /// A command run once when the batch ends (mail, chat): program and arguments.
+    pub on_finish: Option<Spanned<Vec<String>>>,
     // Keys of CONTRACT §2 that this version does not implement yet: accepted
     // by the parser so that the error can say so instead of "unknown key".
-    pub deadline: Option<Spanned<toml::Value>>,
-    pub on_finish: Option<Spanned<toml::Value>>,
+    /// No job starts after this local time.
+    pub deadline: Option<Spanned<String>>,
     pub backend: Option<Spanned<toml::Value>>,
     pub slurm: Option<Spanned<toml::Value>>,
 }

@@ -13,6 +13,7 @@ use crate::report::{self, Format};
 use crate::runner::{self, Summary};
 use crate::settings::{self, Overrides, Plan};
 use crate::state::{BatchDir, BatchStatus, Status, Supervisor};
+use anyhow::Context;
 use chrono::Utc;
 
 pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
@@ -34,16 +35,11 @@ pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
             );
             return Ok(Exit::Success);
         }
-        std::fs::create_dir_all(&plan.downloads).map_err(|e| {
-            hinted(
-                format!(
-                    "cannot create the downloads directory `{}`: {e}",
-                    plan.downloads.display()
-                ),
-                "set `downloads` in [batch] to a writable directory",
-            )
-        })?;
+        ensure_downloads(&plan)?;
         let dir = BatchDir::create(&runs_dir, &plan)?;
+        // Taken before anything runs, so that a `tb resume` racing a
+        // detached start cannot supervise the batch twice.
+        let lock = if args.detach { None } else { Some(dir.lock()?) };
         logging::attach_supervisor_log(&dir.path.join("supervisor.log"))?;
 
         let done = if args.skip_done {
@@ -71,18 +67,85 @@ pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
                 }
             }
         }
-        supervise(&plan, &dir, &engine, &checked, &to_run).await
+        let Some(lock) = lock else {
+            logging::detach_supervisor_log();
+            return detach(&dir, global);
+        };
+        let options = runner::Options {
+            deadline: plan.deadline,
+            ..Default::default()
+        };
+        supervise(&plan, &dir, &engine, &checked, &to_run, options, lock).await
     })
 }
 
-/// Runs `to_run` of `plan` in `dir` and closes the batch: its state, the
-/// summary, the exit status (which covers every job of the batch).
+/// Creates the downloads cache, or says why it cannot be.
+pub(crate) fn ensure_downloads(plan: &Plan) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&plan.downloads).map_err(|e| {
+        hinted(
+            format!(
+                "cannot create the downloads directory `{}`: {e}",
+                plan.downloads.display()
+            ),
+            "set `downloads` in [batch] to a writable directory",
+        )
+    })
+}
+
+/// Hands the new batch to a supervisor in the background (`tb resume` in
+/// its own session, with no terminal), and says how to watch it.
+fn detach(dir: &BatchDir, global: &GlobalArgs) -> anyhow::Result<Exit> {
+    use std::os::unix::process::CommandExt;
+    let exe = std::env::current_exe().context("failed to find the tb executable")?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.path.join("supervisor.log"))?;
+    let mut command = std::process::Command::new(exe);
+    command
+        .arg("--runs-dir")
+        .arg(std::path::absolute(&global.runs_dir)?)
+        .args(["--no-progress", "resume", "--started-detached"])
+        .arg(&dir.path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        // Anything tb prints before its own log is attached still lands
+        // in the batch's log.
+        .stderr(log);
+    // SAFETY: setsid is async-signal-safe and touches no memory; a new
+    // session has no terminal, so logging out or SIGHUP does not reach it.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = command.spawn().context("failed to start the background supervisor")?;
+    eprintln!(
+        "batch {} runs in the background (supervisor pid {})",
+        dir.id,
+        child.id()
+    );
+    eprintln!("  tb status {}      how it is doing", dir.id);
+    eprintln!("  tb logs {} -f     follow its jobs' output", dir.id);
+    eprintln!("  tb cancel {}      stop it", dir.id);
+    println!("{}", dir.path.display());
+    Ok(Exit::Success)
+}
+
+/// Runs `to_run` of `plan` in `dir` (and follows `options.adopt`) and
+/// closes the batch: its state, the report and summary, the exit status
+/// (which covers every job of the batch). Holds `lock` throughout.
 pub(crate) async fn supervise(
     plan: &Plan,
     dir: &BatchDir,
     engine: &Engine,
     checked: &Checked,
     to_run: &[usize],
+    options: runner::Options,
+    lock: crate::state::Lock,
 ) -> anyhow::Result<Exit> {
     let mut state = dir.read_batch()?;
     state.status = BatchStatus::Running;
@@ -90,10 +153,15 @@ pub(crate) async fn supervise(
     state.supervisor = Some(Supervisor::current());
     dir.write_batch(&state)?;
     tracing::info!(
-        "batch {}: {} job(s) to run of {}, concurrency {}, Docker {} (API {}), GPUs: {}",
+        "batch {}: {} job(s) to run of {}{}, concurrency {}, Docker {} (API {}), GPUs: {}",
         dir.id,
         to_run.len(),
         plan.jobs.len(),
+        if options.adopt.is_empty() {
+            String::new()
+        } else {
+            format!(", {} to follow again", options.adopt.len())
+        },
         plan.concurrency,
         checked.engine_version,
         checked.api_version,
@@ -104,27 +172,32 @@ pub(crate) async fn supervise(
         }
     );
     let progress = Progress::new(logging::output_mode().bars);
-    let summary = runner::run(
-        plan,
-        dir,
-        engine,
-        &checked.image_ids,
-        to_run,
-        &runner::Options::default(),
-        &progress,
-    )
-    .await?;
+    let summary = runner::run(plan, dir, engine, &checked.image_ids, to_run, &options, &progress).await?;
 
     let mut state = dir.read_batch()?;
-    state.status = if summary.interrupted {
+    state.status = if summary.interrupted || summary.halted.is_some() {
         BatchStatus::Interrupted
     } else {
         BatchStatus::Finished
     };
     state.finished_at = Some(Utc::now());
     dir.write_batch(&state)?;
-    close(dir, &summary);
+    close(plan, dir, &summary);
+    match summary.halted {
+        Some(runner::Halt::EngineGone) => tracing::error!(
+            "the Docker engine has been unreachable for {}: tb stopped; the jobs that had not run are pending. Run `tb resume {}` once the engine is back",
+            humantime::format_duration(options.engine_wait),
+            dir.id
+        ),
+        Some(runner::Halt::Deadline) => tracing::info!(
+            "the deadline stopped the night; `tb resume {}` runs the {} pending job(s)",
+            dir.id,
+            summary.count(Status::Pending)
+        ),
+        None => {}
+    }
     logging::detach_supervisor_log();
+    drop(lock);
     println!("{}", dir.path.display());
     Ok(if summary.interrupted {
         Exit::Interrupted
@@ -135,9 +208,10 @@ pub(crate) async fn supervise(
     })
 }
 
-/// The end of a batch: the report written, and its summary for people on
-/// stderr (through the log, so that `supervisor.log` has it too).
-fn close(dir: &BatchDir, s: &Summary) {
+/// The end of a batch: the report written, its summary for people on
+/// stderr (through the log, so that `supervisor.log` has it too), and
+/// `on_finish` run.
+fn close(plan: &Plan, dir: &BatchDir, s: &Summary) {
     let wall = crate::human::duration(chrono::Duration::from_std(s.wall).unwrap_or_default());
     let verb = if s.interrupted { "interrupted" } else { "finished" };
     tracing::info!("batch {} {verb} after {wall}", dir.id);
@@ -145,8 +219,10 @@ fn close(dir: &BatchDir, s: &Summary) {
         let paths = report::write_report(dir, &r, &Format::ALL)?;
         Ok((r, paths))
     });
+    let mut report_md = None;
     match written {
         Ok((r, paths)) => {
+            report_md = paths.first().cloned();
             for line in report::summary_lines(&r, &paths) {
                 tracing::info!("{line}");
             }
@@ -170,4 +246,14 @@ fn close(dir: &BatchDir, s: &Summary) {
         );
     }
     tracing::info!("results in {} (tb status, tb logs JOB, tb report)", dir.path.display());
+    if let Some(command) = &plan.on_finish {
+        let ending = crate::notify::Ending {
+            dir,
+            name: &plan.name,
+            report: report_md.as_deref(),
+            jobs: &s.jobs,
+            interrupted: s.interrupted,
+        };
+        crate::notify::run(command, &ending, crate::notify::TIMEOUT);
+    }
 }

@@ -2,9 +2,14 @@
 //! exit status.
 
 pub mod batch;
+pub mod cancel;
+pub mod clean;
+pub mod completions;
 pub mod image;
 pub mod logs;
+pub mod ls;
 pub mod report;
+pub mod resume;
 pub mod retry;
 pub mod status;
 pub mod validate;

@@ -1,12 +1,15 @@
-//! `tb status [BATCH]`: one row per job.
+//! `tb status [BATCH]`: one row per job, once or (`--watch`) until the
+//! batch ends.
 
 use crate::cli::{GlobalArgs, StatusArgs};
 use crate::exit::Exit;
 use crate::metrics;
-use crate::state::{BatchDir, JobFile, JobState};
+use crate::state::{BatchDir, BatchState, BatchStatus, JobFile, JobState, Supervisor};
 use chrono::Utc;
 use comfy_table::{Table, presets::NOTHING};
 use serde::Serialize;
+use std::io::{IsTerminal, Write};
+use std::time::Duration;
 
 #[derive(Debug, Serialize)]
 struct Row {
@@ -30,14 +33,10 @@ struct Best {
 
 pub fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let dir = BatchDir::open(&global.runs_dir, args.batch.as_deref())?;
-    let batch = dir.read_batch()?;
-    let now = Utc::now();
-    let mut rows = Vec::new();
-    for name in &batch.jobs {
-        let state = dir.read_job_state(name)?;
-        let file = dir.read_job_file(name).ok();
-        rows.push(row(&dir, name, &state, file.as_ref(), now));
+    if args.watch {
+        return watch(&dir);
     }
+    let (batch, rows) = load(&dir)?;
     if args.json {
         println!(
             "{}",
@@ -47,10 +46,71 @@ pub fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         );
         return Ok(Exit::Success);
     }
+    println!("{}", table(&rows));
+    eprintln!("batch {} ({})", batch.id, batch_status(&batch));
+    Ok(Exit::Success)
+}
+
+/// How often `--watch` looks again.
+const WATCH_EVERY: Duration = Duration::from_secs(2);
+
+/// `--watch`: on a terminal, the table redrawn in place every
+/// [`WATCH_EVERY`]; elsewhere (a pipe, a log file) the table printed again
+/// only when a job's status, attempt, epoch or best value changed, so that
+/// the output is a readable history rather than a copy every two seconds.
+/// Either way it returns once the batch is no longer supervised.
+fn watch(dir: &BatchDir) -> anyhow::Result<Exit> {
+    let terminal = std::io::stdout().is_terminal();
+    let mut shown: Option<Vec<String>> = None;
+    loop {
+        let (batch, rows) = load(dir)?;
+        let live = supervised(&batch);
+        let footer = format!("batch {} ({})", batch.id, batch_status(&batch));
+        let mut out = std::io::stdout().lock();
+        let written = if terminal {
+            let hint = if live { "  every 2s, Ctrl-C to stop" } else { "" };
+            write!(out, "\x1b[H\x1b[2J{}\n\n{footer}{hint}\n", table(&rows))
+        } else {
+            let key: Vec<String> = rows.iter().map(Row::key).collect();
+            if shown.as_ref() != Some(&key) {
+                shown = Some(key);
+                writeln!(out, "{}\n", table(&rows))
+            } else {
+                Ok(())
+            }
+        };
+        if written.and_then(|_| out.flush()).is_err() {
+            // The reader went away: not an error.
+            return Ok(Exit::Success);
+        }
+        if !live {
+            if !terminal {
+                eprintln!("{footer}");
+            }
+            return Ok(Exit::Success);
+        }
+        drop(out);
+        std::thread::sleep(WATCH_EVERY);
+    }
+}
+
+fn load(dir: &BatchDir) -> anyhow::Result<(BatchState, Vec<Row>)> {
+    let batch = dir.read_batch()?;
+    let now = Utc::now();
+    let mut rows = Vec::new();
+    for name in &batch.jobs {
+        let state = dir.read_job_state(name)?;
+        let file = dir.read_job_file(name).ok();
+        rows.push(row(dir, name, &state, file.as_ref(), now));
+    }
+    Ok((batch, rows))
+}
+
+fn table(rows: &[Row]) -> String {
     let mut table = Table::new();
     table.load_style(NOTHING);
     table.set_header(["JOB", "STATUS", "ATTEMPT", "ELAPSED", "EPOCH", "BEST"]);
-    for r in &rows {
+    for r in rows {
         table.add_row([
             r.job.clone(),
             r.status.clone(),
@@ -65,9 +125,51 @@ pub fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
                 .unwrap_or_else(|| "-".into()),
         ]);
     }
-    println!("{}", table.trim_fmt());
-    eprintln!("batch {} ({:?})", batch.id, batch.status);
-    Ok(Exit::Success)
+    table.trim_fmt()
+}
+
+impl Row {
+    /// What `--watch` off a terminal compares: everything but the clock.
+    fn key(&self) -> String {
+        format!(
+            "{} {} {} {:?} {:?}",
+            self.job,
+            self.status,
+            self.attempt,
+            self.epoch,
+            self.best.as_ref().map(|b| (b.value, b.epoch))
+        )
+    }
+}
+
+/// The batch is recorded as running and its supervisor is alive, as far
+/// as this host can tell (a supervisor on another host is taken at its
+/// word).
+pub(crate) fn supervised(batch: &BatchState) -> bool {
+    batch.status == BatchStatus::Running && batch.supervisor.as_ref().is_none_or(alive)
+}
+
+fn alive(s: &Supervisor) -> bool {
+    let here = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if s.host != here {
+        return true;
+    }
+    // SAFETY: signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(s.pid as libc::pid_t, 0) };
+    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+}
+
+/// `running`, `finished`, `interrupted`; a batch recorded as running whose
+/// supervisor has gone reads `stopped`.
+pub(crate) fn batch_status(batch: &BatchState) -> String {
+    match batch.status {
+        BatchStatus::Running if !supervised(batch) => "stopped".into(),
+        BatchStatus::Running => "running".into(),
+        BatchStatus::Finished => "finished".into(),
+        BatchStatus::Interrupted => "interrupted".into(),
+    }
 }
 
 fn row(dir: &BatchDir, name: &str, state: &JobState, file: Option<&JobFile>, now: chrono::DateTime<Utc>) -> Row {
