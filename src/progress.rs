@@ -173,11 +173,11 @@ impl Progress {
     pub fn job_finished(&self, name: &str, status: Status) {
         self.attempt_ended(name);
         let mut state = self.shared.lock();
-        if let Some(tail) = state.running.remove(name) {
-            if let (Some(line), Some(d)) = (&tail.line, &state.drawn) {
-                line.finish_and_clear();
-                d.multi.remove(line);
-            }
+        if let Some(tail) = state.running.remove(name)
+            && let (Some(line), Some(d)) = (&tail.line, &state.drawn)
+        {
+            line.finish_and_clear();
+            d.multi.remove(line);
         }
         if status != Status::Succeeded {
             state.failed += 1;
@@ -359,7 +359,7 @@ mod tests {
         .unwrap();
         t.poll();
         assert_eq!((t.epoch, t.value), (Some(1), Some(0.5)));
-        write!(f, "ics\": {{\"val_loss\": 0.25, \"val_iou\": 0.7}}}}\n").unwrap();
+        writeln!(f, "ics\": {{\"val_loss\": 0.25, \"val_iou\": 0.7}}}}").unwrap();
         t.poll();
         assert_eq!((t.epoch, t.value), (Some(2), Some(0.25)));
         let text = t.describe("unet");

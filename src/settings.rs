@@ -885,10 +885,10 @@ shm_size = "2g"
 
     #[test]
     fn unimplemented_contract_keys_say_so() {
-        let m = messages("[batch]\nretries = 2\n[defaults]\nimage = \"i\"\n[[job]]\nname = \"a\"\n");
+        let m = messages("[batch]\nbackend = \"slurm\"\n[defaults]\nimage = \"i\"\n[[job]]\nname = \"a\"\n");
         assert_eq!(
             m[0],
-            "line 2, column 11: `batch.retries` is not supported by this version of tb yet"
+            "line 2, column 11: `batch.backend` is not supported by this version of tb yet"
         );
     }
 

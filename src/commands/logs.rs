@@ -104,7 +104,7 @@ fn one(dir: &BatchDir, job: &str, stream: &str, args: &LogsArgs, out: &mut impl 
 fn all(dir: &BatchDir, stream: &str, args: &LogsArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let batch = dir.read_batch()?;
     let width = batch.jobs.iter().map(|j| j.chars().count()).max().unwrap_or(0);
-    let follow = args.follow && args.attempt.is_none() && supervised(&batch);
+    let follow = args.follow && args.attempt.is_none() && supervised(dir, &batch);
     if !follow {
         for job in &batch.jobs {
             let state = dir.read_job_state(job)?;
@@ -193,7 +193,7 @@ fn ended(dir: &BatchDir, job: &str) -> bool {
     let (Ok(state), Ok(batch)) = (dir.read_job_state(job), dir.read_batch()) else {
         return true;
     };
-    if !supervised(&batch) {
+    if !supervised(dir, &batch) {
         return true;
     }
     state.status.is_final() && !may_run_again(&batch, &state)

@@ -104,7 +104,7 @@ fn row(dir: &BatchDir) -> anyhow::Result<Row> {
         }
     }
     Ok(Row {
-        status: crate::commands::status::batch_status(&batch),
+        status: crate::commands::status::batch_status(dir, &batch),
         id: dir.id.clone(),
         name: batch.name,
         path: dir.path.clone(),

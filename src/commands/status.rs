@@ -4,7 +4,7 @@
 use crate::cli::{GlobalArgs, StatusArgs};
 use crate::exit::Exit;
 use crate::metrics;
-use crate::state::{BatchDir, BatchState, BatchStatus, JobFile, JobState, Supervisor};
+use crate::state::{BatchDir, BatchState, BatchStatus, JobFile, JobState};
 use chrono::Utc;
 use comfy_table::{Table, presets::NOTHING};
 use serde::Serialize;
@@ -47,7 +47,7 @@ pub fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         return Ok(Exit::Success);
     }
     println!("{}", table(&rows));
-    eprintln!("batch {} ({})", batch.id, batch_status(&batch));
+    eprintln!("batch {} ({})", batch.id, batch_status(&dir, &batch));
     Ok(Exit::Success)
 }
 
@@ -64,8 +64,8 @@ fn watch(dir: &BatchDir) -> anyhow::Result<Exit> {
     let mut shown: Option<Vec<String>> = None;
     loop {
         let (batch, rows) = load(dir)?;
-        let live = supervised(&batch);
-        let footer = format!("batch {} ({})", batch.id, batch_status(&batch));
+        let live = supervised(dir, &batch);
+        let footer = format!("batch {} ({})", batch.id, batch_status(dir, &batch));
         let mut out = std::io::stdout().lock();
         let written = if terminal {
             let hint = if live { "  every 2s, Ctrl-C to stop" } else { "" };
@@ -142,30 +142,26 @@ impl Row {
     }
 }
 
-/// The batch is recorded as running and its supervisor is alive, as far
-/// as this host can tell (a supervisor on another host is taken at its
-/// word).
-pub(crate) fn supervised(batch: &BatchState) -> bool {
-    batch.status == BatchStatus::Running && batch.supervisor.as_ref().is_none_or(alive)
-}
+/// A supervisor that was just started (`tb batch --detach`) may not hold
+/// the lock yet; until this long after it started, it is believed.
+const STARTING: chrono::TimeDelta = chrono::TimeDelta::seconds(15);
 
-fn alive(s: &Supervisor) -> bool {
-    let here = hostname::get()
-        .map(|h| h.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    if s.host != here {
-        return true;
-    }
-    // SAFETY: signal 0 only checks that the process exists.
-    let r = unsafe { libc::kill(s.pid as libc::pid_t, 0) };
-    r == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+/// The batch is recorded as running and a supervisor holds it (or one is
+/// still starting up).
+pub(crate) fn supervised(dir: &BatchDir, batch: &BatchState) -> bool {
+    batch.status == BatchStatus::Running
+        && (dir.supervisor().is_some()
+            || batch
+                .supervisor
+                .as_ref()
+                .is_some_and(|s| Utc::now() - s.started_at < STARTING))
 }
 
 /// `running`, `finished`, `interrupted`; a batch recorded as running whose
 /// supervisor has gone reads `stopped`.
-pub(crate) fn batch_status(batch: &BatchState) -> String {
+pub(crate) fn batch_status(dir: &BatchDir, batch: &BatchState) -> String {
     match batch.status {
-        BatchStatus::Running if !supervised(batch) => "stopped".into(),
+        BatchStatus::Running if !supervised(dir, batch) => "stopped".into(),
         BatchStatus::Running => "running".into(),
         BatchStatus::Finished => "finished".into(),
         BatchStatus::Interrupted => "interrupted".into(),
