@@ -198,12 +198,18 @@ impl Engine {
             ..Default::default()
         };
         let options = CreateContainerOptionsBuilder::default().name(&spec.name).build();
-        let created = self
-            .docker
-            .create_container(Some(options), body)
-            .await
-            .map_err(lift)
-            .with_context(|| format!("failed to create container `{}`", spec.name))?;
+        let created = match self.docker.create_container(Some(options.clone()), body.clone()).await {
+            // A container of this name is a leftover of the same attempt (its
+            // name holds the batch directory, the job and the attempt): an
+            // earlier create whose answer was lost.
+            Err(BollardError::DockerResponseServerError { status_code: 409, .. }) => {
+                self.remove(&spec.name).await?;
+                self.docker.create_container(Some(options), body).await
+            }
+            other => other,
+        }
+        .map_err(lift)
+        .with_context(|| format!("failed to create container `{}`", spec.name))?;
         Ok(created.id)
     }
 

@@ -19,6 +19,19 @@ use tokio::time::Instant;
 /// trainer to write its last checkpoint.
 pub const STOP_GRACE: Duration = Duration::from_secs(30);
 
+/// Container starts in flight: the engine's busiest moment, on which the
+/// next job's start waits. Work that can wait (creating a container ahead
+/// of its slot, removing a finished one) waits for them, a little.
+static STARTING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Waits (at most `cap`) until no container start is in flight.
+pub async fn engine_quiet(cap: Duration) {
+    let until = Instant::now() + cap;
+    while STARTING.load(std::sync::atomic::Ordering::SeqCst) > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// After the container stopped, how long its output may take to drain.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -237,7 +250,31 @@ pub async fn run(
             return Outcome::failed_before_start(e, Some(id));
         }
     };
-    if let Err(e) = engine.start(&id).await {
+    STARTING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let mut started = engine.start(&id).await;
+    STARTING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    let mut output = prepared.output;
+    if let Err(e) = &started
+        && crate::docker::is_unreachable(e)
+    {
+        // The engine may have started it and lost only the answer.
+        tracing::warn!("job {}: {e:#}; waiting for the engine", launch.job.spec.name);
+        if !wait_for_engine(engine, launch.engine_wait).await {
+            return Outcome {
+                engine_gone: true,
+                ..Outcome::failed_before_start(format!("{e:#}"), Some(id))
+            };
+        }
+        started = match engine.observe(&id).await {
+            Ok(Some(o)) if o.created => engine.start(&id).await,
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => Err(anyhow::anyhow!("the container vanished while the engine was away")),
+            Err(e) => Err(e),
+        };
+        // The attach did not survive the engine; its log did.
+        output = engine.output_since(&id, 0, 0);
+    }
+    if let Err(e) = started {
         let info = engine.exit_info(&id).await.ok();
         let mut error = format!("the container did not start: {e:#}");
         if error.contains("could not select device driver") {
@@ -251,7 +288,7 @@ pub async fn run(
     }
     let started_at = Utc::now();
     on_start(&id, started_at);
-    follow(engine, &id, prepared.output, files, launch, stop, started_at).await
+    follow(engine, &id, output, files, launch, stop, started_at).await
 }
 
 /// Takes up a container that ran while no supervisor followed it: what it
@@ -322,6 +359,7 @@ async fn follow(
     let mut killed = false;
     let mut drain_deadline: Option<Instant> = None;
     let mut lost: Option<String> = None;
+    let mut engine_gone = false;
     let elapsed = (Utc::now() - started_at).to_std().unwrap_or_default();
     let limit_at = launch
         .job
@@ -381,11 +419,19 @@ async fn follow(
                     }
                     Err(e) if crate::docker::is_unreachable(&e) => {
                         tracing::warn!("job {name}: {e:#}; waiting for the engine to come back");
-                        if !wait_for_engine(engine, launch.engine_wait).await {
+                        let back = tokio::select! {
+                            back = wait_for_engine(engine, launch.engine_wait) => back,
+                            _ = stop.wait_for(|s| *s != Stop::Run) => {
+                                lost = Some("tb was stopped while the Docker engine was unreachable".into());
+                                break;
+                            }
+                        };
+                        if !back {
                             lost = Some(format!(
                                 "the Docker engine was unreachable for {}",
                                 humantime::format_duration(launch.engine_wait)
                             ));
+                            engine_gone = true;
                             break;
                         }
                         match engine.observe(id).await {
@@ -448,7 +494,7 @@ async fn follow(
             container_id: Some(id.to_string()),
             started_at: Some(started_at),
             finished_at,
-            engine_gone: true,
+            engine_gone,
         };
     }
 

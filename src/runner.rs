@@ -54,13 +54,16 @@ enum Event {
         index: usize,
         outcome: Outcome,
     },
-    /// A job prepared ahead that was never started (the batch was stopped).
+    /// A job prepared ahead that was never started (the batch was stopped,
+    /// or `tb cancel --job` came first); `slotted` if it had been given a slot.
     Withdrawn {
         index: usize,
+        slotted: bool,
     },
     /// A job that could not start because the engine is gone.
     EngineGone {
         index: usize,
+        slotted: bool,
     },
     /// A failed job's backoff is over: it may run again.
     RetryDue {
@@ -296,14 +299,19 @@ pub async fn run(
                             progress.job_finished(&plan.jobs[index].name, d.states[index].status);
                         }
                     }
-                    Event::Withdrawn { index } => {
+                    Event::Withdrawn { index, slotted } => {
                         alive -= 1;
+                        if slotted {
+                            running -= 1;
+                        }
                         d.withdraw(index);
                         pending.push_front(index);
                     }
-                    Event::EngineGone { index } => {
+                    Event::EngineGone { index, slotted } => {
                         alive -= 1;
-                        running = running.saturating_sub(1);
+                        if slotted {
+                            running -= 1;
+                        }
                         d.withdraw(index);
                         pending.push_front(index);
                         if halted != Some(Halt::EngineGone) {
@@ -405,6 +413,7 @@ impl Dispatcher<'_> {
         let tx = self.tx.clone();
         let mut stop = self.stop_rx.clone();
         self.tasks.spawn(async move {
+            let mut go = go;
             let mut prepared = executor::prepare(&engine, &launch).await;
             if matches!(&prepared, Err(e) if is_unreachable(e)) {
                 tracing::warn!(
@@ -412,22 +421,25 @@ impl Dispatcher<'_> {
                     launch.job.spec.name
                 );
                 if !executor::wait_for_engine(&engine, launch.engine_wait).await {
-                    let _ = tx.send(Event::EngineGone { index });
+                    let slotted = matches!(go.try_recv(), Ok(()));
+                    let _ = tx.send(Event::EngineGone { index, slotted });
                     return;
                 }
                 prepared = executor::prepare(&engine, &launch).await;
             }
-            let go_ahead = tokio::select! {
-                r = go => r.is_ok(),
+            // Whether it was given a slot (the dispatcher counts it running).
+            let slotted = tokio::select! {
+                r = &mut go => r.is_ok(),
                 _ = stop.wait_for(|s| *s != Stop::Run) => false,
             };
+            let go_ahead = slotted && *stop.borrow() == Stop::Run;
             // `tb cancel --job` may have come while it waited for its slot.
             let go_ahead = go_ahead && !launch.job_dir.join(executor::CANCEL_REQUEST).exists();
             if !go_ahead {
                 if let Ok(p) = prepared {
                     executor::discard(&engine, p).await;
                 }
-                let _ = tx.send(Event::Withdrawn { index });
+                let _ = tx.send(Event::Withdrawn { index, slotted });
                 return;
             }
             let started = tx.clone();
@@ -440,7 +452,7 @@ impl Dispatcher<'_> {
             })
             .await;
             if outcome.engine_gone && outcome.started_at.is_none() {
-                let _ = tx.send(Event::EngineGone { index });
+                let _ = tx.send(Event::EngineGone { index, slotted: true });
             } else {
                 let _ = tx.send(Event::Finished { index, outcome });
             }
@@ -534,6 +546,7 @@ impl Removals {
         let (queue, mut rx) = mpsc::unbounded_channel::<String>();
         let worker = tokio::spawn(async move {
             while let Some(id) = rx.recv().await {
+                executor::engine_quiet(Duration::from_secs(1)).await;
                 if let Err(e) = engine.remove(&id).await {
                     tracing::warn!("{e:#}");
                 }

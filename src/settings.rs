@@ -588,10 +588,10 @@ impl Checker<'_> {
                     format!("job `{name}`: `{key}` is not a valid environment variable name"),
                     None,
                 );
-            } else if key.starts_with("TB_") {
+            } else if reserved_env(key) {
                 self.problem(
                     None,
-                    format!("job `{name}`: `{key}` is set by tb itself (TB_* is reserved)"),
+                    format!("job `{name}`: `{key}` is set by tb itself (TB_* and NVIDIA_VISIBLE_DEVICES are reserved)"),
                     None,
                 );
             }
@@ -612,6 +612,12 @@ impl Checker<'_> {
                 self.at(
                     raw.span().start,
                     format!("`{k}` in pass_env is not a valid environment variable name"),
+                    None,
+                );
+            } else if reserved_env(k) {
+                self.at(
+                    raw.span().start,
+                    format!("`{k}` in pass_env is set by tb itself (TB_* and NVIDIA_VISIBLE_DEVICES are reserved)"),
                     None,
                 );
             }
@@ -728,6 +734,12 @@ impl Checker<'_> {
             options,
         })
     }
+}
+
+/// Variables tb sets in every container: a job's own value would silently
+/// change which GPUs it gets or what it thinks its job is.
+fn reserved_env(key: &str) -> bool {
+    key.starts_with("TB_") || key == "NVIDIA_VISIBLE_DEVICES"
 }
 
 fn is_env_name(s: &str) -> bool {

@@ -253,6 +253,10 @@ impl BatchDir {
                 "pick a writable place with --runs-dir or TB_RUNS_DIR",
             )
         })?;
+        // One spelling of the path everywhere (container labels, binds,
+        // `tb resume` matching them): absolute, symlinks resolved.
+        let runs_dir = &std::fs::canonicalize(runs_dir)
+            .with_context(|| format!("failed to resolve the runs directory `{}`", runs_dir.display()))?;
         let stamp = chrono::Local::now().format("%Y-%m-%d_%H%M%S");
         let (id, path) = (1..)
             .map(|n| {
@@ -332,13 +336,15 @@ impl BatchDir {
                 }
             }
         };
+        if !candidate.join("batch.json").is_file() {
+            bail!("`{}` is not a batch directory (no batch.json)", candidate.display());
+        }
+        let candidate = std::fs::canonicalize(&candidate)
+            .with_context(|| format!("failed to resolve `{}`", candidate.display()))?;
         let id = candidate
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        if !candidate.join("batch.json").is_file() {
-            bail!("`{}` is not a batch directory (no batch.json)", candidate.display());
-        }
         Ok(BatchDir { path: candidate, id })
     }
 
@@ -461,7 +467,15 @@ impl BatchDir {
             .truncate(false)
             .open(&path)
             .with_context(|| format!("failed to open `{}`", path.display()))?;
-        if !try_flock(&file, libc::LOCK_EX) {
+        // A `supervisor()` probe (a shared lock, held for an instant) must
+        // not read as a supervisor: try a few times.
+        let taken = (0..5).any(|i| {
+            if i > 0 {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            try_flock(&file, libc::LOCK_EX)
+        });
+        if !taken {
             let holder = std::fs::read_to_string(&path)
                 .ok()
                 .and_then(|t| serde_json::from_str::<Supervisor>(&t).ok());

@@ -150,13 +150,13 @@ fn pass_env_values_reach_the_container_and_no_file() {
     let f = w.batch(
         "x.toml",
         &format!(
-            "{HEAD}pass_env = [\"TB_TEST_TOKEN\"]\n[[job]]\nname = \"a\"\ncommand = [\"sh\", \"-c\", \"printf %s \\\"$TB_TEST_TOKEN\\\" | wc -c > /out/token_length\"]\n"
+            "{HEAD}pass_env = [\"WANDB_TEST_TOKEN\"]\n[[job]]\nname = \"a\"\ncommand = [\"sh\", \"-c\", \"printf %s \\\"$WANDB_TEST_TOKEN\\\" | wc -c > /out/token_length\"]\n"
         ),
     );
     let out = w
         .tb()
         .args(["batch", f.to_str().unwrap()])
-        .env("TB_TEST_TOKEN", &secret)
+        .env("WANDB_TEST_TOKEN", &secret)
         .output()
         .unwrap();
     assert_exit(&out, 0);
@@ -178,7 +178,7 @@ fn pass_env_values_reach_the_container_and_no_file() {
     }
     assert!(files >= 6, "only {files} files checked");
     assert!(
-        text(&std::fs::read(w.job_dir("a").join("job.json")).unwrap()).contains("\"TB_TEST_TOKEN\""),
+        text(&std::fs::read(w.job_dir("a").join("job.json")).unwrap()).contains("\"WANDB_TEST_TOKEN\""),
         "the name belongs in job.json"
     );
 }

@@ -82,11 +82,28 @@ pub fn run(args: &CancelArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
             let mut state = dir.read_job_state(name)?;
             match state.status {
                 Status::Running => {
+                    let running = match &state.container_id {
+                        Some(id) => engine.observe(id).await?.is_some_and(|o| o.running),
+                        None => false,
+                    };
+                    if !running && lock.is_some() {
+                        // It ended while nobody watched: its real outcome (and the
+                        // output it wrote meanwhile) is for `tb resume` to record.
+                        eprintln!("{name}: already ended; `tb resume` records how");
+                        continue;
+                    }
                     crate::state::write_atomic(&dir.job_dir(name).join(CANCEL_REQUEST), b"tb cancel\n")?;
-                    if let Some(id) = state.container_id.clone() {
+                    if let (Some(id), true) = (state.container_id.clone(), running) {
                         engine.signal(&id, "SIGTERM").await?;
                         stopping.push((name.clone(), id));
                     }
+                }
+                Status::Failed | Status::Oom | Status::Timeout | Status::Lost
+                    if lock.is_none() && !args.jobs.is_empty() =>
+                {
+                    // It may be waiting to be retried: make sure it is not.
+                    crate::state::write_atomic(&dir.job_dir(name).join(CANCEL_REQUEST), b"tb cancel\n")?;
+                    eprintln!("{name}: will not be retried");
                 }
                 Status::Pending if lock.is_none() => {
                     // The supervisor marks it cancelled instead of starting it.

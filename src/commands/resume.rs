@@ -36,25 +36,50 @@ pub fn run(args: &ResumeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
                 .iter()
                 .filter(|c| c.labels.get("tb.job") == Some(&job.name))
                 .collect();
-            let current = mine
-                .iter()
-                .find(|c| c.labels.get("tb.attempt") == Some(&state.attempt.to_string()))
+            // Only a running job's current, started container is followed
+            // again; anything else of this job is a leftover (a container
+            // created ahead of its slot, or one that ended and was recorded
+            // before the supervisor died but not yet removed).
+            // A pending job whose next attempt's container did start: the
+            // supervisor died between the start and writing it down.
+            if state.status == Status::Pending
+                && let Some(c) = mine.iter().find(|c| {
+                    c.labels.get("tb.attempt") == Some(&(state.attempt + 1).to_string()) && c.state != "created"
+                })
+            {
+                tracing::info!(
+                    "{}: its container {} started unrecorded; following it",
+                    job.name,
+                    short(&c.id)
+                );
+                state.begin_attempt();
+                state.status = Status::Running;
+                state.container_id = Some(c.id.clone());
+                state.started_at = Some(Utc::now());
+                dir.write_job_state(&job.name, &state)?;
+            }
+            let current = (state.status == Status::Running)
+                .then(|| {
+                    mine.iter().find(|c| {
+                        c.labels.get("tb.attempt") == Some(&state.attempt.to_string()) && c.state != "created"
+                    })
+                })
+                .flatten()
                 .copied();
-            // Containers of other attempts, or that never started, are leftovers.
             for c in &mine {
-                let is_current = current.is_some_and(|cur| cur.id == c.id);
-                if !is_current || c.state == "created" {
-                    tracing::info!(
-                        "{}: removing leftover container {} ({})",
-                        job.name,
-                        short(&c.id),
-                        c.state
-                    );
-                    engine.remove(&c.id).await?;
+                if current.is_some_and(|cur| cur.id == c.id) {
+                    continue;
                 }
+                tracing::info!(
+                    "{}: removing leftover container {} ({})",
+                    job.name,
+                    short(&c.id),
+                    c.state
+                );
+                engine.remove(&c.id).await?;
             }
             match state.status {
-                Status::Running => match current.filter(|c| c.state != "created") {
+                Status::Running => match current {
                     Some(c) => adopt.push(Adopt {
                         index,
                         container_id: c.id.clone(),
@@ -72,24 +97,15 @@ pub fn run(args: &ResumeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
                         dir.write_job_state(&job.name, &state)?;
                     }
                 },
-                Status::Pending => {
-                    if state.attempt > 0 && current.is_some_and(|c| c.state == "created") {
-                        // Created ahead of its slot, never started: not an attempt.
-                        state.attempt -= 1;
-                        state.container_id = None;
-                        dir.write_job_state(&job.name, &state)?;
-                    }
-                    to_run.push(index);
-                }
+                Status::Pending => to_run.push(index),
                 _ => {}
             }
         }
         if adopt.is_empty() && to_run.is_empty() {
             eprintln!(
-                "batch {}: nothing to resume (no job is running or pending); `tb retry` runs failed ones",
+                "batch {}: no job is running or pending; closing it (`tb retry` runs failed ones)",
                 dir.id
             );
-            return Ok(Exit::Success);
         }
         let options = Options {
             adopt,

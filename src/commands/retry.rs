@@ -47,6 +47,22 @@ pub fn run(args: &RetryArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     crate::runtime()?.block_on(async {
         let engine = Engine::connect().await?;
         let checked = crate::preflight::check(&plan, &engine, &runs_dir).await?;
+        // A container still running belongs to a supervisor that died: a new
+        // attempt next to it would share its /out (and maybe its GPU).
+        let containers = engine.list_labelled(&format!("tb.dir={}", dir.path.display())).await?;
+        if let Some(c) = containers.iter().find(|c| c.state == "running") {
+            return Err(hinted(
+                format!(
+                    "job `{}` still runs in container {} from a supervisor that stopped",
+                    c.labels.get("tb.job").map(String::as_str).unwrap_or("?"),
+                    crate::docker::short(&c.id)
+                ),
+                format!("`tb resume {}` follows it to its end; retry after that", dir.id),
+            ));
+        }
+        for c in &containers {
+            engine.remove(&c.id).await?;
+        }
         crate::commands::batch::ensure_downloads(&plan)?;
         crate::logging::attach_supervisor_log(&dir.path.join("supervisor.log"))?;
         let names: Vec<&str> = to_run.iter().map(|&i| plan.jobs[i].name.as_str()).collect();
@@ -60,6 +76,8 @@ pub fn run(args: &RetryArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
             let mut state = dir.read_job_state(&plan.jobs[i].name)?;
             state.identity = Some(crate::identity::of(&plan.jobs[i], checked.image_ids[i].as_deref()));
             state.reused_from = None;
+            // An old `tb cancel` must not stop what is asked for now.
+            let _ = std::fs::remove_file(dir.job_dir(&plan.jobs[i].name).join(crate::executor::CANCEL_REQUEST));
             dir.write_job_state(&plan.jobs[i].name, &state)?;
         }
         let options = crate::runner::Options::default();
