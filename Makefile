@@ -41,7 +41,7 @@ test-rust: base-image image
 	cargo test --locked
 
 test-trainer: image
-	docker run --rm --network none --user $$(id -u):$$(id -g) $(IMAGE_TAG) \
+	docker run --rm --network none --user 12345:12345 $(IMAGE_TAG) \
 	    python -m pytest -q -p no:cacheprovider /opt/tb/trainer-py/tests
 
 bench: build base-image image ## benchmarks: tb against a docker-run loop and the bare engine API; the trainer against a plain PyTorch loop

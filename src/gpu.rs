@@ -50,6 +50,15 @@ impl Inventory {
     pub fn is_empty(&self) -> bool {
         self.ids.is_empty()
     }
+
+    /// `0,1`, or `none`, for messages.
+    pub fn describe(&self) -> String {
+        if self.ids.is_empty() {
+            "none".to_string()
+        } else {
+            self.ids.join(",")
+        }
+    }
 }
 
 #[cfg(test)]

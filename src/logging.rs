@@ -83,49 +83,38 @@ pub fn detach_supervisor_log() {
     *SUPERVISOR_LOG.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
+/// Where one formatted event goes.
+#[derive(Clone, Copy)]
+enum Sink {
+    /// stderr, above the progress bars.
+    Stderr,
+    /// The batch's `supervisor.log`, once there is one.
+    SupervisorLog,
+}
+
 struct StderrWriter;
 
 impl<'a> MakeWriter<'a> for StderrWriter {
-    type Writer = LineToStderr;
+    type Writer = Event;
     fn make_writer(&'a self) -> Self::Writer {
-        LineToStderr(Vec::new())
-    }
-}
-
-/// Buffers one event and prints it whole, above the progress bars.
-pub struct LineToStderr(Vec<u8>);
-
-impl Write for LineToStderr {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Drop for LineToStderr {
-    fn drop(&mut self) {
-        let bytes = std::mem::take(&mut self.0);
-        crate::progress::above_bars(|| {
-            let _ = std::io::stderr().write_all(&bytes);
-        });
+        Event(Vec::new(), Sink::Stderr)
     }
 }
 
 struct FileWriter;
 
 impl<'a> MakeWriter<'a> for FileWriter {
-    type Writer = FileLine;
+    type Writer = Event;
     fn make_writer(&'a self) -> Self::Writer {
-        FileLine(Vec::new())
+        Event(Vec::new(), Sink::SupervisorLog)
     }
 }
 
-pub struct FileLine(Vec<u8>);
+/// Buffers one event and writes it whole when dropped, so that lines of
+/// concurrent events never interleave.
+pub struct Event(Vec<u8>, Sink);
 
-impl Write for FileLine {
+impl Write for Event {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.0.extend_from_slice(buf);
         Ok(buf.len())
@@ -135,11 +124,19 @@ impl Write for FileLine {
     }
 }
 
-impl Drop for FileLine {
+impl Drop for Event {
     fn drop(&mut self) {
-        if let Some(f) = SUPERVISOR_LOG.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
-            // A full disk must not take the supervisor down with it.
-            let _ = f.write_all(&self.0);
+        let bytes = std::mem::take(&mut self.0);
+        match self.1 {
+            Sink::Stderr => crate::progress::above_bars(|| {
+                let _ = std::io::stderr().write_all(&bytes);
+            }),
+            Sink::SupervisorLog => {
+                if let Some(f) = SUPERVISOR_LOG.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                    // A full disk must not take the supervisor down with it.
+                    let _ = f.write_all(&bytes);
+                }
+            }
         }
     }
 }

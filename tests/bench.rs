@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 const IMAGE: &str = "tb-base:bookworm";
 const JOBS: usize = 30;
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument would mean nothing here.

@@ -20,6 +20,23 @@ fn counting(jobs: &[&str], lines: u32, concurrency: u32) -> String {
     text
 }
 
+/// `tb batch FILE` running in the background, quietly.
+fn in_background(w: &Work, file: &Path) -> Running {
+    Running(
+        w.tb()
+            .args(["batch", file.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Whether the newest batch's `job` has printed at least `lines` lines.
+fn printed(w: &Work, job: &str, lines: usize) -> bool {
+    std::fs::canonicalize(w.path().join("runs/latest")).is_ok() && lines_of(&w.job_dir(job).join("stdout.log")) >= lines
+}
+
 fn expected(job: &str, lines: u32) -> String {
     (1..=lines).map(|i| format!("{job} line {i}\n")).collect()
 }
@@ -39,18 +56,9 @@ fn a_supervisor_killed_with_sigkill_resumes_and_nothing_runs_twice() {
     let _guard = unsupervised();
     let w = Work::new();
     let f = w.batch("night.toml", &counting(&["a", "b", "c"], 12, 2));
-    let mut tb = Running(
-        w.tb()
-            .args(["batch", f.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut tb = in_background(&w, &f);
     wait_until(60, "two jobs to print", || {
-        std::fs::canonicalize(w.path().join("runs/latest")).is_ok()
-            && lines_of(&w.job_dir("a").join("stdout.log")) >= 2
-            && lines_of(&w.job_dir("b").join("stdout.log")) >= 2
+        printed(&w, "a", 2) && lines_of(&w.job_dir("b").join("stdout.log")) >= 2
     });
     // SAFETY: our own child.
     unsafe { libc::kill(tb.0.id() as i32, libc::SIGKILL) };
@@ -82,17 +90,8 @@ fn a_second_supervisor_is_refused_and_a_stale_lock_is_taken_over() {
     let _guard = unsupervised();
     let w = Work::new();
     let f = w.batch("night.toml", &counting(&["a", "b"], 8, 1));
-    let mut tb = Running(
-        w.tb()
-            .args(["batch", f.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_until(60, "the first job to print", || {
-        std::fs::canonicalize(w.path().join("runs/latest")).is_ok() && lines_of(&w.job_dir("a").join("stdout.log")) >= 1
-    });
+    let mut tb = in_background(&w, &f);
+    wait_until(60, "the first job to print", || printed(&w, "a", 1));
     let second = w.run(&["resume"]);
     assert_exit(&second, 2);
     let err = text(&second.stderr);
@@ -326,9 +325,7 @@ fn the_engine_going_away_and_back_mid_job_loses_nothing() {
             .spawn()
             .unwrap(),
     );
-    wait_until(60, "the job to print", || {
-        std::fs::canonicalize(w.path().join("runs/latest")).is_ok() && lines_of(&w.job_dir("a").join("stdout.log")) >= 2
-    });
+    wait_until(60, "the job to print", || printed(&w, "a", 2));
     proxy.kill();
     std::thread::sleep(Duration::from_millis(2500));
     let _back = Proxy::start(&sock);
@@ -364,9 +361,7 @@ fn an_engine_that_stays_away_ends_the_night_with_a_clear_message() {
             .spawn()
             .unwrap(),
     );
-    wait_until(60, "the job to print", || {
-        std::fs::canonicalize(w.path().join("runs/latest")).is_ok() && lines_of(&w.job_dir("a").join("stdout.log")) >= 1
-    });
+    wait_until(60, "the job to print", || printed(&w, "a", 1));
     proxy.kill();
     let status = tb.0.wait().unwrap();
     let mut err = String::new();
@@ -418,18 +413,9 @@ fn a_detached_batch_runs_on_after_its_terminal_and_sighup() {
 fn cancel_stops_one_job_or_the_whole_batch() {
     let w = Work::new();
     let f = w.batch("night.toml", &counting(&["a", "b", "c", "d"], 40, 2));
-    let mut tb = Running(
-        w.tb()
-            .args(["batch", f.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut tb = in_background(&w, &f);
     wait_until(60, "a and b to print", || {
-        std::fs::canonicalize(w.path().join("runs/latest")).is_ok()
-            && lines_of(&w.job_dir("a").join("stdout.log")) >= 1
-            && lines_of(&w.job_dir("b").join("stdout.log")) >= 1
+        printed(&w, "a", 1) && lines_of(&w.job_dir("b").join("stdout.log")) >= 1
     });
     let one = w.run(&["cancel", "--job", "a"]);
     assert_exit(&one, 0);

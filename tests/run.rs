@@ -243,7 +243,7 @@ fn a_job_over_its_time_limit_is_stopped_as_timeout() {
     let w = Work::new();
     let f = w.batch(
         "x.toml",
-        &format!("{HEAD}[[job]]\nname = \"slow\"\ntime_limit = \"2s\"\ncommand = [\"sleep\", \"30\"]\n[[job]]\nname = \"next\"\ncommand = [\"true\"]\n"),
+        &format!("{HEAD}[[job]]\nname = \"slow\"\ntime_limit = \"3s\"\ncommand = [\"sleep\", \"30\"]\n[[job]]\nname = \"next\"\ncommand = [\"true\"]\n"),
     );
     let t = std::time::Instant::now();
     let out = w.run(&["batch", f.to_str().unwrap()]);
@@ -259,7 +259,7 @@ fn a_job_over_its_time_limit_is_stopped_as_timeout() {
         s["error"]
             .as_str()
             .unwrap()
-            .starts_with("stopped at its time limit of 2s"),
+            .starts_with("stopped at its time limit of 3s"),
         "{s}"
     );
     let (start, end) = interval(&s);

@@ -165,11 +165,7 @@ pub(crate) async fn supervise(
         plan.concurrency,
         checked.engine_version,
         checked.api_version,
-        if plan.gpus.is_empty() {
-            "none".to_string()
-        } else {
-            plan.gpus.ids.join(",")
-        }
+        plan.gpus.describe()
     );
     let progress = Progress::new(logging::output_mode().bars);
     let summary = runner::run(plan, dir, engine, &checked.image_ids, to_run, &options, &progress).await?;

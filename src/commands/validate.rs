@@ -26,11 +26,7 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         plan.concurrency,
         checked.engine_version,
         checked.api_version,
-        if plan.gpus.is_empty() {
-            "none".to_string()
-        } else {
-            plan.gpus.ids.join(",")
-        },
+        plan.gpus.describe(),
     );
     Ok(Exit::Success)
 }
