@@ -9,7 +9,7 @@ IMAGE_TAG  ?= tb-trainer:latest
 # of the Debian-built base, e.g. make image BASE_IMAGE=python:3.11-slim
 BASE_IMAGE ?=
 
-.PHONY: help build base-image image demo check test test-rust test-trainer bench clean-images
+.PHONY: help build base-image image demo check test test-rust test-trainer test-slurm bench clean-images
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -35,7 +35,7 @@ check: ## formatting and lints
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 
-test: test-rust test-trainer ## every test: Rust unit + integration (real Docker), trainer pytest in its image
+test: test-rust test-trainer test-slurm ## every test: Rust unit + integration (real Docker), trainer pytest in its image, Slurm backend
 
 test-rust: base-image image
 	cargo test --locked
@@ -43,6 +43,14 @@ test-rust: base-image image
 test-trainer: image
 	docker run --rm --network none --user 12345:12345 $(IMAGE_TAG) \
 	    python -m pytest -q -p no:cacheprovider /opt/tb/trainer-py/tests
+
+# A single-node Slurm cluster on this machine (two fake GPUs), started for
+# the Slurm backend's tests and stopped after them, by pid, pass or fail.
+test-slurm: base-image
+	@state=$$(mktemp -d /tmp/tb-slurm.XXXXXX); \
+	tests/slurm/cluster.sh start $$state >/dev/null || { tests/slurm/cluster.sh stop $$state; exit 1; }; \
+	. $$state/env; cargo test --locked --test main slurm -- --ignored --test-threads 1; rc=$$?; \
+	tests/slurm/cluster.sh stop $$state; rm -rf $$state; exit $$rc
 
 bench: build base-image image ## benchmarks: tb against a docker-run loop and the bare engine API; the trainer against a plain PyTorch loop
 	cargo bench --locked --bench supervisor

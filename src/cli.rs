@@ -57,6 +57,11 @@ pub enum Command {
         after_help = "Examples:\n  tb cancel                      the whole newest batch\n  tb cancel --job lr_r03         one job; the others go on"
     )]
     Cancel(CancelArgs),
+    /// Run one job of a batch here, in one container: what a Slurm job runs on its node.
+    #[command(
+        after_help = "tb writes the job script that calls this; you rarely run it by hand.\nIt uses this node's Docker engine and the GPUs Slurm assigned (SLURM_JOB_GPUS).\n\nExample:\n  tb exec /shared/runs/2026-11-22_230000_night/jobs/baseline"
+    )]
+    Exec(ExecArgs),
     /// Remove leftover tb containers of batches that no supervisor holds.
     #[command(
         after_help = "Only containers with tb's labels (tb.batch, tb.job, tb.attempt) are touched.\n\nExample:\n  tb clean --dry-run"
@@ -111,6 +116,16 @@ pub struct BatchArgs {
     /// directory and how to watch it.
     #[arg(long)]
     pub detach: bool,
+    /// Where the jobs run: `local` (this host's Docker engine) or `slurm`;
+    /// overrides the file's `backend`.
+    #[arg(long, value_name = "BACKEND", value_parser = ["local", "slurm"])]
+    pub backend: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The job directory (`runs/<batch>/jobs/<job>`), on a filesystem this node shares.
+    pub job_dir: std::path::PathBuf,
 }
 
 #[derive(Debug, Args)]

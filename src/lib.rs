@@ -19,6 +19,7 @@ pub mod progress;
 pub mod report;
 pub mod runner;
 pub mod settings;
+pub mod slurm;
 pub mod state;
 
 use cli::{Cli, Command, ImageCommand};
@@ -33,6 +34,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Resume(args) => commands::resume::run(args, &cli.global),
         Command::Cancel(args) => commands::cancel::run(args, &cli.global),
         Command::Clean(args) => commands::clean::run(args),
+        Command::Exec(args) => commands::exec::run(args),
         Command::Retry(args) => commands::retry::run(args, &cli.global),
         Command::Status(args) => commands::status::run(args, &cli.global),
         Command::Logs(args) => commands::logs::run(args, &cli.global),

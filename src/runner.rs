@@ -500,11 +500,11 @@ impl Dispatcher<'_> {
 }
 
 /// Before retry `n` (1-based): 2 s, 4 s, 6 s, … at most 30 s.
-fn backoff(n: u32) -> Duration {
+pub(crate) fn backoff(n: u32) -> Duration {
     Duration::from_secs((2 * n as u64).min(30))
 }
 
-fn apply(state: &mut JobState, outcome: &Outcome) {
+pub(crate) fn apply(state: &mut JobState, outcome: &Outcome) {
     state.status = outcome.status;
     state.exit_code = outcome.exit_code;
     state.oom_killed = outcome.oom_killed;
@@ -514,7 +514,7 @@ fn apply(state: &mut JobState, outcome: &Outcome) {
     state.finished_at = Some(outcome.finished_at);
 }
 
-fn write_state(dir: &BatchDir, name: &str, state: &JobState) {
+pub(crate) fn write_state(dir: &BatchDir, name: &str, state: &JobState) {
     // The state of one job failing to reach the disk must not end the
     // night; the error is logged and the job's container still ends.
     if let Err(e) = dir.write_job_state(name, state) {
@@ -522,7 +522,7 @@ fn write_state(dir: &BatchDir, name: &str, state: &JobState) {
     }
 }
 
-fn log_end(name: &str, state: &JobState) {
+pub(crate) fn log_end(name: &str, state: &JobState) {
     let took = state
         .elapsed(Utc::now())
         .map(|d| format!(" after {}", crate::human::duration(d)))

@@ -36,6 +36,8 @@ pub struct Plan {
     pub on_finish: Option<Vec<String>>,
     /// No job starts after this (`[batch] deadline`).
     pub deadline: Option<chrono::DateTime<chrono::Utc>>,
+    pub backend: batch::Backend,
+    pub slurm: batch::SlurmSection,
     pub jobs: Vec<JobSpec>,
 }
 
@@ -106,6 +108,8 @@ mod opt_secs {
 pub struct Overrides {
     pub concurrency: Option<String>,
     pub only: Vec<String>,
+    /// `--backend`: `local` or `slurm`.
+    pub backend: Option<String>,
 }
 
 /// Reads, parses and checks `file`. The error lists every problem found.
@@ -166,15 +170,25 @@ pub fn resolve_text(
                 None
             }
         });
-    for (key, value) in [("backend", &section.backend), ("slurm", &section.slurm)] {
-        if let Some(v) = value {
-            ck.at(
-                v.span().start,
-                format!("`batch.{key}` is not supported by this version of tb yet"),
-                Some("remove it; see README.md for the keys this version runs"),
-            );
+    let backend = match overrides.backend.as_deref() {
+        None => section.backend.unwrap_or_default(),
+        Some("local") => batch::Backend::Local,
+        Some("slurm") => batch::Backend::Slurm,
+        Some(other) => {
+            ck.problem(None, format!("--backend `{other}`: expected `local` or `slurm`"), None);
+            batch::Backend::Local
         }
-    }
+    };
+    let slurm = section.slurm.clone().unwrap_or_default();
+    // On a cluster, Slurm's nodes have the GPUs, not this host: any count is
+    // the cluster's to grant (and sbatch's to refuse).
+    let job_gpus = match backend {
+        batch::Backend::Local => gpus.clone(),
+        batch::Backend::Slurm => Inventory {
+            ids: (0..64).map(|i| i.to_string()).collect(),
+            source: "the Slurm cluster",
+        },
+    };
 
     // A program given as a path is found from the batch file, like mounts;
     // a bare name goes through PATH.
@@ -299,7 +313,7 @@ pub fn resolve_text(
                 );
                 continue;
             }
-            if let Some(spec) = ck.job(&name, &defaults, job, &gpus) {
+            if let Some(spec) = ck.job(&name, &defaults, job, &job_gpus) {
                 specs.push(spec);
             }
             continue;
@@ -358,7 +372,7 @@ pub fn resolve_text(
                 home,
                 problems: Vec::new(),
             };
-            let spec = sub.job(&variant.name, &defaults, &fields, &gpus);
+            let spec = sub.job(&variant.name, &defaults, &fields, &job_gpus);
             for mut p in sub.problems {
                 p.at = Some(batch::line_col(&text, key_at));
                 ck.problems.push(p);
@@ -400,6 +414,8 @@ pub fn resolve_text(
         continue_on_timeout: section.continue_on_timeout.unwrap_or(false),
         on_finish,
         deadline,
+        backend,
+        slurm,
         jobs: specs,
     })
 }
@@ -414,7 +430,9 @@ pub fn from_dir(dir: &crate::state::BatchDir, gpus: Inventory) -> anyhow::Result
         .iter()
         .map(|name| dir.read_job_file(name).map(|f| f.into_spec()))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    if let Some(job) = jobs.iter().find(|j| j.gpus as usize > gpus.len()) {
+    if batch.settings.backend == batch::Backend::Local
+        && let Some(job) = jobs.iter().find(|j| j.gpus as usize > gpus.len())
+    {
         return Err(crate::error::hinted(
             format!(
                 "job `{}` asks for {} GPU(s) but this host has {}",
@@ -437,6 +455,8 @@ pub fn from_dir(dir: &crate::state::BatchDir, gpus: Inventory) -> anyhow::Result
         continue_on_timeout: batch.settings.continue_on_timeout,
         on_finish: batch.settings.on_finish.clone(),
         deadline: batch.settings.deadline,
+        backend: batch.settings.backend,
+        slurm: batch.settings.slurm.clone(),
         jobs,
     })
 }
@@ -897,10 +917,11 @@ shm_size = "2g"
 
     #[test]
     fn unimplemented_contract_keys_say_so() {
-        let m = messages("[batch]\nbackend = \"slurm\"\n[defaults]\nimage = \"i\"\n[[job]]\nname = \"a\"\n");
-        assert_eq!(
-            m[0],
-            "line 2, column 11: `batch.backend` is not supported by this version of tb yet"
+        let m = messages("[batch]\nbackend = \"pbs\"\n[defaults]\nimage = \"i\"\n[[job]]\nname = \"a\"\n");
+        assert!(
+            m[0].starts_with("line 2, column 11: unknown variant `pbs`, expected `local` or `slurm`"),
+            "{}",
+            m[0]
         );
     }
 

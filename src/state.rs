@@ -75,6 +75,9 @@ pub struct JobState {
     /// Where the result came from when `--skip-done` found it already done.
     #[serde(default)]
     pub reused_from: Option<PathBuf>,
+    /// The Slurm job running (or that ran) the current attempt.
+    #[serde(default)]
+    pub slurm_job_id: Option<String>,
     /// How each earlier attempt ended, oldest first.
     #[serde(default)]
     pub attempts: Vec<AttemptRecord>,
@@ -108,6 +111,7 @@ impl JobState {
             gpus: Vec::new(),
             identity: None,
             reused_from: None,
+            slurm_job_id: None,
             attempts: Vec::new(),
         }
     }
@@ -136,6 +140,7 @@ impl JobState {
         self.oom_killed = false;
         self.error = None;
         self.container_id = None;
+        self.slurm_job_id = None;
         self.started_at = None;
         self.finished_at = None;
         self.gpus.clear();
@@ -193,6 +198,11 @@ pub struct BatchSettings {
     pub downloads: PathBuf,
     pub retries: u32,
     pub continue_on_timeout: bool,
+    /// Where the jobs run.
+    #[serde(default)]
+    pub backend: crate::batch::Backend,
+    #[serde(default)]
+    pub slurm: crate::batch::SlurmSection,
     /// `[batch] deadline`, when it falls.
     #[serde(default)]
     pub deadline: Option<DateTime<Utc>>,
@@ -292,6 +302,8 @@ impl BatchDir {
                 continue_on_timeout: plan.continue_on_timeout,
                 on_finish: plan.on_finish.clone(),
                 deadline: plan.deadline,
+                backend: plan.backend,
+                slurm: plan.slurm.clone(),
             },
         };
         dir.write_batch(&state)?;

@@ -11,6 +11,7 @@ mod output;
 mod report;
 mod retry;
 mod run;
+mod slurm;
 mod sweep;
 mod trainer;
 mod validate;

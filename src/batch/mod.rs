@@ -41,8 +41,32 @@ pub struct BatchSection {
     // by the parser so that the error can say so instead of "unknown key".
     /// No job starts after this local time.
     pub deadline: Option<Spanned<String>>,
-    pub backend: Option<Spanned<toml::Value>>,
-    pub slurm: Option<Spanned<toml::Value>>,
+    /// Where jobs run: this host's engine, or a Slurm cluster.
+    pub backend: Option<Backend>,
+    pub slurm: Option<SlurmSection>,
+}
+
+/// Where the jobs of a batch run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Backend {
+    /// One container per job on this host's Docker engine.
+    #[default]
+    Local,
+    /// One Slurm job per job; each runs `tb exec` on its node.
+    Slurm,
+}
+
+/// `[batch.slurm]`: how jobs are submitted with `sbatch`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SlurmSection {
+    pub partition: Option<String>,
+    pub account: Option<String>,
+    pub qos: Option<String>,
+    /// More `sbatch` arguments, as written.
+    #[serde(default)]
+    pub extra: Vec<String>,
 }
 
 /// How a container is given its GPUs.

@@ -20,12 +20,19 @@ pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let overrides = Overrides {
         concurrency: args.concurrency.clone(),
         only: args.only.clone(),
+        backend: args.backend.clone(),
     };
     let plan = settings::resolve(&args.file, &overrides, Inventory::detect())?;
     let runs_dir = std::path::absolute(&global.runs_dir)?;
     crate::runtime()?.block_on(async {
         let engine = Engine::connect().await?;
         let checked = crate::preflight::check(&plan, &engine, &runs_dir).await?;
+        if plan.backend == crate::batch::Backend::Slurm {
+            crate::slurm::preflight(&plan)?;
+            std::fs::create_dir_all(&runs_dir)
+                .with_context(|| format!("failed to create the runs directory `{}`", runs_dir.display()))?;
+            crate::slurm::nodes_see(&plan, &runs_dir)?;
+        }
         if args.dry_run {
             crate::commands::validate::print_plan(&plan);
             eprintln!(
@@ -168,7 +175,15 @@ pub(crate) async fn supervise(
         plan.gpus.describe()
     );
     let progress = Progress::new(logging::output_mode().bars);
-    let summary = runner::run(plan, dir, engine, &checked.image_ids, to_run, &options, &progress).await?;
+    let summary = match plan.backend {
+        crate::batch::Backend::Local => {
+            runner::run(plan, dir, engine, &checked.image_ids, to_run, &options, &progress).await?
+        }
+        crate::batch::Backend::Slurm => {
+            let adopt: Vec<usize> = options.adopt.iter().map(|a| a.index).collect();
+            crate::slurm::run(plan, dir, to_run, &adopt, &progress).await?
+        }
+    };
 
     let mut state = dir.read_batch()?;
     state.status = if summary.interrupted || summary.halted.is_some() {

@@ -73,6 +73,9 @@ pub fn run(args: &CancelArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     } else {
         args.jobs.clone()
     };
+    if batch.settings.backend == crate::batch::Backend::Slurm {
+        return cancel_slurm(&dir, &names, supervisor.is_some());
+    }
     // Without a supervisor, this process is the one that writes states.
     let lock = if supervisor.is_none() { Some(dir.lock()?) } else { None };
     crate::runtime()?.block_on(async {
@@ -152,4 +155,29 @@ pub fn run(args: &CancelArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         }
         Ok(Exit::Success)
     })
+}
+
+/// On Slurm, `scancel` does it: `tb exec` on the node gets SIGTERM, stops
+/// its container gracefully and records `cancelled`. Jobs still queued are
+/// recorded here when no supervisor will.
+fn cancel_slurm(dir: &BatchDir, names: &[String], supervised: bool) -> anyhow::Result<Exit> {
+    let mut ids = Vec::new();
+    for name in names {
+        let mut state = dir.read_job_state(name)?;
+        if state.status.is_final() {
+            continue;
+        }
+        if let Some(id) = state.slurm_job_id.clone() {
+            ids.push(id);
+        }
+        if state.status == Status::Pending && !supervised {
+            state.status = Status::Cancelled;
+            state.error = Some("cancelled before it started (tb cancel)".into());
+            state.finished_at = Some(chrono::Utc::now());
+            dir.write_job_state(name, &state)?;
+        }
+    }
+    crate::slurm::scancel(&ids)?;
+    eprintln!("cancelled {} Slurm job(s): {}", ids.len(), ids.join(" "));
+    Ok(Exit::Success)
 }

@@ -5,6 +5,7 @@ pub mod batch;
 pub mod cancel;
 pub mod clean;
 pub mod completions;
+pub mod exec;
 pub mod image;
 pub mod logs;
 pub mod ls;

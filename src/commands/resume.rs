@@ -26,6 +26,30 @@ pub fn run(args: &ResumeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         let checked = crate::preflight::check(&plan, &engine, &runs_dir).await?;
         crate::commands::batch::ensure_downloads(&plan)?;
         crate::logging::attach_supervisor_log(&dir.path.join("supervisor.log"))?;
+        if plan.backend == crate::batch::Backend::Slurm {
+            // Slurm kept the jobs: follow the submitted ones by id, submit the rest.
+            crate::slurm::preflight(&plan)?;
+            let mut adopt = Vec::new();
+            let mut to_run = Vec::new();
+            for (index, job) in plan.jobs.iter().enumerate() {
+                let state = dir.read_job_state(&job.name)?;
+                match (state.status, &state.slurm_job_id) {
+                    (Status::Pending | Status::Running, Some(id)) => adopt.push(Adopt {
+                        index,
+                        container_id: id.clone(),
+                        started_at: state.started_at.unwrap_or_else(Utc::now),
+                        gpus: state.gpus.clone(),
+                    }),
+                    (Status::Pending, None) => to_run.push(index),
+                    _ => {}
+                }
+            }
+            let options = Options {
+                adopt,
+                ..Default::default()
+            };
+            return crate::commands::batch::supervise(&plan, &dir, &engine, &checked, &to_run, options, lock).await;
+        }
         let containers = engine.list_labelled(&format!("tb.dir={}", dir.path.display())).await?;
 
         let mut adopt = Vec::new();

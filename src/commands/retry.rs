@@ -49,7 +49,12 @@ pub fn run(args: &RetryArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         let checked = crate::preflight::check(&plan, &engine, &runs_dir).await?;
         // A container still running belongs to a supervisor that died: a new
         // attempt next to it would share its /out (and maybe its GPU).
-        let containers = engine.list_labelled(&format!("tb.dir={}", dir.path.display())).await?;
+        let containers = if plan.backend == crate::batch::Backend::Local {
+            engine.list_labelled(&format!("tb.dir={}", dir.path.display())).await?
+        } else {
+            crate::slurm::preflight(&plan)?;
+            Vec::new()
+        };
         if let Some(c) = containers.iter().find(|c| c.state == "running") {
             return Err(hinted(
                 format!(
