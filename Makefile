@@ -48,9 +48,10 @@ test-trainer: image
 # the Slurm backend's tests and stopped after them, by pid, pass or fail.
 test-slurm: base-image
 	@state=$$(mktemp -d /tmp/tb-slurm.XXXXXX); \
-	tests/slurm/cluster.sh start $$state >/dev/null || { tests/slurm/cluster.sh stop $$state; exit 1; }; \
-	. $$state/env; cargo test --locked --test main slurm -- --ignored --test-threads 1; rc=$$?; \
-	tests/slurm/cluster.sh stop $$state; rm -rf $$state; exit $$rc
+	trap 'tests/slurm/cluster.sh stop $$state; rm -rf $$state' EXIT; \
+	trap 'exit 130' INT TERM; \
+	tests/slurm/cluster.sh start $$state >/dev/null; \
+	. $$state/env; cargo test --locked --test main slurm -- --ignored --test-threads 1
 
 bench: build base-image image ## benchmarks: tb against a docker-run loop and the bare engine API; the trainer against a plain PyTorch loop
 	cargo bench --locked --bench supervisor

@@ -589,6 +589,13 @@ impl Checker<'_> {
                 Some("set gpus = 0 or \"auto\" to run on CPU; on a GPU host, check that `nvidia-smi` lists the GPUs"),
             );
         }
+        if request == GpuRequest::All && gpus.source == "the Slurm cluster" {
+            self.problem(
+                None,
+                format!("job `{name}`: gpus = \"all\" has no meaning on a Slurm cluster"),
+                Some("give the number of GPUs the job needs"),
+            );
+        }
         if request == GpuRequest::All && gpus.is_empty() {
             self.problem(
                 None,

@@ -53,6 +53,23 @@ pub fn preflight(plan: &Plan) -> anyhow::Result<()> {
             format!("the partitions are: {}", partitions.join(", ")),
         ));
     }
+    if let Some(job) = plan.jobs.iter().find(|j| j.gpus > 0) {
+        let mut gres = Command::new("sinfo");
+        gres.args(["-h", "-o", "%G"]);
+        if let Some(p) = &plan.slurm.partition {
+            gres.arg(format!("--partition={p}"));
+        }
+        let out = gres.output().context("failed to run `sinfo`")?;
+        if !String::from_utf8_lossy(&out.stdout).contains("gpu") {
+            return Err(hinted(
+                format!(
+                    "job `{}` asks for {} GPU(s) but the cluster's nodes offer no `gpu` gres",
+                    job.name, job.gpus
+                ),
+                "set gpus = 0 (on Slurm, gpus = \"auto\" means 1), or pick a GPU partition in [batch.slurm]",
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -148,6 +165,9 @@ fn submit(plan: &Plan, dir: &BatchDir, index: usize, state: &mut JobState, tb: &
         dir.archive_attempt(&job.name, state.attempt, state)?;
     }
     state.begin_attempt();
+    // On disk before sbatch: `tb exec` may start (and read it) at once.
+    state.status = Status::Pending;
+    dir.write_job_state(&job.name, state)?;
     dir.write_job_file(&JobFile::new(&plan.name, &dir.id, state.attempt, job))?;
     let path = dir.job_dir(&job.name).join("slurm.sh");
     crate::state::write_atomic(&path, script(plan, dir, job, tb).as_bytes())?;
@@ -171,24 +191,76 @@ fn submit(plan: &Plan, dir: &BatchDir, index: usize, state: &mut JobState, tb: &
         .unwrap_or_default()
         .to_string();
     state.slurm_job_id = Some(id.clone());
-    state.status = Status::Pending;
-    write_state(dir, &job.name, state);
+    // `tb exec` records its own id and progress; only a state it has not
+    // touched yet gets the id from here.
+    match dir.read_job_state(&job.name) {
+        Ok(now) if now.attempt == state.attempt && now.status == Status::Pending && now.slurm_job_id.is_none() => {
+            write_state(dir, &job.name, state);
+        }
+        Ok(now) => *state = now,
+        Err(_) => write_state(dir, &job.name, state),
+    }
     tracing::info!("submitted {} (attempt {}) as Slurm job {id}", job.name, state.attempt);
     Ok(id)
 }
 
-/// Slurm's state of each job it still lists.
-fn squeue(ids: &[&String]) -> BTreeMap<String, String> {
+/// Slurm's state of our jobs among `ids` that it still lists (finished ones
+/// too, for `MinJobAge`); `None` if squeue failed this time.
+fn squeue(ids: &[&String]) -> Option<BTreeMap<String, String>> {
     if ids.is_empty() {
-        return BTreeMap::new();
+        return Some(BTreeMap::new());
     }
-    let list = ids.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(",");
-    let out = Command::new("squeue").args(["-h", "-o", "%i %T", "-j", &list]).output();
-    let Ok(out) = out else { return BTreeMap::new() };
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_once(' ').map(|(a, b)| (a.to_string(), b.trim().to_string())))
-        .collect()
+    // SAFETY: a plain getter.
+    let uid = unsafe { libc::getuid() }.to_string();
+    let out = Command::new("squeue")
+        .args(["-h", "-t", "all", "-o", "%i %T", "-u", &uid])
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    Some(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                l.split_once(' ')
+                    .map(|(a, b)| (a.trim().to_string(), b.trim().to_string()))
+            })
+            .filter(|(id, _)| ids.contains(&id))
+            .collect(),
+    )
+}
+
+/// The jobs among `ids` that Slurm still has in hand, or an error if it
+/// cannot say.
+pub fn still_queued(ids: &[String]) -> anyhow::Result<Vec<String>> {
+    let refs: Vec<&String> = ids.iter().collect();
+    let queue = squeue(&refs).ok_or_else(|| anyhow::anyhow!("`squeue` failed; cannot tell which jobs still run"))?;
+    Ok(queue
+        .into_iter()
+        .filter(|(_, s)| in_flight(s))
+        .map(|(id, _)| id)
+        .collect())
+}
+
+/// Whether Slurm still has the job in hand (it may yet run or finish).
+fn in_flight(state: &str) -> bool {
+    matches!(
+        state,
+        "PENDING"
+            | "RUNNING"
+            | "CONFIGURING"
+            | "COMPLETING"
+            | "SUSPENDED"
+            | "REQUEUED"
+            | "REQUEUE_HOLD"
+            | "REQUEUE_FED"
+            | "RESIZING"
+            | "SIGNALING"
+            | "STAGE_OUT"
+            | "PREEMPTED"
+            | "RESV_DEL_HOLD"
+    )
 }
 
 /// `JobState` and `ExitCode` of a job from `scontrol show job`.
@@ -204,8 +276,25 @@ fn scontrol(id: &str) -> Option<(String, Option<i64>)> {
     Some((state, code))
 }
 
-/// Cancels Slurm jobs: SIGTERM to `tb exec`, which stops its container
-/// gracefully, then Slurm's KillWait, then SIGKILL.
+/// Asks running jobs to stop: SIGTERM to their batch script (`tb exec`)
+/// alone, which stops its container within tb's grace period — without
+/// starting Slurm's KillWait, which could end `tb exec` first.
+pub fn terminate(ids: &[String]) -> anyhow::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let st = Command::new("scancel")
+        .args(["--batch", "--signal=TERM"])
+        .args(ids)
+        .status()
+        .context("failed to run `scancel`")?;
+    if !st.success() {
+        anyhow::bail!("scancel --signal=TERM failed for {}", ids.join(" "));
+    }
+    Ok(())
+}
+
+/// Cancels Slurm jobs outright (queued ones, or ones that would not stop).
 pub fn scancel(ids: &[String]) -> anyhow::Result<()> {
     if ids.is_empty() {
         return Ok(());
@@ -229,8 +318,11 @@ pub async fn run(
     adopt: &[usize],
     progress: &Progress,
 ) -> anyhow::Result<Summary> {
+    use tokio::signal::unix::{SignalKind, signal};
     let began = std::time::Instant::now();
     let tb = std::env::current_exe().context("failed to find the tb executable")?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut term = signal(SignalKind::terminate())?;
     let mut states: Vec<JobState> = plan
         .jobs
         .iter()
@@ -240,7 +332,10 @@ pub async fn run(
     let mut auto_retries = vec![0u32; plan.jobs.len()];
     let mut retry_at: BTreeMap<usize, std::time::Instant> = BTreeMap::new();
     let mut started: HashSet<usize> = HashSet::new();
+    let mut unknown_rounds: BTreeMap<usize, u32> = BTreeMap::new();
     let mut interrupted = false;
+    // After a stop: when to stop waiting for `tb exec` to wind down.
+    let mut give_up_at: Option<std::time::Instant> = None;
     progress.start(to_run.len() + adopt.len());
     for &i in adopt {
         if let Some(id) = states[i].slurm_job_id.clone() {
@@ -248,38 +343,90 @@ pub async fn run(
             active.insert(i, id);
         }
     }
+    let record_submit_error = |i: usize, state: &mut JobState, e: anyhow::Error| {
+        state.status = Status::Failed;
+        state.error = Some(format!("{e:#}"));
+        state.finished_at = Some(Utc::now());
+        write_state(dir, &plan.jobs[i].name, state);
+        log_end(&plan.jobs[i].name, state);
+        progress.job_finished(&plan.jobs[i].name, state.status);
+    };
     for &i in to_run {
+        let stop_now = tokio::select! {
+            biased;
+            _ = int.recv() => true,
+            _ = term.recv() => true,
+            _ = std::future::ready(()) => false,
+        };
+        if stop_now {
+            interrupted = true;
+            break;
+        }
         match submit(plan, dir, i, &mut states[i], &tb) {
             Ok(id) => {
                 active.insert(i, id);
             }
-            Err(e) => {
-                let state = &mut states[i];
-                state.status = Status::Failed;
-                state.error = Some(format!("{e:#}"));
-                state.finished_at = Some(Utc::now());
-                write_state(dir, &plan.jobs[i].name, state);
-                log_end(&plan.jobs[i].name, state);
-                progress.job_finished(&plan.jobs[i].name, state.status);
-            }
+            Err(e) => record_submit_error(i, &mut states[i], e),
         }
     }
-    let mut signals = Box::pin(tokio::signal::ctrl_c());
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    while !active.is_empty() || !retry_at.is_empty() {
+    let mut stop_sent = false;
+    while !active.is_empty() || (!retry_at.is_empty() && !interrupted) {
+        if interrupted && !stop_sent {
+            stop_sent = true;
+            retry_at.clear();
+            // Running ones stop gracefully through `tb exec`; queued ones are
+            // withdrawn and stay pending, for `tb resume`.
+            let (mut running, mut queued) = (Vec::new(), Vec::new());
+            for (&i, id) in &active {
+                if dir
+                    .read_job_state(&plan.jobs[i].name)
+                    .is_ok_and(|s| s.status == Status::Running)
+                {
+                    running.push(id.clone());
+                } else {
+                    queued.push((i, id.clone()));
+                }
+            }
+            tracing::warn!(
+                "interrupted: stopping {} running Slurm job(s), withdrawing {} queued",
+                running.len(),
+                queued.len()
+            );
+            let _ = terminate(&running);
+            let _ = scancel(&queued.iter().map(|q| q.1.clone()).collect::<Vec<_>>());
+            for (i, _) in queued {
+                active.remove(&i);
+                let state = &mut states[i];
+                state.status = Status::Pending;
+                state.slurm_job_id = None;
+                state.attempt = state.attempt.saturating_sub(1);
+                write_state(dir, &plan.jobs[i].name, state);
+            }
+            give_up_at = Some(std::time::Instant::now() + crate::executor::STOP_GRACE + Duration::from_secs(60));
+        }
+        if let Some(t) = give_up_at
+            && std::time::Instant::now() > t
+        {
+            let ids: Vec<String> = active.values().cloned().collect();
+            tracing::warn!(
+                "Slurm jobs still running after the grace period; cancelling them outright: {}",
+                ids.join(" ")
+            );
+            let _ = scancel(&ids);
+            for &i in active.keys() {
+                let state = &mut states[i];
+                state.status = Status::Cancelled;
+                state.error = Some("cancelled; tb exec did not record an outcome in time".into());
+                state.finished_at = Some(Utc::now());
+                write_state(dir, &plan.jobs[i].name, state);
+            }
+            active.clear();
+            break;
+        }
         tokio::select! {
             _ = tokio::time::sleep(POLL) => {}
-            _ = &mut signals => { interrupted = true; }
+            _ = int.recv() => { interrupted = true; }
             _ = term.recv() => { interrupted = true; }
-        }
-        if interrupted && !retry_at.is_empty() {
-            retry_at.clear();
-        }
-        if interrupted && active.values().any(|_| true) {
-            let ids: Vec<String> = active.values().cloned().collect();
-            tracing::warn!("interrupted: cancelling {} Slurm job(s)", ids.len());
-            let _ = scancel(&ids);
-            signals = Box::pin(tokio::signal::ctrl_c());
         }
         let due: Vec<usize> = retry_at
             .iter()
@@ -288,56 +435,67 @@ pub async fn run(
             .collect();
         for i in due {
             retry_at.remove(&i);
-            if let Ok(id) = submit(plan, dir, i, &mut states[i], &tb) {
-                active.insert(i, id);
+            let name = &plan.jobs[i].name;
+            let request = dir.job_dir(name).join(crate::executor::CANCEL_REQUEST);
+            if request.exists() {
+                let _ = std::fs::remove_file(&request);
+                let state = &mut states[i];
+                state.status = Status::Cancelled;
+                state.error = Some("cancelled before its retry (tb cancel)".into());
+                write_state(dir, name, state);
+                progress.job_finished(name, state.status);
+                continue;
+            }
+            match submit(plan, dir, i, &mut states[i], &tb) {
+                Ok(id) => {
+                    active.insert(i, id);
+                }
+                Err(e) => record_submit_error(i, &mut states[i], e),
             }
         }
         let ids: Vec<&String> = active.values().collect();
-        let queue = squeue(&ids);
+        // A failed squeue says nothing about the jobs: look again next round.
+        let Some(queue) = squeue(&ids) else { continue };
         let mut ended = Vec::new();
         for (&i, id) in &active {
             let name = &plan.jobs[i].name;
-            let on_disk = dir.read_job_state(name).unwrap_or_else(|_| states[i].clone());
-            if on_disk.slurm_job_id.as_deref() == Some(id.as_str()) {
-                states[i] = on_disk;
-            }
             let state = &mut states[i];
+            if let Ok(on_disk) = dir.read_job_state(name)
+                && on_disk.attempt == state.attempt
+            {
+                *state = on_disk;
+            }
             if state.status == Status::Running && started.insert(i) {
                 progress.job_started(&plan.jobs[i], &dir.job_dir(name), state.attempt);
             }
+            let in_queue = queue.get(id).map(String::as_str);
+            if in_queue.is_some_and(in_flight) {
+                continue;
+            }
+            // Slurm is done with it (or no longer knows it): the job ended.
             if state.status.is_final() {
                 ended.push(i);
                 continue;
             }
-            let in_queue = queue.get(id).map(String::as_str);
-            if matches!(
-                in_queue,
-                Some("PENDING" | "RUNNING" | "CONFIGURING" | "COMPLETING" | "SUSPENDED" | "REQUEUED")
-            ) {
-                continue;
-            }
-            // Gone from the queue, or ended there, without `tb exec` writing
-            // an outcome: take Slurm's word for it (read the state once more
-            // first: tb exec may just have written it).
-            if let Ok(again) = dir.read_job_state(name)
-                && again.status.is_final()
-            {
-                *state = again;
-                ended.push(i);
-                continue;
-            }
-            let (slurm_state, code) = scontrol(id).unwrap_or(("UNKNOWN".into(), None));
-            if in_queue.is_none() && slurm_state == "UNKNOWN" && queue.is_empty() && !ids.is_empty() {
-                // squeue may have failed this round; look again next time.
-                continue;
-            }
+            let slurm_state = match in_queue {
+                Some(s) => s.to_string(),
+                None => {
+                    // Gone past MinJobAge, or squeue caught it mid-transition.
+                    let n = unknown_rounds.entry(i).or_default();
+                    *n += 1;
+                    if *n < 5 {
+                        continue;
+                    }
+                    "UNKNOWN".to_string()
+                }
+            };
+            let code = scontrol(id).and_then(|(_, c)| c);
             state.status = match slurm_state.as_str() {
                 "CANCELLED" => Status::Cancelled,
                 "TIMEOUT" | "DEADLINE" => Status::Timeout,
                 "OUT_OF_MEMORY" => Status::Oom,
-                "NODE_FAIL" | "BOOT_FAIL" | "PREEMPTED" | "UNKNOWN" => Status::Lost,
-                "COMPLETED" => Status::Lost,
-                _ => Status::Failed,
+                "FAILED" => Status::Failed,
+                _ => Status::Lost,
             };
             state.exit_code = code.filter(|c| *c != 0).or(state.exit_code);
             state.error = Some(format!(
@@ -349,6 +507,8 @@ pub async fn run(
         }
         for i in ended {
             active.remove(&i);
+            unknown_rounds.remove(&i);
+            started.remove(&i);
             let name = &plan.jobs[i].name;
             let state = &states[i];
             log_end(name, state);

@@ -93,6 +93,9 @@ pub struct AttemptRecord {
     pub error: Option<String>,
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The Slurm job that ran it, on the Slurm backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slurm_job_id: Option<String>,
 }
 
 impl JobState {
@@ -126,6 +129,7 @@ impl JobState {
             error: self.error.clone(),
             started_at: self.started_at,
             finished_at: self.finished_at,
+            slurm_job_id: self.slurm_job_id.clone(),
         }
     }
 
@@ -544,7 +548,12 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    // Unique across hosts too: a supervisor and a `tb exec` on a node may
+    // share the directory (and a pid).
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{host}.{}.tmp", std::process::id()));
     let result = (|| -> std::io::Result<()> {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;

@@ -163,3 +163,54 @@ fn logs_and_report_match_the_local_backend() {
     };
     assert_eq!(summary(&local_report), summary(&slurm_report));
 }
+
+#[test]
+#[ignore = "needs the Slurm test cluster: make test-slurm"]
+fn resume_follows_submitted_jobs_by_id_and_retry_resubmits() {
+    cluster();
+    let w = Work::new();
+    let f = w.batch(
+        "mixed.toml",
+        &format!(
+            "{}[[job]]\nname = \"slow\"\ncommand = [\"sh\", \"-c\", \"sleep 6; echo done\"]\n\
+             [[job]]\nname = \"flaky\"\ncommand = [\"sh\", \"-c\", \"if [ -e /out/marker ]; then echo second; else touch /out/marker; exit 4; fi\"]\n",
+            head("")
+        ),
+    );
+    let mut tb = Running(
+        w.tb()
+            .args(["batch", f.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_until(90, "the slow job to run", || {
+        std::fs::canonicalize(w.path().join("runs/latest")).is_ok() && w.state("slow")["status"] == "running"
+    });
+    let id = w.state("slow")["slurm_job_id"].as_str().unwrap().to_string();
+    // SAFETY: our own child.
+    unsafe { libc::kill(tb.0.id() as i32, libc::SIGKILL) };
+    tb.0.wait().unwrap();
+
+    let out = w.run(&["resume"]);
+    assert_exit(&out, 1);
+    assert!(
+        text(&out.stderr).contains(&format!("following slow again (Slurm job {id})")),
+        "{}",
+        text(&out.stderr)
+    );
+    let slow = w.state("slow");
+    assert_eq!(slow["status"], "succeeded", "{slow}");
+    assert_eq!(slow["slurm_job_id"], id.as_str(), "followed, not resubmitted");
+    assert_eq!(w.stdout_of("slow"), "done\n");
+    assert_eq!(w.state("flaky")["status"], "failed");
+
+    let out = w.run(&["retry"]);
+    assert_exit(&out, 0);
+    let flaky = w.state("flaky");
+    assert_eq!(flaky["status"], "succeeded", "{flaky}");
+    assert_eq!(flaky["attempt"], 2);
+    assert_ne!(flaky["slurm_job_id"], flaky["attempts"][0]["slurm_job_id"]);
+    assert_eq!(w.stdout_of("flaky"), "second\n");
+}

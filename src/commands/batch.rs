@@ -29,9 +29,6 @@ pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         let checked = crate::preflight::check(&plan, &engine, &runs_dir).await?;
         if plan.backend == crate::batch::Backend::Slurm {
             crate::slurm::preflight(&plan)?;
-            std::fs::create_dir_all(&runs_dir)
-                .with_context(|| format!("failed to create the runs directory `{}`", runs_dir.display()))?;
-            crate::slurm::nodes_see(&plan, &runs_dir)?;
         }
         if args.dry_run {
             crate::commands::validate::print_plan(&plan);
@@ -43,6 +40,11 @@ pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
             return Ok(Exit::Success);
         }
         ensure_downloads(&plan)?;
+        if plan.backend == crate::batch::Backend::Slurm {
+            std::fs::create_dir_all(&runs_dir)
+                .with_context(|| format!("failed to create the runs directory `{}`", runs_dir.display()))?;
+            crate::slurm::nodes_see(&plan, &runs_dir)?;
+        }
         let dir = BatchDir::create(&runs_dir, &plan)?;
         // Taken before anything runs, so that a `tb resume` racing a
         // detached start cannot supervise the batch twice.

@@ -157,27 +157,39 @@ pub fn run(args: &CancelArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     })
 }
 
-/// On Slurm, `scancel` does it: `tb exec` on the node gets SIGTERM, stops
-/// its container gracefully and records `cancelled`. Jobs still queued are
-/// recorded here when no supervisor will.
+/// On Slurm: running jobs get SIGTERM through `scancel --batch` (`tb exec`
+/// stops its container gracefully and records `cancelled`); queued ones are
+/// cancelled in Slurm (recorded here when no supervisor will); a job waiting
+/// to be retried is asked not to be.
 fn cancel_slurm(dir: &BatchDir, names: &[String], supervised: bool) -> anyhow::Result<Exit> {
-    let mut ids = Vec::new();
+    let (mut running, mut queued) = (Vec::new(), Vec::new());
     for name in names {
         let mut state = dir.read_job_state(name)?;
-        if state.status.is_final() {
-            continue;
-        }
-        if let Some(id) = state.slurm_job_id.clone() {
-            ids.push(id);
-        }
-        if state.status == Status::Pending && !supervised {
-            state.status = Status::Cancelled;
-            state.error = Some("cancelled before it started (tb cancel)".into());
-            state.finished_at = Some(chrono::Utc::now());
-            dir.write_job_state(name, &state)?;
+        match (state.status, state.slurm_job_id.clone()) {
+            (Status::Running, Some(id)) => running.push(id),
+            (Status::Pending, id) => {
+                queued.extend(id);
+                if !supervised {
+                    state.status = Status::Cancelled;
+                    state.error = Some("cancelled before it started (tb cancel)".into());
+                    state.finished_at = Some(chrono::Utc::now());
+                    dir.write_job_state(name, &state)?;
+                }
+            }
+            (Status::Failed | Status::Oom | Status::Timeout | Status::Lost, _) if supervised => {
+                crate::state::write_atomic(&dir.job_dir(name).join(CANCEL_REQUEST), b"tb cancel\n")?;
+            }
+            _ => {}
         }
     }
-    crate::slurm::scancel(&ids)?;
-    eprintln!("cancelled {} Slurm job(s): {}", ids.len(), ids.join(" "));
+    crate::slurm::terminate(&running)?;
+    crate::slurm::scancel(&queued)?;
+    eprintln!(
+        "stopping {} running Slurm job(s) {}; cancelled {} queued {}",
+        running.len(),
+        running.join(" "),
+        queued.len(),
+        queued.join(" ")
+    );
     Ok(Exit::Success)
 }

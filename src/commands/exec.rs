@@ -28,6 +28,11 @@ pub fn run(args: &ExecArgs) -> anyhow::Result<Exit> {
     let batch = dir.read_batch()?;
     let job = dir.read_job_file(&name)?;
     let mut state = dir.read_job_state(&name)?;
+    // This run is the attempt job.json names, under this Slurm job.
+    state.attempt = job.attempt;
+    if let Ok(id) = std::env::var("SLURM_JOB_ID") {
+        state.slurm_job_id = Some(id);
+    }
     let gpus = assigned_gpus();
     if gpus.len() < job.spec.gpus as usize {
         return Err(hinted(

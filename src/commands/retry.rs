@@ -53,6 +53,17 @@ pub fn run(args: &RetryArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
             engine.list_labelled(&format!("tb.dir={}", dir.path.display())).await?
         } else {
             crate::slurm::preflight(&plan)?;
+            // A job still in Slurm's hands must not get a second one next to it.
+            let ids: Vec<String> = to_run.iter().filter_map(|&i| states[i].slurm_job_id.clone()).collect();
+            if let Some(id) = crate::slurm::still_queued(&ids)?.first() {
+                return Err(hinted(
+                    format!("Slurm job {id} of this batch is still queued or running"),
+                    format!(
+                        "`tb resume {}` follows it to its end, or `tb cancel` stops it; retry after that",
+                        dir.id
+                    ),
+                ));
+            }
             Vec::new()
         };
         if let Some(c) = containers.iter().find(|c| c.state == "running") {

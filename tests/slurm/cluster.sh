@@ -269,7 +269,7 @@ PlugStackConfig=$STATE_DIR/plugstack.conf
 SchedulerType=sched/backfill
 SchedulerParameters=sched_interval=2
 SelectType=select/cons_tres
-SelectTypeParameters=CR_Core
+SelectTypeParameters=CR_CPU
 GresTypes=gpu
 
 ReturnToService=2
