@@ -156,3 +156,20 @@ pub fn wait_until(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
 pub fn lines_of(path: &Path) -> usize {
     std::fs::read_to_string(path).map(|t| t.lines().count()).unwrap_or(0)
 }
+
+/// `tb batch FILE` running in the background, quietly.
+pub fn in_background(w: &Work, file: &Path) -> Running {
+    Running(
+        w.tb()
+            .args(["batch", file.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+/// Whether the newest batch's `job` has printed at least `lines` lines.
+pub fn printed(w: &Work, job: &str, lines: usize) -> bool {
+    std::fs::canonicalize(w.path().join("runs/latest")).is_ok() && lines_of(&w.job_dir(job).join("stdout.log")) >= lines
+}

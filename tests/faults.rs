@@ -20,23 +20,6 @@ fn counting(jobs: &[&str], lines: u32, concurrency: u32) -> String {
     text
 }
 
-/// `tb batch FILE` running in the background, quietly.
-fn in_background(w: &Work, file: &Path) -> Running {
-    Running(
-        w.tb()
-            .args(["batch", file.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    )
-}
-
-/// Whether the newest batch's `job` has printed at least `lines` lines.
-fn printed(w: &Work, job: &str, lines: usize) -> bool {
-    std::fs::canonicalize(w.path().join("runs/latest")).is_ok() && lines_of(&w.job_dir(job).join("stdout.log")) >= lines
-}
-
 fn expected(job: &str, lines: u32) -> String {
     (1..=lines).map(|i| format!("{job} line {i}\n")).collect()
 }

@@ -88,14 +88,7 @@ fn tb_cancel_stops_the_container_and_marks_the_job_cancelled() {
         "long.toml",
         &format!("{}[[job]]\nname = \"long\"\ncommand = [\"sleep\", \"300\"]\n", head("")),
     );
-    let mut tb = Running(
-        w.tb()
-            .args(["batch", f.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut tb = in_background(&w, &f);
     wait_until(90, "the job to run", || {
         std::fs::canonicalize(w.path().join("runs/latest")).is_ok() && w.state("long")["status"] == "running"
     });
@@ -177,14 +170,7 @@ fn resume_follows_submitted_jobs_by_id_and_retry_resubmits() {
             head("")
         ),
     );
-    let mut tb = Running(
-        w.tb()
-            .args(["batch", f.to_str().unwrap()])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let mut tb = in_background(&w, &f);
     wait_until(90, "the slow job to run", || {
         std::fs::canonicalize(w.path().join("runs/latest")).is_ok() && w.state("slow")["status"] == "running"
     });
