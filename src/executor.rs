@@ -1,16 +1,18 @@
 //! Runs one attempt of one job in one container: create, attach, start,
 //! stream the output into the job directory byte for byte, enforce the time
 //! limit, wait, and say how it ended. It knows one job and nothing of the
-//! batch, so a cluster node can run it as well as the local runner.
+//! batch, so a cluster node (`tb exec`) runs it as well as the local backend.
 
+use crate::backend::Stop;
 use crate::batch::GpuMode;
-use crate::docker::{Chunk, ContainerSpec, Engine, OutputStream, short};
-use crate::state::{JobFile, Status};
+use crate::docker::{Chunk, ContainerSpec, Engine, OutputStream};
+use crate::run::{CANCEL_REQUEST, JobFile, Outcome, Status, short};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -19,23 +21,48 @@ use tokio::time::Instant;
 /// trainer to write its last checkpoint.
 pub const STOP_GRACE: Duration = Duration::from_secs(30);
 
-/// Container starts in flight: the engine's busiest moment, on which the
-/// next job's start waits. Work that can wait (creating a container ahead
-/// of its slot, removing a finished one) waits for them, a little.
-static STARTING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// Counts container starts in flight: the engine's busiest moment, on which
+/// the next job's start waits. Work that can wait (removing a finished
+/// container) waits for them to pass, a little, without polling.
+#[derive(Clone)]
+pub struct StartGate {
+    starting: Arc<watch::Sender<usize>>,
+}
 
-/// Waits (at most `cap`) until no container start is in flight.
-pub async fn engine_quiet(cap: Duration) {
-    let until = Instant::now() + cap;
-    while STARTING.load(std::sync::atomic::Ordering::SeqCst) > 0 && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(5)).await;
+impl Default for StartGate {
+    fn default() -> Self {
+        StartGate {
+            starting: Arc::new(watch::channel(0).0),
+        }
+    }
+}
+
+impl StartGate {
+    /// Marks a start in flight until the guard drops.
+    fn enter(&self) -> StartGuard {
+        self.starting.send_modify(|n| *n += 1);
+        StartGuard(self.starting.clone())
+    }
+
+    /// Waits (at most `cap`) until no container start is in flight.
+    pub async fn quiet(&self, cap: Duration) {
+        let mut rx = self.starting.subscribe();
+        let _ = tokio::time::timeout(cap, rx.wait_for(|n| *n == 0)).await;
+    }
+}
+
+struct StartGuard(Arc<watch::Sender<usize>>);
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
     }
 }
 
 /// After the container stopped, how long its output may take to drain.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Everything one attempt needs; the runner (or `tb exec`) fills it in.
+/// Everything one attempt needs; the local backend (or `tb exec`) fills it in.
 #[derive(Debug, Clone)]
 pub struct Launch {
     pub job: JobFile,
@@ -53,48 +80,30 @@ pub struct Launch {
     pub engine_wait: Duration,
 }
 
-/// What the runner asks of running jobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Stop {
-    Run,
-    /// SIGTERM, the grace period, then SIGKILL.
-    Graceful,
-    /// SIGKILL now.
-    Kill,
-}
-
 /// A created container with its output attached, not yet started.
 pub struct Prepared {
     pub container_id: String,
     output: OutputStream,
 }
 
-/// How an attempt ended. A failed job is an outcome, not an error.
+/// How an attempt ended, and whether the engine stayed away past the
+/// limit meanwhile (then the night cannot go on).
 #[derive(Debug, Clone, PartialEq)]
-pub struct Outcome {
-    pub status: Status,
-    pub exit_code: Option<i64>,
-    pub oom_killed: bool,
-    pub error: Option<String>,
-    pub container_id: Option<String>,
-    pub started_at: Option<DateTime<Utc>>,
-    pub finished_at: DateTime<Utc>,
-    /// The engine stayed away past the limit: the night cannot go on.
+pub struct Finish {
+    pub outcome: Outcome,
     pub engine_gone: bool,
 }
 
-impl Outcome {
-    fn failed_before_start(error: String, container_id: Option<String>) -> Outcome {
-        Outcome {
-            status: Status::Failed,
-            exit_code: None,
-            oom_killed: false,
-            error: Some(error),
-            container_id,
-            started_at: None,
-            finished_at: Utc::now(),
+impl Finish {
+    fn of(outcome: Outcome) -> Finish {
+        Finish {
+            outcome,
             engine_gone: false,
         }
+    }
+
+    fn failed_before_start(error: String, container_id: Option<String>) -> Finish {
+        Finish::of(Outcome::failed_before_start(error, container_id))
     }
 }
 
@@ -161,6 +170,8 @@ pub fn container_spec(launch: &Launch) -> ContainerSpec {
         ("tb.job".to_string(), spec.name.clone()),
         ("tb.attempt".to_string(), job.attempt.to_string()),
         ("tb.dir".to_string(), launch.batch_dir.display().to_string()),
+        // So that a supervisor taking the container over knows its GPUs.
+        ("tb.gpus".to_string(), launch.gpus.join(",")),
     ]);
     // SAFETY: getuid/getgid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
@@ -203,13 +214,9 @@ fn path_tag(path: &Path) -> String {
         .collect()
 }
 
-/// Writes `job.json` for this attempt, creates the container and attaches
-/// to its output. Nothing runs yet.
+/// Creates the attempt's container and attaches to its output (its
+/// `job.json` is written already). Nothing runs yet.
 pub async fn prepare(engine: &Engine, launch: &Launch) -> anyhow::Result<Prepared> {
-    let job_json = launch.job_dir.join("job.json");
-    let mut bytes = serde_json::to_vec_pretty(&launch.job)?;
-    bytes.push(b'\n');
-    crate::state::write_atomic(&job_json, &bytes)?;
     let spec = container_spec(launch);
     let container_id = engine.create(&spec).await?;
     match engine.attach(&container_id).await {
@@ -228,31 +235,32 @@ pub async fn discard(engine: &Engine, prepared: Prepared) {
     }
 }
 
-/// Starts the prepared container and follows it to its end. `on_start` is
-/// called once the container runs. Never returns an error: whatever goes
-/// wrong is the attempt's outcome.
+/// Starts the prepared container (counted by `gate` while it starts) and
+/// follows it to its end. `on_start` is called once the container runs.
+/// Never returns an error: whatever goes wrong is the attempt's outcome.
 pub async fn run(
     engine: &Engine,
     prepared: anyhow::Result<Prepared>,
     launch: &Launch,
     stop: watch::Receiver<Stop>,
+    gate: &StartGate,
     on_start: impl FnOnce(&str, DateTime<Utc>),
-) -> Outcome {
+) -> Finish {
     let prepared = match prepared {
         Ok(p) => p,
-        Err(e) => return Outcome::failed_before_start(format!("{e:#}"), None),
+        Err(e) => return Finish::failed_before_start(format!("{e:#}"), None),
     };
     let id = prepared.container_id.clone();
     let files = match LogFiles::open(&launch.job_dir, false) {
         Ok(f) => f,
         Err(e) => {
             discard(engine, prepared).await;
-            return Outcome::failed_before_start(e, Some(id));
+            return Finish::failed_before_start(e, Some(id));
         }
     };
-    STARTING.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let guard = gate.enter();
     let mut started = engine.start(&id).await;
-    STARTING.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    drop(guard);
     let mut output = prepared.output;
     if let Err(e) = &started
         && crate::docker::is_unreachable(e)
@@ -260,9 +268,9 @@ pub async fn run(
         // The engine may have started it and lost only the answer.
         tracing::warn!("job {}: {e:#}; waiting for the engine", launch.job.spec.name);
         if !wait_for_engine(engine, launch.engine_wait).await {
-            return Outcome {
+            return Finish {
                 engine_gone: true,
-                ..Outcome::failed_before_start(format!("{e:#}"), Some(id))
+                ..Finish::failed_before_start(format!("{e:#}"), Some(id))
             };
         }
         started = match engine.observe(&id).await {
@@ -280,11 +288,10 @@ pub async fn run(
         if error.contains("could not select device driver") {
             error.push_str(" (GPU containers need the NVIDIA Container Toolkit on the host)");
         }
-        return Outcome {
-            exit_code: info.as_ref().and_then(|i| i.exit_code).filter(|c| *c != 0),
-            engine_gone: crate::docker::is_unreachable(&e),
-            ..Outcome::failed_before_start(error, Some(id))
-        };
+        let mut finish = Finish::failed_before_start(error, Some(id));
+        finish.outcome.exit_code = info.as_ref().and_then(|i| i.exit_code).filter(|c| *c != 0);
+        finish.engine_gone = crate::docker::is_unreachable(&e);
+        return finish;
     }
     let started_at = Utc::now();
     on_start(&id, started_at);
@@ -301,10 +308,10 @@ pub async fn reattach(
     launch: &Launch,
     stop: watch::Receiver<Stop>,
     started_at: DateTime<Utc>,
-) -> Outcome {
+) -> Finish {
     let files = match LogFiles::open(&launch.job_dir, true) {
         Ok(f) => f,
-        Err(e) => return Outcome::failed_before_start(e, Some(id.to_string())),
+        Err(e) => return Finish::failed_before_start(e, Some(id.to_string())),
     };
     let (out, err) = files.sizes();
     let output = engine.output_since(id, out, err);
@@ -348,7 +355,7 @@ async fn follow(
     launch: &Launch,
     mut stop: watch::Receiver<Stop>,
     started_at: DateTime<Utc>,
-) -> Outcome {
+) -> Finish {
     let name = &launch.job.spec.name;
     let mut output_done = false;
     let mut exit_code: Option<i64> = None;
@@ -396,7 +403,7 @@ async fn follow(
                         // A full disk fails this job, not the night: stop the
                         // container, say why, and free the batch's reserve so
                         // that the states of all jobs can still be written.
-                        if crate::state::release_reserve(&launch.batch_dir) {
+                        if crate::run::release_reserve(&launch.batch_dir) {
                             tracing::warn!("the disk of the runs directory is full; released tb's reserve to record the jobs' states");
                         }
                         write_error = Some(e);
@@ -486,14 +493,16 @@ async fn follow(
     drop(files);
     let finished_at = Utc::now();
     if let Some(why) = lost {
-        return Outcome {
-            status: Status::Lost,
-            exit_code: None,
-            oom_killed: false,
-            error: Some(why),
-            container_id: Some(id.to_string()),
-            started_at: Some(started_at),
-            finished_at,
+        return Finish {
+            outcome: Outcome {
+                status: Status::Lost,
+                exit_code: None,
+                oom_killed: false,
+                error: Some(why),
+                container_id: Some(id.to_string()),
+                started_at: Some(started_at),
+                finished_at,
+            },
             engine_gone,
         };
     }
@@ -525,7 +534,7 @@ async fn follow(
         &launch.job.spec,
     );
     tracing::debug!("job {name}: container {} ended: {status}", short(id));
-    Outcome {
+    Finish::of(Outcome {
         status,
         exit_code,
         oom_killed,
@@ -533,12 +542,8 @@ async fn follow(
         container_id: Some(id.to_string()),
         started_at: Some(started_at),
         finished_at,
-        engine_gone: false,
-    }
+    })
 }
-
-/// The file `tb cancel --job` leaves in a job directory.
-pub const CANCEL_REQUEST: &str = "cancel.request";
 
 /// The status and the one-line reason of an ended attempt.
 fn judge(
@@ -645,5 +650,95 @@ impl LogFiles {
         };
         file.write_all(bytes)
             .map_err(|e| format!("failed to write `{}`: {e}", path.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::settings::JobSpec;
+
+    fn spec() -> JobSpec {
+        serde_json::from_value(serde_json::json!({
+            "name": "a", "image": "img", "command": ["true"], "gpus": 1, "cpus": null,
+            "memory": 67108864u64, "shm_size": 1, "time_limit": 90.0, "env": {"A": "1", "PYTHONPATH": "/x"},
+            "pass_env": [], "mounts": [], "code": "/src", "network": "bridge", "train": null
+        }))
+        .unwrap()
+    }
+
+    fn launch(mode: GpuMode) -> Launch {
+        Launch {
+            job: JobFile::new("night", "2026-11-22_230000_night", 2, &spec()),
+            job_dir: PathBuf::from("/runs/b/jobs/a"),
+            downloads: PathBuf::from("/cache"),
+            gpus: vec!["1".into()],
+            gpu_mode: mode,
+            batch_dir: PathBuf::from("/runs/b"),
+            stop_grace: STOP_GRACE,
+            engine_wait: Duration::from_secs(1),
+        }
+    }
+
+    #[test]
+    fn judging_an_exit() {
+        let s = spec();
+        assert_eq!(judge(Some(0), false, None, None, None, &s), (Status::Succeeded, None));
+        let (st, why) = judge(Some(137), true, None, None, None, &s);
+        assert_eq!(st, Status::Oom);
+        assert_eq!(why.unwrap(), "killed by the kernel: out of memory (limit 64.0 MiB)");
+        let (st, why) = judge(Some(143), false, Some(Status::Timeout), None, None, &s);
+        assert_eq!(st, Status::Timeout);
+        assert_eq!(
+            why.unwrap(),
+            "stopped at its time limit of 1m 30s; exited with code 143 (SIGTERM)"
+        );
+        let (st, why) = judge(Some(143), false, Some(Status::Cancelled), None, None, &s);
+        assert_eq!(
+            (st, why.as_deref()),
+            (Status::Cancelled, Some("cancelled; exited with code 143 (SIGTERM)"))
+        );
+        let (st, why) = judge(Some(2), false, None, None, Some("boom".into()), &s);
+        assert_eq!((st, why.as_deref()), (Status::Failed, Some("exited with code 2: boom")));
+        let (st, why) = judge(Some(0), false, None, Some("disk full".into()), None, &s);
+        assert_eq!(
+            (st, why.as_deref()),
+            (Status::Failed, Some("disk full")),
+            "a lost write fails even a clean exit"
+        );
+        let (st, why) = judge(None, false, None, None, None, &s);
+        assert_eq!(
+            (st, why.as_deref()),
+            (Status::Failed, Some("ended without an exit code"))
+        );
+    }
+
+    #[test]
+    fn the_container_carries_the_job_and_nothing_more() {
+        let c = container_spec(&launch(GpuMode::DeviceRequest));
+        assert_eq!(c.device_ids, ["1"]);
+        assert!(c.env.contains(&"TB_ATTEMPT=2".to_string()));
+        assert!(c.env.contains(&"PYTHONPATH=/code:/x".to_string()));
+        assert!(!c.env.iter().any(|e| e.starts_with("NVIDIA_VISIBLE_DEVICES")));
+        assert!(c.binds.contains(&"/src:/code:ro".to_string()));
+        assert_eq!(c.labels["tb.job"], "a");
+        assert_eq!(c.labels["tb.attempt"], "2");
+        assert_eq!(c.labels["tb.gpus"], "1");
+        assert!(c.name.starts_with("tb-2026-11-22_230000_night-a-2-"), "{}", c.name);
+        let e = container_spec(&launch(GpuMode::Env));
+        assert!(e.device_ids.is_empty());
+        assert!(e.env.contains(&"NVIDIA_VISIBLE_DEVICES=1".to_string()));
+    }
+
+    #[tokio::test]
+    async fn the_start_gate_opens_when_starts_pass() {
+        let gate = StartGate::default();
+        let guard = gate.enter();
+        let waited = tokio::time::timeout(Duration::from_millis(30), gate.quiet(Duration::from_secs(5))).await;
+        assert!(waited.is_err(), "quiet while a start is in flight");
+        drop(guard);
+        tokio::time::timeout(Duration::from_millis(100), gate.quiet(Duration::from_secs(5)))
+            .await
+            .expect("quiet once it passed");
     }
 }

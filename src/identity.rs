@@ -1,8 +1,8 @@
 //! A job's identity: the sha256 of everything that decides its result, so
 //! that `--skip-done` can tell that a job already succeeded somewhere.
 
+use crate::run::{BatchDir, JobState, Status};
 use crate::settings::JobSpec;
-use crate::state::{BatchDir, JobState, Status};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 /// and `time_limit`, which decide where and how long, not what.
 pub fn of(spec: &JobSpec, image_id: Option<&str>) -> String {
     let canonical = serde_json::json!({
-        "image_id": image_id,
+        // Without an id (a cluster's nodes have the image, this host may not),
+        // the name stands for it.
+        "image_id": image_id.unwrap_or(&spec.image),
         "command": spec.command,
         "gpus": spec.gpus,
         "cpus": spec.cpus,
@@ -49,17 +51,17 @@ pub fn succeeded_under(runs_dir: &Path, skip: &Path) -> HashMap<String, PathBuf>
             continue;
         };
         for job in jobs.filter_map(|e| e.ok()) {
-            let Ok(state) = crate::state::read_versioned::<JobState>(&job.path().join("state.json")) else {
+            let Ok(state) = crate::run::read_versioned::<JobState>(&job.path().join("state.json")) else {
                 continue;
             };
-            if state.status != Status::Succeeded {
+            if state.status() != Status::Succeeded {
                 continue;
             }
-            let (Some(id), Some(done)) = (state.identity, state.finished_at) else {
+            let (Some(id), Some(done)) = (state.identity().map(String::from), state.finished_at()) else {
                 continue;
             };
             // A reused result points at its origin; follow it there.
-            let origin = state.reused_from.unwrap_or_else(|| job.path());
+            let origin = state.reused_from().map(Path::to_path_buf).unwrap_or_else(|| job.path());
             match found.get(&id) {
                 Some((t, _)) if *t >= done => {}
                 _ => {
@@ -83,14 +85,8 @@ pub fn reuse(dir: &BatchDir, job: &str, origin: &Path, state: &mut JobState) -> 
                 .map_err(|e| anyhow::anyhow!("failed to copy `{}`: {e}", from.display()))?;
         }
     }
-    if let Ok(done) = crate::state::read_versioned::<JobState>(&origin.join("state.json")) {
-        state.exit_code = done.exit_code;
-        state.started_at = done.started_at;
-        state.finished_at = done.finished_at;
-        state.image_id = done.image_id;
-    }
-    state.status = Status::Succeeded;
-    state.reused_from = Some(origin.to_path_buf());
+    let done = crate::run::read_versioned::<JobState>(&origin.join("state.json")).ok();
+    state.reused(origin.to_path_buf(), done.as_ref());
     dir.write_job_state(job, state)
 }
 

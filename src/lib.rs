@@ -1,9 +1,11 @@
 //! tb (torchbearer): runs a batch of training jobs, one Docker container
 //! each, and records what became of every one.
 
+pub mod backend;
 pub mod batch;
 pub mod cli;
 pub mod commands;
+pub mod dispatch;
 pub mod docker;
 pub mod error;
 pub mod executor;
@@ -17,10 +19,9 @@ pub mod notify;
 pub mod preflight;
 pub mod progress;
 pub mod report;
-pub mod runner;
+pub mod run;
 pub mod settings;
-pub mod slurm;
-pub mod state;
+pub mod signal;
 
 use cli::{Cli, Command, ImageCommand};
 use exit::Exit;

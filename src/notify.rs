@@ -2,7 +2,7 @@
 //! chat message), told the outcome through its environment. It is a
 //! courtesy: its failure is logged and never changes tb's exit status.
 
-use crate::state::{BatchDir, JobState, Status};
+use crate::run::{BatchDir, JobState, Status};
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -11,16 +11,7 @@ use std::time::{Duration, Instant};
 /// How long `on_finish` may take before it is killed.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
-const STATUSES: [Status; 8] = [
-    Status::Pending,
-    Status::Running,
-    Status::Succeeded,
-    Status::Failed,
-    Status::Oom,
-    Status::Timeout,
-    Status::Cancelled,
-    Status::Lost,
-];
+const STATUSES: [Status; 8] = Status::ALL;
 
 /// How a batch ended, as `on_finish` is told.
 pub struct Ending<'a> {
@@ -37,7 +28,7 @@ pub struct Ending<'a> {
 /// `TB_SUCCEEDED`, `TB_FAILED` (every job that did not succeed) and
 /// `TB_COUNT_<STATUS>` for each status.
 pub fn environment(e: &Ending) -> Vec<(String, String)> {
-    let count = |s: Status| e.jobs.iter().filter(|(_, j)| j.status == s).count();
+    let count = |s: Status| e.jobs.iter().filter(|(_, j)| j.status() == s).count();
     let succeeded = count(Status::Succeeded);
     let mut env = vec![
         ("TB_BATCH_DIR".to_string(), e.dir.path.display().to_string()),
@@ -148,7 +139,13 @@ mod tests {
         };
         let job = |s: Status| {
             let mut j = JobState::pending();
-            j.status = s;
+            if s != Status::Pending {
+                j.begin_attempt(None);
+                j.ended(&crate::run::Outcome {
+                    status: s,
+                    ..crate::run::Outcome::failed_before_start(String::new(), None)
+                });
+            }
             j
         };
         let jobs = vec![

@@ -1,61 +1,18 @@
-//! Checks of the system a plan needs, made before anything is written:
-//! the engine answers, every image is there, the directories are usable.
+//! The checks every backend makes before a batch starts: the runs and
+//! downloads directories are usable, and the disk has room. Each backend
+//! adds its own (the engine and its images; the cluster) and turns the
+//! problems into one error with [`verdict`].
 
-use crate::batch::Problem;
-use crate::docker::Engine;
+use crate::batch::{Problem, Problems};
 use crate::error::with_hint;
 use crate::settings::Plan;
-use std::collections::BTreeMap;
 use std::path::Path;
 
-/// What preflight learned that the run needs.
-#[derive(Debug, Clone)]
-pub struct Checked {
-    /// Per job, in plan order: the id of its image.
-    pub image_ids: Vec<Option<String>>,
-    pub engine_version: String,
-    pub api_version: String,
-}
-
-/// Checks the engine, the images, and the runs and downloads directories.
-pub async fn check(plan: &Plan, engine: &Engine, runs_dir: &Path) -> anyhow::Result<Checked> {
-    let (engine_version, api_version) = engine.version().await?;
+/// The directories' problems (and a warning on low disk space).
+pub fn directories(plan: &Plan, runs_dir: &Path) -> Vec<Problem> {
     let mut problems = Vec::new();
-    let mut ids: BTreeMap<&str, Option<String>> = BTreeMap::new();
-    for job in &plan.jobs {
-        if !ids.contains_key(job.image.as_str()) {
-            let id = engine.image_id(&job.image).await?;
-            if id.is_none() {
-                let users: Vec<&str> = plan
-                    .jobs
-                    .iter()
-                    .filter(|j| j.image == job.image)
-                    .map(|j| j.name.as_str())
-                    .collect();
-                let hint = if job.image.starts_with("tb-trainer") {
-                    "build it with `make image` (tb image build)"
-                } else if job.image.starts_with("tb-base") {
-                    "build it with `make base-image`"
-                } else {
-                    "build or load it first (`docker build`, `docker load`); tb does not pull images"
-                };
-                problems.push(Problem {
-                    at: None,
-                    message: format!(
-                        "the Docker engine has no image `{}` (used by {})",
-                        job.image,
-                        users.join(", ")
-                    ),
-                    hint: Some(hint.into()),
-                });
-            }
-            ids.insert(&job.image, id);
-        }
-    }
-    for (what, dir) in [
-        ("runs directory", runs_dir),
-        ("downloads directory", plan.downloads.as_path()),
-    ] {
+    let downloads = plan.settings.downloads.as_path();
+    for (what, dir) in [("runs directory", runs_dir), ("downloads directory", downloads)] {
         if let Err(why) = writable(dir) {
             problems.push(Problem {
                 at: None,
@@ -68,10 +25,7 @@ pub async fn check(plan: &Plan, engine: &Engine, runs_dir: &Path) -> anyhow::Res
             });
         }
     }
-    for (what, dir) in [
-        ("runs directory", runs_dir),
-        ("downloads directory", plan.downloads.as_path()),
-    ] {
+    for (what, dir) in [("runs directory", runs_dir), ("downloads directory", downloads)] {
         if let Some(free) = free_bytes(dir)
             && free < LOW_DISK
         {
@@ -82,22 +36,22 @@ pub async fn check(plan: &Plan, engine: &Engine, runs_dir: &Path) -> anyhow::Res
             );
         }
     }
-    if !problems.is_empty() {
-        let hint = match problems.as_slice() {
-            [one] => one.hint.clone(),
-            _ => None,
-        };
-        let err =
-            anyhow::Error::new(crate::batch::Problems(problems)).context("the system is not ready for this batch");
-        return Err(match hint {
-            Some(h) => with_hint(err, h),
-            None => err,
-        });
+    problems
+}
+
+/// `Ok` without problems; otherwise one error listing them all.
+pub fn verdict(problems: Vec<Problem>) -> anyhow::Result<()> {
+    if problems.is_empty() {
+        return Ok(());
     }
-    Ok(Checked {
-        image_ids: plan.jobs.iter().map(|j| ids[j.image.as_str()].clone()).collect(),
-        engine_version,
-        api_version,
+    let hint = match problems.as_slice() {
+        [one] => one.hint.clone(),
+        _ => None,
+    };
+    let err = anyhow::Error::new(Problems(problems)).context("the system is not ready for this batch");
+    Err(match hint {
+        Some(h) => with_hint(err, h),
+        None => err,
     })
 }
 

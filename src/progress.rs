@@ -6,8 +6,8 @@
 //! tails each running job's `metrics.jsonl`.
 
 use crate::metrics::Record;
+use crate::run::Status;
 use crate::settings::JobSpec;
-use crate::state::Status;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeMap;
 use std::io::{Read, Seek, SeekFrom};

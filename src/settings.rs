@@ -24,21 +24,36 @@ pub struct Plan {
     /// Its text, verbatim (copied into the batch directory).
     pub text: String,
     pub name: String,
+    pub settings: BatchSettings,
+    /// The GPUs of this host.
+    pub gpus: Inventory,
+    pub jobs: Vec<JobSpec>,
+}
+
+/// The batch-wide settings (`[batch]`), resolved. Declared once: the plan
+/// holds them, and `batch.json` keeps them for `tb retry` and `tb resume`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BatchSettings {
+    /// Jobs at once.
+    #[serde(default)]
     pub concurrency: usize,
     pub gpu_mode: GpuMode,
     pub downloads: PathBuf,
-    pub gpus: Inventory,
     /// Automatic re-runs of a failed attempt.
     pub retries: u32,
     /// A job stopped at its time limit goes on from its checkpoint.
     pub continue_on_timeout: bool,
-    /// Run once when the batch ends: program and arguments (never empty).
-    pub on_finish: Option<Vec<String>>,
-    /// No job starts after this (`[batch] deadline`).
-    pub deadline: Option<chrono::DateTime<chrono::Utc>>,
+    /// Where the jobs run.
+    #[serde(default)]
     pub backend: batch::Backend,
+    #[serde(default)]
     pub slurm: batch::SlurmSection,
-    pub jobs: Vec<JobSpec>,
+    /// No job starts after this (`[batch] deadline`).
+    #[serde(default)]
+    pub deadline: Option<chrono::DateTime<chrono::Utc>>,
+    /// Run once when the batch ends: program and arguments (never empty).
+    #[serde(default)]
+    pub on_finish: Option<Vec<String>>,
 }
 
 /// One job, resolved: `[defaults]` applied, paths absolute, GPUs counted.
@@ -182,12 +197,13 @@ pub fn resolve_text(
     let slurm = section.slurm.clone().unwrap_or_default();
     // On a cluster, Slurm's nodes have the GPUs, not this host: any count is
     // the cluster's to grant (and sbatch's to refuse).
-    let job_gpus = match backend {
-        batch::Backend::Local => gpus.clone(),
-        batch::Backend::Slurm => Inventory {
+    let job_gpus = if backend.uses_host_gpus() {
+        gpus.clone()
+    } else {
+        Inventory {
             ids: (0..64).map(|i| i.to_string()).collect(),
             source: "the Slurm cluster",
-        },
+        }
     };
 
     // A program given as a path is found from the batch file, like mounts;
@@ -243,6 +259,8 @@ pub fn resolve_text(
     };
     let concurrency = match concurrency {
         Concurrency::Fixed(n) => n as usize,
+        // A cluster queues what it cannot run yet: submit every job.
+        Concurrency::Auto if !backend.uses_host_gpus() => usize::MAX,
         Concurrency::Auto => gpus.len().max(1),
     };
 
@@ -402,62 +420,28 @@ pub fn resolve_text(
     if !ck.problems.is_empty() {
         return Err(Problems(ck.problems));
     }
+    let concurrency = if backend.uses_host_gpus() {
+        concurrency
+    } else {
+        concurrency.min(specs.len().max(1))
+    };
     Ok(Plan {
         file: file.to_path_buf(),
         text,
         name,
-        concurrency,
-        gpu_mode: section.gpu_mode.unwrap_or_default(),
-        downloads,
+        settings: BatchSettings {
+            concurrency,
+            gpu_mode: section.gpu_mode.unwrap_or_default(),
+            downloads,
+            retries: section.retries.map(|r| r.get_ref().0).unwrap_or(0),
+            continue_on_timeout: section.continue_on_timeout.unwrap_or(false),
+            backend,
+            slurm,
+            deadline,
+            on_finish,
+        },
         gpus,
-        retries: section.retries.map(|r| r.get_ref().0).unwrap_or(0),
-        continue_on_timeout: section.continue_on_timeout.unwrap_or(false),
-        on_finish,
-        deadline,
-        backend,
-        slurm,
         jobs: specs,
-    })
-}
-
-/// The plan of a batch that already has a directory, from its files (for
-/// `tb retry` and `tb resume`): the jobs as resolved when it was created,
-/// with the GPUs of this host.
-pub fn from_dir(dir: &crate::state::BatchDir, gpus: Inventory) -> anyhow::Result<Plan> {
-    let batch = dir.read_batch()?;
-    let jobs = batch
-        .jobs
-        .iter()
-        .map(|name| dir.read_job_file(name).map(|f| f.into_spec()))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    if batch.settings.backend == batch::Backend::Local
-        && let Some(job) = jobs.iter().find(|j| j.gpus as usize > gpus.len())
-    {
-        return Err(crate::error::hinted(
-            format!(
-                "job `{}` asks for {} GPU(s) but this host has {}",
-                job.name,
-                job.gpus,
-                gpus.len()
-            ),
-            "run it on the host the batch was made for, or set TB_GPUS",
-        ));
-    }
-    Ok(Plan {
-        file: batch.file.clone(),
-        text: std::fs::read_to_string(dir.path.join("batch.toml")).unwrap_or_default(),
-        name: batch.name.clone(),
-        concurrency: batch.concurrency,
-        gpu_mode: batch.settings.gpu_mode,
-        downloads: batch.settings.downloads.clone(),
-        gpus,
-        retries: batch.settings.retries,
-        continue_on_timeout: batch.settings.continue_on_timeout,
-        on_finish: batch.settings.on_finish.clone(),
-        deadline: batch.settings.deadline,
-        backend: batch.settings.backend,
-        slurm: batch.settings.slurm.clone(),
-        jobs,
     })
 }
 
@@ -835,8 +819,8 @@ shm_size = "2g"
         )
         .unwrap();
         assert_eq!(p.name, "night");
-        assert_eq!(p.concurrency, 1);
-        assert_eq!(p.downloads, PathBuf::from("/home/u/.cache/tb/downloads"));
+        assert_eq!(p.settings.concurrency, 1);
+        assert_eq!(p.settings.downloads, PathBuf::from("/home/u/.cache/tb/downloads"));
         let a = &p.jobs[0];
         assert_eq!(a.image, "img");
         assert_eq!(a.memory, Some(8 << 30));
@@ -894,7 +878,7 @@ shm_size = "2g"
         );
         let p = plan(text, "0,1").unwrap();
         assert_eq!(p.jobs[0].gpus, 1);
-        assert_eq!(p.concurrency, 2);
+        assert_eq!(p.settings.concurrency, 2);
         let m: Vec<String> = plan("[defaults]\nimage = \"i\"\ngpus = 3\n[[job]]\nname = \"a\"\n", "0,1")
             .unwrap_err()
             .0

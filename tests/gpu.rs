@@ -78,7 +78,7 @@ fn a_device_request_names_exactly_the_assigned_gpu() {
     };
     let batch_id = format!("test-devreq-{}", std::process::id());
     let launch = tb::executor::Launch {
-        job: tb::state::JobFile {
+        job: tb::run::JobFile {
             version: 1,
             batch: "t".into(),
             batch_id: batch_id.clone(),

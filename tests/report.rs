@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 use tb::report::{self, Format, Report};
-use tb::state::{BatchDir, Status};
+use tb::run::{BatchDir, Status};
 
 /// "Now" for every report here, so running jobs' durations are fixed.
 fn now() -> chrono::DateTime<chrono::Utc> {

@@ -57,6 +57,24 @@ pub enum Backend {
     Slurm,
 }
 
+impl Backend {
+    /// Whether jobs run on this host, with its GPUs (rather than on a
+    /// cluster's nodes, which have their own).
+    pub fn uses_host_gpus(self) -> bool {
+        match self {
+            Backend::Local => true,
+            Backend::Slurm => false,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Local => "local",
+            Backend::Slurm => "slurm",
+        }
+    }
+}
+
 /// `[batch.slurm]`: how jobs are submitted with `sbatch`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]

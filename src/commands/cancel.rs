@@ -1,15 +1,17 @@
 //! `tb cancel [BATCH] [--job NAME]...`: stop running jobs gracefully —
 //! SIGTERM, the grace period (a trainer saves its checkpoint), then
-//! SIGKILL — and mark them `cancelled`. With a live supervisor the whole
-//! batch is stopped through it (as Ctrl-C would), single jobs through
-//! their containers; without one, tb does it all itself.
+//! SIGKILL — and mark them `cancelled`. With a live supervisor, tb asks it:
+//! the whole batch by signal (as Ctrl-C would), single jobs by a request it
+//! acts on. Without one, tb stops the runs itself through the backend and
+//! records them. The same on every backend.
 
+use crate::backend;
 use crate::cli::{CancelArgs, GlobalArgs};
-use crate::docker::Engine;
 use crate::error::hinted;
-use crate::executor::{CANCEL_REQUEST, STOP_GRACE};
+use crate::executor::STOP_GRACE;
 use crate::exit::Exit;
-use crate::state::{BatchDir, Status};
+use crate::gpu::Inventory;
+use crate::run::{BatchDir, Status};
 use std::time::{Duration, Instant};
 
 pub fn run(args: &CancelArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
@@ -39,157 +41,127 @@ pub fn run(args: &CancelArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
             format!("run `tb cancel` on {}", s.host),
         ));
     }
-
-    if args.jobs.is_empty()
-        && let Some(s) = &supervisor
-    {
-        // The supervisor stops its running jobs and leaves the rest pending.
-        // SAFETY: a plain signal to a pid read from the lock it holds.
-        if unsafe { libc::kill(s.pid as i32, libc::SIGTERM) } != 0 {
-            anyhow::bail!(
-                "failed to signal the supervisor (pid {}): {}",
-                s.pid,
-                std::io::Error::last_os_error()
-            );
+    match (&supervisor, args.jobs.is_empty()) {
+        (Some(s), true) => through_signal(&dir, s.pid),
+        (Some(_), false) => through_requests(&dir, &args.jobs),
+        (None, _) => {
+            let names = if args.jobs.is_empty() {
+                batch.jobs.clone()
+            } else {
+                args.jobs.clone()
+            };
+            by_itself(&dir, &names, !args.jobs.is_empty())
         }
-        eprintln!(
-            "asked the supervisor (pid {}) to stop batch {}; waiting for it",
-            s.pid, dir.id
+    }
+}
+
+/// The supervisor stops its running jobs and leaves the rest pending.
+fn through_signal(dir: &BatchDir, pid: u32) -> anyhow::Result<Exit> {
+    // SAFETY: a plain signal to a pid read from the lock it holds.
+    if unsafe { libc::kill(pid as i32, libc::SIGTERM) } != 0 {
+        anyhow::bail!(
+            "failed to signal the supervisor (pid {pid}): {}",
+            std::io::Error::last_os_error()
         );
-        let until = Instant::now() + STOP_GRACE + Duration::from_secs(30);
-        while dir.supervisor().is_some() {
+    }
+    eprintln!(
+        "asked the supervisor (pid {pid}) to stop batch {}; waiting for it",
+        dir.id
+    );
+    let until = Instant::now() + STOP_GRACE + Duration::from_secs(60);
+    while dir.supervisor().is_some() {
+        if Instant::now() > until {
+            eprintln!("the supervisor is still stopping; `tb status` shows where it is");
+            return Ok(Exit::JobsFailed);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    eprintln!("batch {} stopped", dir.id);
+    Ok(Exit::Success)
+}
+
+/// Leaves a request for each job, which the supervisor acts on (stopping
+/// a running job, dropping a queued one or a retry), and waits for it.
+fn through_requests(dir: &BatchDir, names: &[String]) -> anyhow::Result<Exit> {
+    let mut asked = Vec::new();
+    for name in names {
+        let state = dir.read_job_state(name)?;
+        if state.status().is_final() && !state.status().is_retryable(true) {
+            eprintln!("{name}: not running ({})", state.status());
+            continue;
+        }
+        dir.request_cancel(name)?;
+        asked.push(name);
+    }
+    let until = Instant::now() + STOP_GRACE + Duration::from_secs(60);
+    for name in asked {
+        loop {
+            let taken = !dir.cancel_requested(name);
+            if taken || dir.supervisor().is_none() {
+                let state = dir.read_job_state(name)?;
+                eprintln!("{name}: {}", state.status());
+                break;
+            }
             if Instant::now() > until {
-                eprintln!("the supervisor is still stopping; `tb status` shows where it is");
+                eprintln!("{name}: still stopping; `tb status` shows where it is");
                 return Ok(Exit::JobsFailed);
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        eprintln!("batch {} stopped", dir.id);
-        return Ok(Exit::Success);
     }
+    Ok(Exit::Success)
+}
 
-    let names: Vec<String> = if args.jobs.is_empty() {
-        batch.jobs.clone()
-    } else {
-        args.jobs.clone()
-    };
-    if batch.settings.backend == crate::batch::Backend::Slurm {
-        return cancel_slurm(&dir, &names, supervisor.is_some());
-    }
-    // Without a supervisor, this process is the one that writes states.
-    let lock = if supervisor.is_none() { Some(dir.lock()?) } else { None };
+/// No supervisor: this process takes the lock and does it all.
+fn by_itself(dir: &BatchDir, names: &[String], named: bool) -> anyhow::Result<Exit> {
+    let _lock = dir.lock()?;
+    let plan = dir.plan(Inventory::detect())?;
+    let all: Vec<String> = plan.jobs.iter().map(|j| j.name.clone()).collect();
+    let mut states = dir.read_states(&all)?;
     crate::runtime()?.block_on(async {
-        let engine = Engine::connect().await?;
-        let mut stopping = Vec::new();
-        for name in &names {
-            let mut state = dir.read_job_state(name)?;
-            match state.status {
-                Status::Running => {
-                    let running = match &state.container_id {
-                        Some(id) => engine.observe(id).await?.is_some_and(|o| o.running),
-                        None => false,
-                    };
-                    if !running && lock.is_some() {
-                        // It ended while nobody watched: its real outcome (and the
-                        // output it wrote meanwhile) is for `tb resume` to record.
-                        eprintln!("{name}: already ended; `tb resume` records how");
-                        continue;
+        let mut backend = backend::for_plan(&plan);
+        let survey = backend.survey(dir, &all, &states).await?;
+        for (i, name) in all.iter().enumerate() {
+            if !names.contains(name) {
+                continue;
+            }
+            let state = &mut states[i];
+            let found = survey.jobs[i].as_ref();
+            match (state.status(), found) {
+                (Status::Running | Status::Pending, Some(f)) if f.started && !f.running => {
+                    // It ended while nobody watched: its real outcome (and the
+                    // output it wrote meanwhile) is for `tb resume` to record.
+                    eprintln!("{name}: already ended; `tb resume` records how");
+                    continue;
+                }
+                (Status::Running | Status::Pending, Some(f)) if f.started => {
+                    eprintln!("{name}: stopping {}", f.handle.describe());
+                    match backend.stop(dir, name, &f.handle, STOP_GRACE).await? {
+                        Some(outcome) => state.stopped(&outcome, Status::Cancelled, "cancelled (tb cancel)"),
+                        None => state.cancelled_before_start("cancelled (tb cancel)"),
                     }
-                    crate::state::write_atomic(&dir.job_dir(name).join(CANCEL_REQUEST), b"tb cancel\n")?;
-                    if let (Some(id), true) = (state.container_id.clone(), running) {
-                        engine.signal(&id, "SIGTERM").await?;
-                        stopping.push((name.clone(), id));
+                    eprintln!("{name}: stopped");
+                }
+                (Status::Running, None) => {
+                    eprintln!("{name}: its run is gone; `tb resume` records it as lost");
+                    continue;
+                }
+                (Status::Pending, found) => {
+                    if let Some(f) = found {
+                        backend.stop(dir, name, &f.handle, STOP_GRACE).await?;
                     }
-                }
-                Status::Failed | Status::Oom | Status::Timeout | Status::Lost
-                    if lock.is_none() && !args.jobs.is_empty() =>
-                {
-                    // It may be waiting to be retried: make sure it is not.
-                    crate::state::write_atomic(&dir.job_dir(name).join(CANCEL_REQUEST), b"tb cancel\n")?;
-                    eprintln!("{name}: will not be retried");
-                }
-                Status::Pending if lock.is_none() => {
-                    // The supervisor marks it cancelled instead of starting it.
-                    crate::state::write_atomic(&dir.job_dir(name).join(CANCEL_REQUEST), b"tb cancel\n")?;
-                    eprintln!("{name}: will not start");
-                }
-                Status::Pending => {
-                    state.status = Status::Cancelled;
-                    state.error = Some("cancelled before it started (tb cancel)".into());
-                    state.finished_at = Some(chrono::Utc::now());
-                    dir.write_job_state(name, &state)?;
+                    state.cancelled_before_start("cancelled before it started (tb cancel)");
                     eprintln!("{name}: cancelled before it started");
                 }
-                other if !args.jobs.is_empty() => eprintln!("{name}: not running ({other})"),
-                _ => {}
-            }
-        }
-        let until = tokio::time::Instant::now() + STOP_GRACE;
-        for (name, id) in &stopping {
-            loop {
-                match engine.observe(id).await? {
-                    Some(o) if o.running && tokio::time::Instant::now() < until => {
-                        tokio::time::sleep(Duration::from_millis(200)).await
-                    }
-                    Some(o) if o.running => {
-                        eprintln!("{name}: still running after {}s; killing it", STOP_GRACE.as_secs());
-                        engine.signal(id, "SIGKILL").await?;
-                        break;
-                    }
-                    _ => break,
+                (other, _) if named => {
+                    eprintln!("{name}: not running ({other})");
+                    continue;
                 }
+                _ => continue,
             }
-            eprintln!("{name}: stopped");
-            if lock.is_some() {
-                // Nobody else will record it.
-                let mut state = dir.read_job_state(name)?;
-                let exit = engine.observe(id).await?.map(|o| o.exit);
-                state.status = Status::Cancelled;
-                state.exit_code = exit.as_ref().and_then(|e| e.exit_code);
-                state.error = Some("cancelled (tb cancel)".into());
-                state.finished_at = Some(chrono::Utc::now());
-                dir.write_job_state(name, &state)?;
-                let _ = std::fs::remove_file(dir.job_dir(name).join(CANCEL_REQUEST));
-                engine.remove(id).await?;
-            }
+            dir.write_job_state(name, state)?;
+            dir.clear_cancel_request(name);
         }
         Ok(Exit::Success)
     })
-}
-
-/// On Slurm: running jobs get SIGTERM through `scancel --batch` (`tb exec`
-/// stops its container gracefully and records `cancelled`); queued ones are
-/// cancelled in Slurm (recorded here when no supervisor will); a job waiting
-/// to be retried is asked not to be.
-fn cancel_slurm(dir: &BatchDir, names: &[String], supervised: bool) -> anyhow::Result<Exit> {
-    let (mut running, mut queued) = (Vec::new(), Vec::new());
-    for name in names {
-        let mut state = dir.read_job_state(name)?;
-        match (state.status, state.slurm_job_id.clone()) {
-            (Status::Running, Some(id)) => running.push(id),
-            (Status::Pending, id) => {
-                queued.extend(id);
-                if !supervised {
-                    state.status = Status::Cancelled;
-                    state.error = Some("cancelled before it started (tb cancel)".into());
-                    state.finished_at = Some(chrono::Utc::now());
-                    dir.write_job_state(name, &state)?;
-                }
-            }
-            (Status::Failed | Status::Oom | Status::Timeout | Status::Lost, _) if supervised => {
-                crate::state::write_atomic(&dir.job_dir(name).join(CANCEL_REQUEST), b"tb cancel\n")?;
-            }
-            _ => {}
-        }
-    }
-    crate::slurm::terminate(&running)?;
-    crate::slurm::scancel(&queued)?;
-    eprintln!(
-        "stopping {} running Slurm job(s) {}; cancelled {} queued {}",
-        running.len(),
-        running.join(" "),
-        queued.len(),
-        queued.join(" ")
-    );
-    Ok(Exit::Success)
 }

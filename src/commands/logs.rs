@@ -5,7 +5,7 @@ use crate::cli::{GlobalArgs, LogsArgs};
 use crate::commands::status::supervised;
 use crate::error::hinted;
 use crate::exit::Exit;
-use crate::state::{BatchDir, BatchState, JobState, Status};
+use crate::run::{BatchDir, BatchState, JobState};
 use std::fs::File;
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::MetadataExt;
@@ -76,7 +76,7 @@ fn no_such_job(dir: &BatchDir, job: &str, also: &str) -> anyhow::Result<anyhow::
 fn one(dir: &BatchDir, job: &str, stream: &str, args: &LogsArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let state = dir.read_job_state(job)?;
     let current = dir.job_dir(job).join(stream);
-    if let Some(n) = args.attempt.filter(|&n| n != state.attempt) {
+    if let Some(n) = args.attempt.filter(|&n| n != state.attempt()) {
         let p = attempt_path(dir, job, stream, n, &state)?;
         return copy_file(&p, out);
     }
@@ -108,7 +108,7 @@ fn all(dir: &BatchDir, stream: &str, args: &LogsArgs, out: &mut impl Write) -> a
     if !follow {
         for job in &batch.jobs {
             let state = dir.read_job_state(job)?;
-            let path = match args.attempt.filter(|&n| n != state.attempt) {
+            let path = match args.attempt.filter(|&n| n != state.attempt()) {
                 Some(n) if dir.job_dir(job).join("attempts").join(n.to_string()).is_dir() => {
                     attempt_path(dir, job, stream, n, &state)?
                 }
@@ -170,7 +170,7 @@ fn attempt_path(dir: &BatchDir, job: &str, stream: &str, n: u32, state: &JobStat
     if !p.exists() {
         return Err(hinted(
             format!("job `{job}` has no attempt {n}"),
-            format!("its current attempt is {}", state.attempt),
+            format!("its current attempt is {}", state.attempt()),
         ));
     }
     Ok(p)
@@ -196,21 +196,20 @@ fn ended(dir: &BatchDir, job: &str) -> bool {
     if !supervised(dir, &batch) {
         return true;
     }
-    state.status.is_final() && !may_run_again(&batch, &state)
+    state.status().is_final() && !may_run_again(&batch, &state)
 }
 
 /// A job that ended badly while its batch still runs starts again if the
 /// batch's automatic retries allow: the supervisor gives each job
 /// `retries` re-runs per run of the batch (`tb batch`, `tb retry`).
 fn may_run_again(batch: &BatchState, state: &JobState) -> bool {
-    let retryable = matches!(state.status, Status::Failed | Status::Oom | Status::Lost)
-        || (state.status == Status::Timeout && batch.settings.continue_on_timeout);
+    let retryable = state.status().is_retryable(batch.settings.continue_on_timeout);
     if !retryable {
         return false;
     }
     let since = batch.supervisor.as_ref().map(|s| s.started_at);
     let this_run =
-        state.attempts.iter().filter(|a| a.started_at >= since).count() + usize::from(state.started_at >= since);
+        state.attempts().iter().filter(|a| a.started_at >= since).count() + usize::from(state.started_at() >= since);
     this_run <= batch.settings.retries as usize
 }
 

@@ -3,7 +3,7 @@
 
 use crate::cli::{GlobalArgs, LsArgs};
 use crate::exit::Exit;
-use crate::state::{BatchDir, BatchState, Status};
+use crate::run::{BatchDir, BatchState, Status};
 use comfy_table::{Table, presets::NOTHING};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -100,7 +100,7 @@ fn row(dir: &BatchDir) -> anyhow::Result<Row> {
     for job in &batch.jobs {
         // A job whose state cannot be read is not counted, not fatal.
         if let Ok(state) = dir.read_job_state(job) {
-            *counts.entry(state.status.as_str()).or_insert(0) += 1;
+            *counts.entry(state.status().as_str()).or_insert(0) += 1;
         }
     }
     Ok(Row {

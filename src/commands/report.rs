@@ -3,7 +3,7 @@
 use crate::cli::{GlobalArgs, ReportArgs};
 use crate::exit::Exit;
 use crate::report::{self, Format};
-use crate::state::BatchDir;
+use crate::run::BatchDir;
 
 pub fn run(args: &ReportArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let dir = BatchDir::open(&global.runs_dir, args.batch.as_deref())?;

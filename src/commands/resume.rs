@@ -1,14 +1,15 @@
 //! `tb resume [BATCH]`: continue a batch whose supervisor stopped (killed,
 //! even with SIGKILL; the machine rebooted; the engine went away): follow
-//! its containers that still run, record those that ended meanwhile, mark
-//! vanished ones `lost`, and run its pending jobs. No job runs twice.
+//! its runs that the backend still holds (recording those that ended
+//! meanwhile), mark vanished ones `lost`, and run its pending jobs. No job
+//! runs twice. The same on every backend.
 
+use crate::backend::{self, Found};
 use crate::cli::{GlobalArgs, ResumeArgs};
-use crate::docker::{Engine, Listed, short};
+use crate::dispatch::{self, Options, Work};
 use crate::exit::Exit;
 use crate::gpu::Inventory;
-use crate::runner::{Adopt, Options};
-use crate::state::{BatchDir, Status};
+use crate::run::{BatchDir, JobState, Status};
 use chrono::Utc;
 
 pub fn run(args: &ResumeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
@@ -19,123 +20,124 @@ pub fn run(args: &ResumeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     }
     let dir = BatchDir::open(&global.runs_dir, args.batch.as_deref())?;
     let lock = dir.lock()?;
-    let plan = crate::settings::from_dir(&dir, Inventory::detect())?;
+    let plan = dir.plan(Inventory::detect())?;
     let runs_dir = std::path::absolute(&global.runs_dir)?;
     crate::runtime()?.block_on(async {
-        let engine = Engine::connect().await?;
-        let checked = crate::preflight::check(&plan, &engine, &runs_dir).await?;
+        let mut backend = backend::for_plan(&plan);
+        let ready = backend.preflight(&plan, &runs_dir).await?;
         crate::commands::batch::ensure_downloads(&plan)?;
         crate::logging::attach_supervisor_log(&dir.path.join("supervisor.log"))?;
-        if plan.backend == crate::batch::Backend::Slurm {
-            // Slurm kept the jobs: follow the submitted ones by id, submit the rest.
-            crate::slurm::preflight(&plan)?;
-            let mut adopt = Vec::new();
-            let mut to_run = Vec::new();
-            for (index, job) in plan.jobs.iter().enumerate() {
-                let state = dir.read_job_state(&job.name)?;
-                match (state.status, &state.slurm_job_id) {
-                    (Status::Pending | Status::Running, Some(id)) => adopt.push(Adopt {
-                        index,
-                        container_id: id.clone(),
-                        started_at: state.started_at.unwrap_or_else(Utc::now),
-                        gpus: state.gpus.clone(),
-                    }),
-                    (Status::Pending, None) => to_run.push(index),
-                    _ => {}
-                }
-            }
-            let options = Options {
-                adopt,
-                ..Default::default()
-            };
-            return crate::commands::batch::supervise(&plan, &dir, &engine, &checked, &to_run, options, lock).await;
-        }
-        let containers = engine.list_labelled(&format!("tb.dir={}", dir.path.display())).await?;
+        let names: Vec<String> = plan.jobs.iter().map(|j| j.name.clone()).collect();
+        let mut states = dir.read_states(&names)?;
+        let survey = backend.survey(&dir, &names, &states).await?;
+        backend.discard(&survey.leftovers).await?;
 
-        let mut adopt = Vec::new();
-        let mut to_run = Vec::new();
-        for (index, job) in plan.jobs.iter().enumerate() {
-            let mut state = dir.read_job_state(&job.name)?;
-            let mine: Vec<&Listed> = containers
-                .iter()
-                .filter(|c| c.labels.get("tb.job") == Some(&job.name))
-                .collect();
-            // Only a running job's current, started container is followed
-            // again; anything else of this job is a leftover (a container
-            // created ahead of its slot, or one that ended and was recorded
-            // before the supervisor died but not yet removed).
-            // A pending job whose next attempt's container did start: the
-            // supervisor died between the start and writing it down.
-            if state.status == Status::Pending
-                && let Some(c) = mine.iter().find(|c| {
-                    c.labels.get("tb.attempt") == Some(&(state.attempt + 1).to_string()) && c.state != "created"
-                })
-            {
-                tracing::info!(
-                    "{}: its container {} started unrecorded; following it",
-                    job.name,
-                    short(&c.id)
-                );
-                state.begin_attempt();
-                state.status = Status::Running;
-                state.container_id = Some(c.id.clone());
-                state.started_at = Some(Utc::now());
-                dir.write_job_state(&job.name, &state)?;
+        let mut work = Work::default();
+        for (index, found) in survey.jobs.into_iter().enumerate() {
+            let name = &names[index];
+            let state = &mut states[index];
+            match take_up(name, state, found) {
+                Next::Follow(found) => work.follow.push((index, found)),
+                Next::Launch => work.launch.push(index),
+                Next::Nothing => continue,
             }
-            let current = (state.status == Status::Running)
-                .then(|| {
-                    mine.iter().find(|c| {
-                        c.labels.get("tb.attempt") == Some(&state.attempt.to_string()) && c.state != "created"
-                    })
-                })
-                .flatten()
-                .copied();
-            for c in &mine {
-                if current.is_some_and(|cur| cur.id == c.id) {
-                    continue;
-                }
-                tracing::info!(
-                    "{}: removing leftover container {} ({})",
-                    job.name,
-                    short(&c.id),
-                    c.state
-                );
-                engine.remove(&c.id).await?;
-            }
-            match state.status {
-                Status::Running => match current {
-                    Some(c) => adopt.push(Adopt {
-                        index,
-                        container_id: c.id.clone(),
-                        started_at: state.started_at.unwrap_or_else(Utc::now),
-                        gpus: state.gpus.clone(),
-                    }),
-                    None => {
-                        tracing::warn!(
-                            "{}: its container vanished while no supervisor ran; marking it lost",
-                            job.name
-                        );
-                        state.status = Status::Lost;
-                        state.error = Some("its container vanished while no supervisor was running".into());
-                        state.finished_at = Some(Utc::now());
-                        dir.write_job_state(&job.name, &state)?;
-                    }
-                },
-                Status::Pending => to_run.push(index),
-                _ => {}
-            }
+            dir.write_job_state(name, state)?;
         }
-        if adopt.is_empty() && to_run.is_empty() {
+        if work.follow.is_empty() && work.launch.is_empty() {
             eprintln!(
                 "batch {}: no job is running or pending; closing it (`tb retry` runs failed ones)",
                 dir.id
             );
         }
         let options = Options {
-            adopt,
-            deadline: if args.started_detached { plan.deadline } else { None },
-            ..Default::default()
+            // The file's deadline binds the night it was written for: the
+            // first supervisor (also when detached); a resume is a new start.
+            deadline: if args.started_detached {
+                plan.settings.deadline
+            } else {
+                None
+            },
         };
-        crate::commands::batch::supervise(&plan, &dir, &engine, &checked, &to_run, options, lock).await
+        dispatch::supervise(&plan, &dir, backend, &ready, work, options, lock).await
     })
+}
+
+/// What becomes of one job on resume.
+#[derive(Debug, PartialEq)]
+enum Next {
+    Follow(Found),
+    Launch,
+    Nothing,
+}
+
+/// Reconciles a job's recorded state with what the backend still holds.
+fn take_up(name: &str, state: &mut JobState, found: Option<Found>) -> Next {
+    match (state.status(), found) {
+        (Status::Running, Some(f)) => Next::Follow(f),
+        (Status::Pending, Some(f)) if f.started => {
+            // The supervisor died between the start and writing it down.
+            tracing::info!("{name}: its {} started unrecorded; following it", f.handle.describe());
+            if f.attempt > state.attempt() {
+                state.begin_attempt(None);
+            }
+            state.started(f.handle.clone(), Utc::now(), f.gpus.clone());
+            Next::Follow(f)
+        }
+        // Queued in a cluster: it starts when the cluster says so.
+        (Status::Pending, Some(f)) => Next::Follow(f),
+        (Status::Running, None) => {
+            tracing::warn!("{name}: its run vanished while no supervisor ran; marking it lost");
+            state.lost("its run vanished while no supervisor was running".into());
+            Next::Nothing
+        }
+        (Status::Pending, None) => Next::Launch,
+        _ => Next::Nothing,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::RunHandle;
+
+    fn found(started: bool) -> Found {
+        Found {
+            handle: RunHandle::Container { id: "c".into() },
+            attempt: 1,
+            started,
+            running: true,
+            gpus: vec!["0".into()],
+        }
+    }
+
+    #[test]
+    fn resume_follows_launches_and_marks_lost() {
+        let mut pending = JobState::pending();
+        pending.begin_attempt(None);
+        let mut s = pending.clone();
+        assert_eq!(take_up("a", &mut s, Some(found(true))), Next::Follow(found(true)));
+        assert_eq!(
+            (s.status(), s.attempt(), s.gpus()),
+            (Status::Running, 1, &["0".to_string()][..])
+        );
+
+        let mut s = pending.clone();
+        assert_eq!(take_up("a", &mut s, Some(found(false))), Next::Follow(found(false)));
+        assert_eq!(s.status(), Status::Pending);
+
+        let mut s = pending.clone();
+        assert_eq!(take_up("a", &mut s, None), Next::Launch);
+
+        let mut running = pending.clone();
+        running.started(RunHandle::Container { id: "c".into() }, Utc::now(), vec![]);
+        let mut s = running.clone();
+        assert_eq!(take_up("a", &mut s, None), Next::Nothing);
+        assert_eq!(s.status(), Status::Lost);
+
+        // A tb that recorded attempts only once they ran: attempt 0 pending,
+        // its container labelled attempt 1.
+        let mut s = JobState::pending();
+        take_up("a", &mut s, Some(found(true)));
+        assert_eq!((s.status(), s.attempt()), (Status::Running, 1));
+    }
 }

@@ -2,36 +2,34 @@
 //! that did not succeed (or the named ones), each as a new attempt that
 //! resumes from its `checkpoints/last.ckpt` when there is one.
 
+use crate::backend;
 use crate::cli::{GlobalArgs, RetryArgs};
-use crate::docker::Engine;
+use crate::dispatch::{self, Options, Work};
 use crate::error::hinted;
 use crate::exit::Exit;
 use crate::gpu::Inventory;
-use crate::state::{BatchDir, Status};
+use crate::run::{BatchDir, Status};
 
 pub fn run(args: &RetryArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let dir = BatchDir::open(&global.runs_dir, args.batch.as_deref())?;
     let lock = dir.lock()?;
-    let plan = crate::settings::from_dir(&dir, Inventory::detect())?;
-    let states = plan
-        .jobs
-        .iter()
-        .map(|j| dir.read_job_state(&j.name))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let plan = dir.plan(Inventory::detect())?;
+    let names: Vec<String> = plan.jobs.iter().map(|j| j.name.clone()).collect();
+    let states = dir.read_states(&names)?;
     for name in &args.jobs {
-        if !plan.jobs.iter().any(|j| &j.name == name) {
-            let names: Vec<&str> = plan.jobs.iter().map(|j| j.name.as_str()).collect();
-            let hint = crate::batch::suggest(name, &names)
+        if !names.contains(name) {
+            let all: Vec<&str> = names.iter().map(String::as_str).collect();
+            let hint = crate::batch::suggest(name, &all)
                 .unwrap_or_default()
                 .replace("valid keys here", "the jobs are");
             return Err(hinted(format!("batch {} has no job `{name}`", dir.id), hint));
         }
     }
-    let to_run: Vec<usize> = (0..plan.jobs.len())
+    let launch: Vec<usize> = (0..names.len())
         .filter(|&i| {
-            let status = states[i].status;
+            let status = states[i].status();
             if !args.jobs.is_empty() {
-                args.jobs.contains(&plan.jobs[i].name)
+                args.jobs.contains(&names[i])
             } else if args.failed_only {
                 matches!(status, Status::Failed | Status::Oom | Status::Timeout | Status::Lost)
             } else {
@@ -39,64 +37,51 @@ pub fn run(args: &RetryArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
             }
         })
         .collect();
-    if to_run.is_empty() {
+    if launch.is_empty() {
         eprintln!("batch {}: nothing to retry (every selected job succeeded)", dir.id);
         return Ok(Exit::Success);
     }
     let runs_dir = std::path::absolute(&global.runs_dir)?;
     crate::runtime()?.block_on(async {
-        let engine = Engine::connect().await?;
-        let checked = crate::preflight::check(&plan, &engine, &runs_dir).await?;
-        // A container still running belongs to a supervisor that died: a new
-        // attempt next to it would share its /out (and maybe its GPU).
-        let containers = if plan.backend == crate::batch::Backend::Local {
-            engine.list_labelled(&format!("tb.dir={}", dir.path.display())).await?
-        } else {
-            crate::slurm::preflight(&plan)?;
-            // A job still in Slurm's hands must not get a second one next to it.
-            let ids: Vec<String> = to_run.iter().filter_map(|&i| states[i].slurm_job_id.clone()).collect();
-            if let Some(id) = crate::slurm::still_queued(&ids)?.first() {
-                return Err(hinted(
-                    format!("Slurm job {id} of this batch is still queued or running"),
-                    format!(
-                        "`tb resume {}` follows it to its end, or `tb cancel` stops it; retry after that",
-                        dir.id
-                    ),
-                ));
-            }
-            Vec::new()
-        };
-        if let Some(c) = containers.iter().find(|c| c.state == "running") {
+        let mut backend = backend::for_plan(&plan);
+        let ready = backend.preflight(&plan, &runs_dir).await?;
+        // A run still going belongs to a supervisor that died: a new attempt
+        // next to it would share its /out (and maybe its GPU).
+        let survey = backend.survey(&dir, &names, &states).await?;
+        if let Some((i, found)) = survey.first_running() {
             return Err(hinted(
                 format!(
-                    "job `{}` still runs in container {} from a supervisor that stopped",
-                    c.labels.get("tb.job").map(String::as_str).unwrap_or("?"),
-                    crate::docker::short(&c.id)
+                    "job `{}` still runs ({}) from a supervisor that stopped",
+                    names[i],
+                    found.handle.describe()
                 ),
                 format!("`tb resume {}` follows it to its end; retry after that", dir.id),
             ));
         }
-        for c in &containers {
-            engine.remove(&c.id).await?;
-        }
+        let ended: Vec<_> = survey.jobs.into_iter().flatten().map(|f| f.handle).collect();
+        backend.discard(&survey.leftovers).await?;
+        backend.discard(&ended).await?;
         crate::commands::batch::ensure_downloads(&plan)?;
         crate::logging::attach_supervisor_log(&dir.path.join("supervisor.log"))?;
-        let names: Vec<&str> = to_run.iter().map(|&i| plan.jobs[i].name.as_str()).collect();
+        let selected: Vec<&str> = launch.iter().map(|&i| names[i].as_str()).collect();
         tracing::info!(
             "retrying {} job(s) of batch {}: {}",
-            to_run.len(),
+            launch.len(),
             dir.id,
-            names.join(", ")
+            selected.join(", ")
         );
-        for &i in &to_run {
-            let mut state = dir.read_job_state(&plan.jobs[i].name)?;
-            state.identity = Some(crate::identity::of(&plan.jobs[i], checked.image_ids[i].as_deref()));
-            state.reused_from = None;
+        for &i in &launch {
+            let mut state = states[i].clone();
+            state.identify(crate::identity::of(&plan.jobs[i], ready.image_ids[i].as_deref()));
+            state.prepare_retry();
             // An old `tb cancel` must not stop what is asked for now.
-            let _ = std::fs::remove_file(dir.job_dir(&plan.jobs[i].name).join(crate::executor::CANCEL_REQUEST));
-            dir.write_job_state(&plan.jobs[i].name, &state)?;
+            dir.clear_cancel_request(&names[i]);
+            dir.write_job_state(&names[i], &state)?;
         }
-        let options = crate::runner::Options::default();
-        crate::commands::batch::supervise(&plan, &dir, &engine, &checked, &to_run, options, lock).await
+        let work = Work {
+            launch,
+            follow: Vec::new(),
+        };
+        dispatch::supervise(&plan, &dir, backend, &ready, work, Options::default(), lock).await
     })
 }

@@ -4,7 +4,7 @@
 use crate::cli::{GlobalArgs, StatusArgs};
 use crate::exit::Exit;
 use crate::metrics;
-use crate::state::{BatchDir, BatchState, BatchStatus, JobFile, JobState};
+use crate::run::{BatchDir, BatchState, BatchStatus, JobFile, JobState};
 use chrono::Utc;
 use comfy_table::{Table, presets::NOTHING};
 use serde::Serialize;
@@ -179,8 +179,8 @@ fn row(dir: &BatchDir, name: &str, state: &JobState, file: Option<&JobFile>, now
     let p = metrics::progress(&dir.job_dir(name).join("metrics.jsonl"), &monitor, maximize);
     Row {
         job: name.to_string(),
-        status: state.status.to_string(),
-        attempt: state.attempt,
+        status: state.status().to_string(),
+        attempt: state.attempt(),
         elapsed_seconds: state.elapsed(now).map(|d| d.num_milliseconds() as f64 / 1000.0),
         epoch: p.last_epoch,
         best: p.best.map(|(value, epoch)| Best {
@@ -188,8 +188,8 @@ fn row(dir: &BatchDir, name: &str, state: &JobState, file: Option<&JobFile>, now
             value,
             epoch,
         }),
-        exit_code: state.exit_code,
-        error: state.error.clone(),
-        container_id: state.container_id.clone(),
+        exit_code: state.exit_code(),
+        error: state.error().map(String::from),
+        container_id: state.container_id().map(String::from),
     }
 }

@@ -1,7 +1,6 @@
 //! `tb validate FILE`: every check `tb batch` makes, and the job list.
 
 use crate::cli::{GlobalArgs, ValidateArgs};
-use crate::docker::Engine;
 use crate::exit::Exit;
 use crate::gpu::Inventory;
 use crate::settings::{self, Overrides, Plan};
@@ -14,19 +13,17 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     };
     let plan = settings::resolve(&args.file, &overrides, Inventory::detect())?;
     let runs_dir = std::path::absolute(&global.runs_dir)?;
-    let checked = crate::runtime()?.block_on(async {
-        let engine = Engine::connect().await?;
-        crate::preflight::check(&plan, &engine, &runs_dir).await
+    let ready = crate::runtime()?.block_on(async {
+        let mut backend = crate::backend::for_plan(&plan);
+        backend.preflight(&plan, &runs_dir).await
     })?;
     print_plan(&plan);
     eprintln!(
-        "{} valid: {} job(s), concurrency {}, Docker {} (API {}), GPUs: {}",
+        "{} valid: {} job(s), concurrency {}, {}",
         args.file.display(),
         plan.jobs.len(),
-        plan.concurrency,
-        checked.engine_version,
-        checked.api_version,
-        plan.gpus.describe(),
+        plan.settings.concurrency,
+        ready.describe,
     );
     Ok(Exit::Success)
 }

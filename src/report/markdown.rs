@@ -180,9 +180,9 @@ pub fn render(r: &Report) -> String {
 
 fn status_word(r: &Report) -> &'static str {
     match r.batch.status {
-        crate::state::BatchStatus::Running => "running",
-        crate::state::BatchStatus::Finished => "finished",
-        crate::state::BatchStatus::Interrupted => "interrupted",
+        crate::run::BatchStatus::Running => "running",
+        crate::run::BatchStatus::Finished => "finished",
+        crate::run::BatchStatus::Interrupted => "interrupted",
     }
 }
 

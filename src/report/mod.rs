@@ -10,7 +10,7 @@ mod tail;
 
 pub use model::{Best, Group, JobReport, Mode, Monitor, Report, build, build_at};
 
-use crate::state::{BatchDir, Status, write_atomic};
+use crate::run::{BatchDir, Status, write_atomic};
 use serde_json::Value;
 use std::path::PathBuf;
 

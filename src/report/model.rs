@@ -4,7 +4,7 @@
 
 use super::tail;
 use crate::metrics::{self, BadLine};
-use crate::state::{BatchDir, BatchStatus, JobState, Status, read_versioned};
+use crate::run::{BatchDir, BatchStatus, JobState, Status, read_versioned};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -351,7 +351,7 @@ fn read_job(dir: &BatchDir, name: &str, now: DateTime<Utc>) -> anyhow::Result<(J
     let m = read_metrics(
         &jd.join("metrics.jsonl"),
         monitor.as_ref(),
-        state.status == Status::Running,
+        state.status() == Status::Running,
     );
 
     let best = match (&result.best, &monitor) {
@@ -380,7 +380,7 @@ fn read_job(dir: &BatchDir, name: &str, now: DateTime<Utc>) -> anyhow::Result<(J
         _ => None,
     };
     let final_metrics = result.final_metrics.unwrap_or(m.last);
-    let stderr_tail = if state.status.is_final() && state.status != Status::Succeeded {
+    let stderr_tail = if state.status().is_final() && state.status() != Status::Succeeded {
         let path = jd.join("stderr.log");
         tail::tail(&path, STDERR_TAIL).unwrap_or_else(|e| {
             problems.push(format!("stderr.log unreadable: {e}"));
@@ -394,15 +394,15 @@ fn read_job(dir: &BatchDir, name: &str, now: DateTime<Utc>) -> anyhow::Result<(J
         JobReport {
             rank: None,
             name: name.to_string(),
-            status: state.status,
-            attempt: state.attempt,
-            exit_code: state.exit_code,
-            oom_killed: state.oom_killed,
-            error: state.error.clone(),
-            started_at: state.started_at,
-            finished_at: state.finished_at,
+            status: state.status(),
+            attempt: state.attempt(),
+            exit_code: state.exit_code(),
+            oom_killed: state.oom_killed(),
+            error: state.error().map(String::from),
+            started_at: state.started_at(),
+            finished_at: state.finished_at(),
             duration_seconds: state.elapsed(now).map(|d| d.num_milliseconds() as f64 / 1000.0),
-            gpus: state.gpus.len(),
+            gpus: state.gpus().len(),
             monitor,
             stop_reason: result.stop_reason,
             epochs: result.epochs.or((!m.curve.is_empty()).then_some(m.curve.len() as u64)),

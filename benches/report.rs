@@ -78,7 +78,7 @@ fn main() {
 /// seconds it took.
 fn child(dir: &Path) {
     let id = dir.file_name().unwrap().to_string_lossy().into_owned();
-    let batch = tb::state::BatchDir {
+    let batch = tb::run::BatchDir {
         path: dir.to_path_buf(),
         id,
     };

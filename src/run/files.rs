@@ -1,0 +1,112 @@
+//! How every state file of a run directory reaches the disk and comes back:
+//! atomic writes (temp file, fsync, rename), versioned reads that refuse a
+//! corrupt or newer file instead of silently resetting it, and the small
+//! reserve of disk space kept for recording states on a full disk.
+
+use anyhow::{Context, bail};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::io::Write;
+use std::path::Path;
+
+/// The format version of every state file this tb writes.
+pub const VERSION: u32 = 1;
+
+/// Writes `bytes` to `path` so that a reader sees the old or the new file,
+/// never a mix: temp file in the same directory, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Unique across hosts too: a supervisor and a `tb exec` on a node may
+    // share the directory (and a pid).
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.{host}.{}.tmp", std::process::id()));
+    let result = (|| -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(anyhow::Error::new(e).context(format!("failed to write `{}`", path.display())));
+    }
+    Ok(())
+}
+
+/// `value` as pretty JSON, written atomically.
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value)?;
+    bytes.push(b'\n');
+    write_atomic(path, &bytes)
+}
+
+/// Reads a state file; a corrupt file or one from a newer tb is an error,
+/// never a silent reset.
+pub fn read_versioned<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let bytes = std::fs::read(path).with_context(|| format!("failed to read `{}`", path.display()))?;
+    let probe: serde_json::Value =
+        serde_json::from_slice(&bytes).with_context(|| format!("`{}` is corrupt (not JSON)", path.display()))?;
+    match probe.get("version").and_then(|v| v.as_u64()) {
+        Some(v) if v <= u64::from(VERSION) => {}
+        Some(v) => bail!(
+            "`{}` has format version {v}, newer than this tb understands ({VERSION}); upgrade tb",
+            path.display()
+        ),
+        None => bail!("`{}` is corrupt (no \"version\")", path.display()),
+    }
+    serde_json::from_value(probe).with_context(|| format!("`{}` is corrupt", path.display()))
+}
+
+/// The name of the space tb keeps in each batch directory for a full disk.
+const RESERVE: &str = ".tb-reserve";
+const RESERVE_BYTES: usize = 1 << 20;
+
+/// Sets aside 1 MiB in the batch directory, released when the disk fills
+/// up so that the jobs' states can still be written. Best effort.
+pub fn create_reserve(batch_dir: &Path) {
+    let path = batch_dir.join(RESERVE);
+    if !path.exists() {
+        let _ = std::fs::write(&path, vec![0u8; RESERVE_BYTES]);
+    }
+}
+
+/// Frees the reserve; whether there was one to free.
+pub fn release_reserve(batch_dir: &Path) -> bool {
+    std::fs::remove_file(batch_dir.join(RESERVE)).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn corrupt_and_future_files_are_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        std::fs::write(&p, "{\"status\": ").unwrap();
+        let e = read_versioned::<serde_json::Value>(&p).unwrap_err();
+        assert!(format!("{e:#}").contains("is corrupt (not JSON)"));
+        std::fs::write(&p, "{\"version\": 9}").unwrap();
+        let e = read_versioned::<serde_json::Value>(&p).unwrap_err();
+        assert!(e.to_string().contains("format version 9, newer than this tb"));
+        std::fs::write(&p, "{\"status\": 1}").unwrap();
+        let e = read_versioned::<serde_json::Value>(&p).unwrap_err();
+        assert!(e.to_string().contains("is corrupt (no \"version\")"));
+    }
+
+    #[test]
+    fn atomic_write_leaves_no_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x.json");
+        write_atomic(&p, b"1").unwrap();
+        write_atomic(&p, b"2").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"2");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}
