@@ -182,6 +182,12 @@ pub struct ValidateArgs {
     /// Validate only the jobs with this name or name prefix (repeatable).
     #[arg(long, value_name = "NAME")]
     pub only: Vec<String>,
+    /// Jobs to run at once ("auto" or a number), as `tb batch --concurrency`.
+    #[arg(long, value_name = "N")]
+    pub concurrency: Option<String>,
+    /// Where the jobs would run: `local` or `slurm`, as `tb batch --backend`.
+    #[arg(long, value_name = "BACKEND", value_parser = ["local", "slurm"])]
+    pub backend: Option<String>,
 }
 
 #[derive(Debug, Args)]

@@ -59,6 +59,10 @@ impl Drop for StartGuard {
     }
 }
 
+/// The file in a job directory naming the attempt whose container tb asked
+/// the engine to start.
+pub const STARTING: &str = ".tb-starting";
+
 /// After the container stopped, how long its output may take to drain.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -258,6 +262,10 @@ pub async fn run(
             return Finish::failed_before_start(e, Some(id));
         }
     };
+    // Says, to a `tb resume` after this supervisor is killed, that the
+    // engine may be starting this container (not fsynced: it only matters
+    // while the engine is up).
+    let _ = std::fs::write(launch.job_dir.join(STARTING), launch.job.attempt.to_string());
     let guard = gate.enter();
     let mut started = engine.start(&id).await;
     drop(guard);

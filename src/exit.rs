@@ -1,4 +1,4 @@
-//! The process exit status, the one place it is decided (CONTRACT §1).
+//! The process exit status, the one place it is decided (docs/cli.md).
 
 /// What `tb` exits with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,7 +11,7 @@ use std::path::Path;
 /// How many skipped lines a [`Scan`] describes; the rest are only counted.
 pub const BAD_EXAMPLES: usize = 5;
 
-/// A well-formed line (CONTRACT §4), borrowed from the read buffer so that a
+/// A well-formed line (docs/trainer-protocol.md), borrowed from the read buffer so that a
 /// night of lines costs no allocation per metric name.
 #[derive(Debug, Deserialize)]
 pub struct Record<'a> {

@@ -158,46 +158,21 @@ pub fn resolve_text(
     overrides: &Overrides,
     gpus: Inventory,
 ) -> Result<Plan, Problems> {
-    let parsed = batch::parse(&text)?;
+    let BatchFile {
+        batch: section,
+        defaults,
+        jobs,
+    } = batch::parse(&text)?;
     let mut ck = Checker {
         text: &text,
         base_dir,
         home,
         problems: Vec::new(),
     };
-
-    let BatchFile {
-        batch: section,
-        defaults,
-        jobs,
-    } = parsed;
-    let deadline = section
-        .deadline
-        .as_ref()
-        .and_then(|d| match deadline_of(d.get_ref(), chrono::Local::now()) {
-            Ok(t) => Some(t),
-            Err(why) => {
-                ck.at(
-                    d.span().start,
-                    why,
-                    Some("write it as \"07:00\" (the next 7 o'clock) or \"2026-11-23 07:00\""),
-                );
-                None
-            }
-        });
-    let backend = match overrides.backend.as_deref() {
-        None => section.backend.unwrap_or_default(),
-        Some("local") => batch::Backend::Local,
-        Some("slurm") => batch::Backend::Slurm,
-        Some(other) => {
-            ck.problem(None, format!("--backend `{other}`: expected `local` or `slurm`"), None);
-            batch::Backend::Local
-        }
-    };
-    let slurm = section.slurm.clone().unwrap_or_default();
+    let (name, mut settings) = ck.batch_section(file, &section, overrides, &gpus);
     // On a cluster, Slurm's nodes have the GPUs, not this host: any count is
     // the cluster's to grant (and sbatch's to refuse).
-    let job_gpus = if backend.uses_host_gpus() {
+    let job_gpus = if settings.backend.uses_host_gpus() {
         gpus.clone()
     } else {
         Inventory {
@@ -205,244 +180,290 @@ pub fn resolve_text(
             source: "the Slurm cluster",
         }
     };
-
-    // A program given as a path is found from the batch file, like mounts;
-    // a bare name goes through PATH.
-    let on_finish = section.on_finish.as_ref().map(|c| {
-        let mut command = c.get_ref().clone();
-        if let Some(program) = command.first_mut()
-            && program.contains('/')
-        {
-            *program = ck.path(program).to_string_lossy().into_owned();
-        }
-        command
-    });
-    if let Some(c) = &section.on_finish
-        && c.get_ref().first().is_none_or(|program| program.trim().is_empty())
-    {
-        ck.at(
-            c.span().start,
-            "`batch.on_finish` names no program".to_string(),
-            Some("write it as a list: on_finish = [\"notify-send\", \"tb: batch done\"]"),
-        );
-    }
-
-    let name = match &section.name {
-        Some(n) => {
-            if let Some(why) = batch::job_name_problem(n.get_ref()) {
-                ck.at(n.span().start, why.replace("job name", "batch name"), None);
-            }
-            n.get_ref().clone()
-        }
-        None => file
-            .file_stem()
-            .map(|s| s.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "batch".into()),
-    };
-    if section.name.is_none() && batch::job_name_problem(&name).is_some() {
-        ck.problem(
-            None,
-            format!("the file name `{name}` cannot name a batch"),
-            Some("set `name` in [batch]"),
-        );
-    }
-
-    let concurrency = match &overrides.concurrency {
-        Some(text) => match Concurrency::parse(text) {
-            Ok(c) => c,
-            Err(e) => {
-                ck.problem(None, format!("--concurrency: {e}"), None);
-                Concurrency::Auto
-            }
-        },
-        None => section.concurrency.unwrap_or(Concurrency::Auto),
-    };
-    let concurrency = match concurrency {
-        Concurrency::Fixed(n) => n as usize,
-        // A cluster queues what it cannot run yet: submit every job.
-        Concurrency::Auto if !backend.uses_host_gpus() => usize::MAX,
-        Concurrency::Auto => gpus.len().max(1),
-    };
-
-    let downloads = match &section.downloads {
-        Some(d) => ck.path(d.get_ref()),
-        None => ck.path(DEFAULT_DOWNLOADS),
-    };
-
-    if let Some(n) = &defaults.name {
-        ck.at(
-            n.span().start,
-            "`name` belongs in a [[job]], not in [defaults]".into(),
-            None,
-        );
-    }
-    for (key, value) in [("sweep", &defaults.sweep), ("cv", &defaults.cv)] {
-        if let Some(v) = value {
-            ck.at(
-                v.span().start,
-                format!("`{key}` belongs in a [[job]], not in [defaults]"),
-                None,
-            );
-        }
-    }
-    if jobs.is_empty() {
-        ck.problem(
-            None,
-            "the file has no [[job]]".into(),
-            Some("add at least one [[job]] with a `name`"),
-        );
-    }
-
-    // The raw tables of the jobs, for expansion: a sweep may set any key.
-    let raw_jobs: Vec<toml::Table> = toml::from_str::<toml::Table>(&text)
-        .ok()
-        .and_then(|doc| doc.get("job").and_then(|j| j.as_array()).cloned())
-        .unwrap_or_default()
-        .into_iter()
-        .filter_map(|v| v.as_table().cloned())
-        .collect();
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut specs = Vec::new();
-    for (i, job) in jobs.iter().enumerate() {
-        let name = match &job.name {
-            None => {
-                ck.problem(
-                    None,
-                    format!("[[job]] number {} has no `name`", i + 1),
-                    Some("give every [[job]] a unique `name`"),
-                );
-                continue;
-            }
-            Some(n) => {
-                if let Some(why) = batch::job_name_problem(n.get_ref()) {
-                    ck.at(n.span().start, why, None);
-                    continue;
-                }
-                n.get_ref().clone()
-            }
-        };
-        let at = job.name.as_ref().map(|n| n.span().start).unwrap_or(0);
-        if job.sweep.is_none() && job.cv.is_none() {
-            if !seen.insert(name.clone()) {
-                ck.at(
-                    at,
-                    format!("duplicate job name `{name}`"),
-                    Some("job names must be unique within a batch"),
-                );
-                continue;
-            }
-            if let Some(spec) = ck.job(&name, &defaults, job, &job_gpus) {
-                specs.push(spec);
-            }
-            continue;
-        }
-        let key_at = job
-            .sweep
-            .as_ref()
-            .or(job.cv.as_ref())
-            .map(|v| v.span().start)
-            .unwrap_or(at);
-        let variants = match raw_jobs.get(i).map(|raw| expand::expand(&name, raw)) {
-            Some(Ok(v)) => v,
-            Some(Err(e)) => {
-                ck.at(key_at, format!("job `{name}`: {e}"), None);
-                continue;
-            }
-            None => continue,
-        };
-        for variant in variants {
-            if let Some(why) = batch::job_name_problem(&variant.name) {
-                ck.at(
-                    key_at,
-                    format!("job `{name}`: expanded {why}"),
-                    Some("use a shorter job name"),
-                );
-                continue;
-            }
-            if !seen.insert(variant.name.clone()) {
-                ck.at(
-                    key_at,
-                    format!(
-                        "job `{name}`: the expanded job `{}` duplicates another job's name",
-                        variant.name
-                    ),
-                    Some("rename one of the jobs"),
-                );
-                continue;
-            }
-            // Through TOML text, since spans (which some keys carry) only
-            // come from a parser; problems are then placed at the sweep.
-            let synthetic = toml::to_string(&variant.table).unwrap_or_default();
-            let fields: JobFields = match toml::from_str(&synthetic) {
-                Ok(f) => f,
-                Err(e) => {
-                    ck.at(
-                        key_at,
-                        format!("job `{}`: {}", variant.name, e.message().trim_end()),
-                        None,
-                    );
-                    continue;
-                }
-            };
-            let mut sub = Checker {
-                text: &synthetic,
-                base_dir,
-                home,
-                problems: Vec::new(),
-            };
-            let spec = sub.job(&variant.name, &defaults, &fields, &job_gpus);
-            for mut p in sub.problems {
-                p.at = Some(batch::line_col(&text, key_at));
-                ck.problems.push(p);
-            }
-            if let Some(mut spec) = spec {
-                spec.swept = variant
-                    .swept
-                    .into_iter()
-                    .map(|(k, v)| (k, serde_json::to_value(v).expect("TOML values are JSON")))
-                    .collect();
-                specs.push(spec);
-            }
-        }
-    }
-
-    if !overrides.only.is_empty() {
-        for sel in &overrides.only {
-            if !specs.iter().any(|j| selects(sel, &j.name)) {
-                let names: Vec<&str> = specs.iter().map(|j| j.name.as_str()).collect();
-                let hint = batch::suggest(sel, &names).map(|h| h.replace("valid keys here", "the jobs are"));
-                ck.problem(None, format!("--only `{sel}` matches no job"), hint.as_deref());
-            }
-        }
-        specs.retain(|j| overrides.only.iter().any(|sel| selects(sel, &j.name)));
-    }
-
+    let mut specs = ck.jobs(&text, &defaults, &jobs, &job_gpus);
+    ck.select(&overrides.only, &mut specs);
     if !ck.problems.is_empty() {
         return Err(Problems(ck.problems));
     }
-    let concurrency = if backend.uses_host_gpus() {
-        concurrency
-    } else {
-        concurrency.min(specs.len().max(1))
-    };
+    if !settings.backend.uses_host_gpus() {
+        settings.concurrency = settings.concurrency.min(specs.len().max(1));
+    }
     Ok(Plan {
         file: file.to_path_buf(),
         text,
         name,
-        settings: BatchSettings {
+        settings,
+        gpus,
+        jobs: specs,
+    })
+}
+
+impl Checker<'_> {
+    /// `[batch]`, with the command line's overrides: the batch's name and
+    /// settings.
+    fn batch_section(
+        &mut self,
+        file: &Path,
+        section: &batch::BatchSection,
+        overrides: &Overrides,
+        gpus: &Inventory,
+    ) -> (String, BatchSettings) {
+        let deadline = section
+            .deadline
+            .as_ref()
+            .and_then(|d| match deadline_of(d.get_ref(), chrono::Local::now()) {
+                Ok(t) => Some(t),
+                Err(why) => {
+                    self.at(
+                        d.span().start,
+                        why,
+                        Some("write it as \"07:00\" (the next 7 o'clock) or \"2026-11-23 07:00\""),
+                    );
+                    None
+                }
+            });
+        let backend = match overrides.backend.as_deref() {
+            None => section.backend.unwrap_or_default(),
+            Some("local") => batch::Backend::Local,
+            Some("slurm") => batch::Backend::Slurm,
+            Some(other) => {
+                self.problem(None, format!("--backend `{other}`: expected `local` or `slurm`"), None);
+                batch::Backend::Local
+            }
+        };
+        let slurm = section.slurm.clone().unwrap_or_default();
+        // A program given as a path is found from the batch file, like mounts;
+        // a bare name goes through PATH.
+        let on_finish = section.on_finish.as_ref().map(|c| {
+            let mut command = c.get_ref().clone();
+            if let Some(program) = command.first_mut()
+                && program.contains('/')
+            {
+                *program = self.path(program).to_string_lossy().into_owned();
+            }
+            command
+        });
+        if let Some(c) = &section.on_finish
+            && c.get_ref().first().is_none_or(|program| program.trim().is_empty())
+        {
+            self.at(
+                c.span().start,
+                "`batch.on_finish` names no program".to_string(),
+                Some("write it as a list: on_finish = [\"notify-send\", \"tb: batch done\"]"),
+            );
+        }
+
+        let name = match &section.name {
+            Some(n) => {
+                if let Some(why) = batch::job_name_problem(n.get_ref()) {
+                    self.at(n.span().start, why.replace("job name", "batch name"), None);
+                }
+                n.get_ref().clone()
+            }
+            None => file
+                .file_stem()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "batch".into()),
+        };
+        if section.name.is_none() && batch::job_name_problem(&name).is_some() {
+            self.problem(
+                None,
+                format!("the file name `{name}` cannot name a batch"),
+                Some("set `name` in [batch]"),
+            );
+        }
+
+        let concurrency = match &overrides.concurrency {
+            Some(text) => match Concurrency::parse(text) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.problem(None, format!("--concurrency: {e}"), None);
+                    Concurrency::Auto
+                }
+            },
+            None => section.concurrency.unwrap_or(Concurrency::Auto),
+        };
+        let concurrency = match concurrency {
+            Concurrency::Fixed(n) => n as usize,
+            // A cluster queues what it cannot run yet: submit every job.
+            Concurrency::Auto if !backend.uses_host_gpus() => usize::MAX,
+            Concurrency::Auto => gpus.len().max(1),
+        };
+
+        let downloads = match &section.downloads {
+            Some(d) => self.path(d.get_ref()),
+            None => self.path(DEFAULT_DOWNLOADS),
+        };
+
+        let settings = BatchSettings {
             concurrency,
             gpu_mode: section.gpu_mode.unwrap_or_default(),
             downloads,
-            retries: section.retries.map(|r| r.get_ref().0).unwrap_or(0),
+            retries: section.retries.as_ref().map(|r| r.get_ref().0).unwrap_or(0),
             continue_on_timeout: section.continue_on_timeout.unwrap_or(false),
             backend,
             slurm,
             deadline,
             on_finish,
-        },
-        gpus,
-        jobs: specs,
-    })
+        };
+        (name, settings)
+    }
+
+    /// Every `[[job]]`, expanded, with `[defaults]` applied.
+    fn jobs(&mut self, text: &str, defaults: &JobFields, jobs: &[JobFields], job_gpus: &Inventory) -> Vec<JobSpec> {
+        if let Some(n) = &defaults.name {
+            self.at(
+                n.span().start,
+                "`name` belongs in a [[job]], not in [defaults]".into(),
+                None,
+            );
+        }
+        for (key, value) in [("sweep", &defaults.sweep), ("cv", &defaults.cv)] {
+            if let Some(v) = value {
+                self.at(
+                    v.span().start,
+                    format!("`{key}` belongs in a [[job]], not in [defaults]"),
+                    None,
+                );
+            }
+        }
+        if jobs.is_empty() {
+            self.problem(
+                None,
+                "the file has no [[job]]".into(),
+                Some("add at least one [[job]] with a `name`"),
+            );
+        }
+
+        // The raw tables of the jobs, for expansion: a sweep may set any key.
+        let raw_jobs: Vec<toml::Table> = toml::from_str::<toml::Table>(text)
+            .ok()
+            .and_then(|doc| doc.get("job").and_then(|j| j.as_array()).cloned())
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|v| v.as_table().cloned())
+            .collect();
+        let mut seen: HashSet<String> = HashSet::new();
+        let mut specs = Vec::new();
+        for (i, job) in jobs.iter().enumerate() {
+            let name = match &job.name {
+                None => {
+                    self.problem(
+                        None,
+                        format!("[[job]] number {} has no `name`", i + 1),
+                        Some("give every [[job]] a unique `name`"),
+                    );
+                    continue;
+                }
+                Some(n) => {
+                    if let Some(why) = batch::job_name_problem(n.get_ref()) {
+                        self.at(n.span().start, why, None);
+                        continue;
+                    }
+                    n.get_ref().clone()
+                }
+            };
+            let at = job.name.as_ref().map(|n| n.span().start).unwrap_or(0);
+            if job.sweep.is_none() && job.cv.is_none() {
+                if !seen.insert(name.clone()) {
+                    self.at(
+                        at,
+                        format!("duplicate job name `{name}`"),
+                        Some("job names must be unique within a batch"),
+                    );
+                    continue;
+                }
+                if let Some(spec) = self.job(&name, defaults, job, job_gpus) {
+                    specs.push(spec);
+                }
+                continue;
+            }
+            let key_at = job
+                .sweep
+                .as_ref()
+                .or(job.cv.as_ref())
+                .map(|v| v.span().start)
+                .unwrap_or(at);
+            let variants = match raw_jobs.get(i).map(|raw| expand::expand(&name, raw)) {
+                Some(Ok(v)) => v,
+                Some(Err(e)) => {
+                    self.at(key_at, format!("job `{name}`: {e}"), None);
+                    continue;
+                }
+                None => continue,
+            };
+            for variant in variants {
+                if let Some(why) = batch::job_name_problem(&variant.name) {
+                    self.at(
+                        key_at,
+                        format!("job `{name}`: expanded {why}"),
+                        Some("use a shorter job name"),
+                    );
+                    continue;
+                }
+                if !seen.insert(variant.name.clone()) {
+                    self.at(
+                        key_at,
+                        format!(
+                            "job `{name}`: the expanded job `{}` duplicates another job's name",
+                            variant.name
+                        ),
+                        Some("rename one of the jobs"),
+                    );
+                    continue;
+                }
+                // Through TOML text, since spans (which some keys carry) only
+                // come from a parser; problems are then placed at the sweep.
+                let synthetic = toml::to_string(&variant.table).unwrap_or_default();
+                let fields: JobFields = match toml::from_str(&synthetic) {
+                    Ok(f) => f,
+                    Err(e) => {
+                        self.at(
+                            key_at,
+                            format!("job `{}`: {}", variant.name, e.message().trim_end()),
+                            None,
+                        );
+                        continue;
+                    }
+                };
+                let mut sub = Checker {
+                    text: &synthetic,
+                    base_dir: self.base_dir,
+                    home: self.home,
+                    problems: Vec::new(),
+                };
+                let spec = sub.job(&variant.name, defaults, &fields, job_gpus);
+                for mut p in sub.problems {
+                    p.at = Some(batch::line_col(text, key_at));
+                    self.problems.push(p);
+                }
+                if let Some(mut spec) = spec {
+                    spec.swept = variant
+                        .swept
+                        .into_iter()
+                        .map(|(k, v)| (k, serde_json::to_value(v).expect("TOML values are JSON")))
+                        .collect();
+                    specs.push(spec);
+                }
+            }
+        }
+
+        specs
+    }
+
+    /// `--only`: the jobs named by it, each selector matching some job.
+    fn select(&mut self, only: &[String], specs: &mut Vec<JobSpec>) {
+        if !only.is_empty() {
+            for sel in only {
+                if !specs.iter().any(|j| selects(sel, &j.name)) {
+                    let names: Vec<&str> = specs.iter().map(|j| j.name.as_str()).collect();
+                    let hint = batch::suggest(sel, &names).map(|h| h.replace("valid keys here", "the jobs are"));
+                    self.problem(None, format!("--only `{sel}` matches no job"), hint.as_deref());
+                }
+            }
+            specs.retain(|j| only.iter().any(|sel| selects(sel, &j.name)));
+        }
+    }
 }
 
 /// When `[batch] deadline` falls: "HH:MM" is its next occurrence after

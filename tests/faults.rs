@@ -47,8 +47,21 @@ fn a_supervisor_killed_with_sigkill_resumes_and_nothing_runs_twice() {
     unsafe { libc::kill(tb.0.id() as i32, libc::SIGKILL) };
     tb.0.wait().unwrap();
     let at_kill = lines_of(&w.job_dir("a").join("stdout.log"));
-    // The containers go on printing while nobody listens.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The containers go on printing while nobody listens: a's engine log
+    // grows while its stdout.log (nobody writes it now) does not.
+    let container = w.state("a")["container_id"].as_str().unwrap().to_string();
+    wait_until(30, "a to print while unsupervised", || {
+        let logs = std::process::Command::new("docker")
+            .args(["logs", &container])
+            .output()
+            .unwrap();
+        text(&logs.stdout).lines().count() > at_kill + 1
+    });
+    assert_eq!(
+        lines_of(&w.job_dir("a").join("stdout.log")),
+        at_kill,
+        "nobody wrote meanwhile"
+    );
     assert_eq!(
         w.state("a")["status"],
         "running",
@@ -310,7 +323,11 @@ fn the_engine_going_away_and_back_mid_job_loses_nothing() {
     );
     wait_until(60, "the job to print", || printed(&w, "a", 2));
     proxy.kill();
-    std::thread::sleep(Duration::from_millis(2500));
+    // Back only once tb noticed it was gone.
+    wait_until(30, "tb to notice the engine is gone", || {
+        std::fs::read_to_string(w.batch_dir().join("supervisor.log"))
+            .is_ok_and(|l| l.contains("waiting for the engine to come back"))
+    });
     let _back = Proxy::start(&sock);
     let mut tb = tb;
     let status = tb.0.wait().unwrap();

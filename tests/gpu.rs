@@ -138,8 +138,31 @@ fn a_device_request_names_exactly_the_assigned_gpu() {
     assert!(containers_labelled(&format!("tb.batch={batch_id}")).is_empty());
 }
 
+/// Whether this host's engine can run GPU containers: the NVIDIA Container
+/// Toolkit registered its runtime, or its hook is installed.
+fn has_nvidia_toolkit() -> bool {
+    let runtimes = std::process::Command::new("docker")
+        .args(["info", "--format", "{{json .Runtimes}}"])
+        .output()
+        .map(|o| text(&o.stdout))
+        .unwrap_or_default();
+    runtimes.contains("nvidia")
+        || ["nvidia-container-runtime-hook", "nvidia-container-cli"]
+            .iter()
+            .any(|tool| {
+                std::env::var_os("PATH")
+                    .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(tool).is_file()))
+            })
+}
+
 #[test]
 fn a_gpu_job_on_a_host_without_the_toolkit_fails_with_a_reason() {
+    if has_nvidia_toolkit() {
+        // With the toolkit (and maybe a GPU), the engine's answer is another:
+        // what this test pins down is the message for hosts without it.
+        eprintln!("skipped: this host has the NVIDIA Container Toolkit");
+        return;
+    }
     let w = Work::new();
     let f = w.batch(
         "x.toml",

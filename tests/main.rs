@@ -1,6 +1,7 @@
 //! Integration tests: the real `tb` binary against the real Docker engine,
 //! with the `tb-base:bookworm` image (`make base-image`).
 
+mod backends;
 mod cli;
 mod common;
 mod faults;

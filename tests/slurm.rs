@@ -81,27 +81,6 @@ fn a_failing_job_is_failed_with_its_exit_code() {
 
 #[test]
 #[ignore = "needs the Slurm test cluster: make test-slurm"]
-fn tb_cancel_stops_the_container_and_marks_the_job_cancelled() {
-    cluster();
-    let w = Work::new();
-    let f = w.batch(
-        "long.toml",
-        &format!("{}[[job]]\nname = \"long\"\ncommand = [\"sleep\", \"300\"]\n", head("")),
-    );
-    let mut tb = in_background(&w, &f);
-    wait_until(90, "the job to run", || {
-        std::fs::canonicalize(w.path().join("runs/latest")).is_ok() && w.state("long")["status"] == "running"
-    });
-    let out = w.run(&["cancel", "--job", "long"]);
-    assert_exit(&out, 0);
-    assert_eq!(tb.0.wait().unwrap().code(), Some(1));
-    let s = w.state("long");
-    assert_eq!(s["status"], "cancelled", "{s}");
-    assert!(w.leftover_containers().is_empty(), "a container is left running");
-}
-
-#[test]
-#[ignore = "needs the Slurm test cluster: make test-slurm"]
 fn logs_and_report_match_the_local_backend() {
     cluster();
     let jobs = "[[job]]\nname = \"ok\"\ncommand = [\"sh\", \"-c\", \"printf 'one\\\\ntwo\\\\n'; echo err >&2\"]\n\
@@ -159,44 +138,115 @@ fn logs_and_report_match_the_local_backend() {
 
 #[test]
 #[ignore = "needs the Slurm test cluster: make test-slurm"]
-fn resume_follows_submitted_jobs_by_id_and_retry_resubmits() {
+fn slurm_resume_follows_a_run_and_records_everything() {
+    cluster();
+    crate::backends::resume_scenario("slurm");
+}
+
+#[test]
+#[ignore = "needs the Slurm test cluster: make test-slurm"]
+fn slurm_retry_runs_failures_as_new_attempts() {
+    cluster();
+    crate::backends::retry_scenario("slurm");
+}
+
+#[test]
+#[ignore = "needs the Slurm test cluster: make test-slurm"]
+fn slurm_cancel_one_job_then_the_rest_without_a_supervisor() {
+    cluster();
+    crate::backends::cancel_scenario("slurm");
+}
+
+/// This user's Slurm jobs of the newest batch, as squeue lists them.
+fn submitted(w: &Work) -> Vec<String> {
+    let id = w.batch_dir().file_name().unwrap().to_string_lossy().into_owned();
+    let out = std::process::Command::new("squeue")
+        .args(["-h", "-t", "all", "-o", "%j"])
+        .output()
+        .unwrap();
+    text(&out.stdout)
+        .lines()
+        .filter(|n| n.starts_with(&format!("tb-{id}-")))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+#[ignore = "needs the Slurm test cluster: make test-slurm"]
+fn a_deadline_in_the_past_submits_nothing_and_resume_submits_the_rest() {
     cluster();
     let w = Work::new();
     let f = w.batch(
-        "mixed.toml",
+        "late.toml",
         &format!(
-            "{}[[job]]\nname = \"slow\"\ncommand = [\"sh\", \"-c\", \"sleep 6; echo done\"]\n\
-             [[job]]\nname = \"flaky\"\ncommand = [\"sh\", \"-c\", \"if [ -e /out/marker ]; then echo second; else touch /out/marker; exit 4; fi\"]\n",
-            head("")
+            "{}[[job]]\nname = \"a\"\ncommand = [\"echo\", \"a\"]\n[[job]]\nname = \"b\"\ncommand = [\"echo\", \"b\"]\n",
+            head("deadline = \"2020-01-01 00:00\"\n")
         ),
     );
-    let mut tb = in_background(&w, &f);
-    wait_until(90, "the slow job to run", || {
-        std::fs::canonicalize(w.path().join("runs/latest")).is_ok() && w.state("slow")["status"] == "running"
-    });
-    let id = w.state("slow")["slurm_job_id"].as_str().unwrap().to_string();
-    // SAFETY: our own child.
-    unsafe { libc::kill(tb.0.id() as i32, libc::SIGKILL) };
-    tb.0.wait().unwrap();
+    let out = w.run(&["batch", f.to_str().unwrap()]);
+    assert_exit(&out, 1);
+    for j in ["a", "b"] {
+        let s = w.state(j);
+        assert_eq!(s["status"], "pending", "{s}");
+        assert!(s["slurm_job_id"].is_null(), "{s}");
+    }
+    assert!(
+        submitted(&w).is_empty(),
+        "submitted after the deadline: {:?}",
+        submitted(&w)
+    );
+    let log = std::fs::read_to_string(w.batch_dir().join("supervisor.log")).unwrap();
+    assert!(log.contains("the deadline has passed: no new job starts"), "{log}");
 
     let out = w.run(&["resume"]);
-    assert_exit(&out, 1);
-    assert!(
-        text(&out.stderr).contains(&format!("following slow again (Slurm job {id})")),
-        "{}",
-        text(&out.stderr)
-    );
-    let slow = w.state("slow");
-    assert_eq!(slow["status"], "succeeded", "{slow}");
-    assert_eq!(slow["slurm_job_id"], id.as_str(), "followed, not resubmitted");
-    assert_eq!(w.stdout_of("slow"), "done\n");
-    assert_eq!(w.state("flaky")["status"], "failed");
-
-    let out = w.run(&["retry"]);
     assert_exit(&out, 0);
-    let flaky = w.state("flaky");
-    assert_eq!(flaky["status"], "succeeded", "{flaky}");
-    assert_eq!(flaky["attempt"], 2);
-    assert_ne!(flaky["slurm_job_id"], flaky["attempts"][0]["slurm_job_id"]);
-    assert_eq!(w.stdout_of("flaky"), "second\n");
+    assert_eq!(w.stdout_of("a"), "a\n");
+    assert_eq!(w.state("b")["status"], "succeeded");
+    assert_eq!(submitted(&w).len(), 2);
+}
+
+#[test]
+#[ignore = "needs the Slurm test cluster: make test-slurm"]
+fn a_slurm_batch_makes_no_call_to_the_local_engine() {
+    cluster();
+    let w = Work::new();
+    // The submitting host's engine is a dead socket; the node's (this same
+    // machine's, reached through the job's environment) is the real one.
+    let dead = format!("unix://{}", w.path().join("no-engine.sock").display());
+    let f = w.batch(
+        "remote.toml",
+        &format!(
+            "{}[[job]]\nname = \"hi\"\ncommand = [\"sh\", \"-c\", \"echo hi from $TB_JOB\"]\n",
+            head("[batch.slurm]\nextra = [\"--export=ALL,DOCKER_HOST=unix:///var/run/docker.sock\"]\n")
+        ),
+    );
+    let validate = w
+        .tb()
+        .args(["validate", f.to_str().unwrap()])
+        .env("DOCKER_HOST", &dead)
+        .output()
+        .unwrap();
+    assert_exit(&validate, 0);
+    let out = w
+        .tb()
+        .args(["batch", f.to_str().unwrap()])
+        .env("DOCKER_HOST", &dead)
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert!(!text(&out.stderr).contains("Docker"), "{}", text(&out.stderr));
+    assert_eq!(w.stdout_of("hi"), "hi from hi\n");
+    // And the local backend, with the same dead engine, says so.
+    let local = w
+        .tb()
+        .args(["validate", f.to_str().unwrap(), "--backend", "local"])
+        .env("DOCKER_HOST", &dead)
+        .output()
+        .unwrap();
+    assert_exit(&local, 2);
+    assert!(
+        text(&local.stderr).contains("cannot reach the Docker engine"),
+        "{}",
+        text(&local.stderr)
+    );
 }

@@ -116,7 +116,20 @@ impl Backend for Local {
 
     async fn survey(&mut self, dir: &BatchDir, names: &[String], states: &[JobState]) -> anyhow::Result<Survey> {
         let engine = self.engine().await?;
-        let listed = engine.list_labelled(&format!("tb.dir={}", dir.path.display())).await?;
+        let label = format!("tb.dir={}", dir.path.display());
+        let mut listed = engine.list_labelled(&label).await?;
+        // A supervisor killed while the engine started a container leaves it
+        // `created` for a moment, then running: let such starts land rather
+        // than take the container for one that never ran.
+        let until = tokio::time::Instant::now() + Duration::from_secs(30);
+        while listed
+            .iter()
+            .any(|c| c.state == "created" && starting(dir, c, names, states))
+            && tokio::time::Instant::now() < until
+        {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            listed = engine.list_labelled(&label).await?;
+        }
         Ok(survey_of(&listed, names, states))
     }
 
@@ -408,6 +421,19 @@ fn missing_image(plan: &Plan, image: &str) -> crate::batch::Problem {
             users.join(", ")
         ),
         hint: Some(hint.into()),
+    }
+}
+
+/// Whether the engine may be starting `c`: the container of a job's
+/// current attempt, not known to have started, that tb asked to start.
+fn starting(dir: &BatchDir, c: &Listed, names: &[String], states: &[JobState]) -> bool {
+    let job = c.labels.get("tb.job").and_then(|j| names.iter().position(|n| n == j));
+    let attempt: Option<u32> = c.labels.get("tb.attempt").and_then(|a| a.parse().ok());
+    match (job, attempt) {
+        (Some(i), Some(a)) if a == states[i].attempt() && states[i].never_started() => {
+            std::fs::read_to_string(dir.job_dir(&names[i]).join(executor::STARTING)).is_ok_and(|t| t == a.to_string())
+        }
+        _ => false,
     }
 }
 

@@ -1,5 +1,5 @@
 //! The batch file: its TOML model, the `[defaults]` inheritance, and every
-//! check that needs nothing but the file's text (CONTRACT §2).
+//! check that needs nothing but the file's text (docs/batch-file.md).
 
 pub mod expand;
 pub mod units;
@@ -37,7 +37,7 @@ pub struct BatchSection {
     pub continue_on_timeout: Option<bool>,
     /// A command run once when the batch ends (mail, chat): program and arguments.
     pub on_finish: Option<Spanned<Vec<String>>>,
-    // Keys of CONTRACT §2 that this version does not implement yet: accepted
+    // Keys of the batch file that this version does not implement yet: accepted
     // by the parser so that the error can say so instead of "unknown key".
     /// No job starts after this local time.
     pub deadline: Option<Spanned<String>>,

@@ -9,7 +9,8 @@ use comfy_table::{Table, presets::NOTHING};
 pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let overrides = Overrides {
         only: args.only.clone(),
-        ..Default::default()
+        concurrency: args.concurrency.clone(),
+        backend: args.backend.clone(),
     };
     let plan = settings::resolve(&args.file, &overrides, Inventory::detect())?;
     let runs_dir = std::path::absolute(&global.runs_dir)?;

@@ -1,4 +1,4 @@
-//! The batch report (CONTRACT §3): `report.md`, `report.json` and
+//! The batch report (docs/run-directory.md): `report.md`, `report.json` and
 //! `report.html` in the batch directory, made from its files alone, and the
 //! short summary printed when a batch ends.
 

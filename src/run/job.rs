@@ -1,4 +1,4 @@
-//! A job's state (`jobs/<job>/state.json`, CONTRACT §3) and the named
+//! A job's state (`jobs/<job>/state.json`, docs/run-directory.md) and the named
 //! transitions that are the only way to change it: an attempt begins, is
 //! queued, starts, ends; a job is withdrawn, cancelled before it started,
 //! or lost. Each transition leaves the fields consistent for its status, so
@@ -186,7 +186,7 @@ pub struct AttemptRecord {
     pub gpus: Vec<String>,
 }
 
-/// The file format of `state.json`, field for field (CONTRACT §3): what
+/// The file format of `state.json`, field for field (docs/run-directory.md): what
 /// scripts read, and what every version-1 file written before still holds.
 #[derive(Serialize, Deserialize)]
 struct Wire {

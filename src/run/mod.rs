@@ -1,4 +1,4 @@
-//! The run directory (CONTRACT §3): a batch directory created from a plan,
+//! The run directory (docs/run-directory.md): a batch directory created from a plan,
 //! its versioned state files, the supervisor lock, and the requests other
 //! tb processes leave for the supervisor. Job state itself, with its named
 //! transitions, is in [`job`].
