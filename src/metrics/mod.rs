@@ -1,15 +1,41 @@
 //! Reading what trainers write to `metrics.jsonl`, one line at a time,
 //! tolerating what a killed job leaves behind (partial or garbage lines,
 //! Python's `NaN`), which is skipped, counted and described, never fatal.
+//!
+//! The submodules read what unmodified training code writes instead, each
+//! incrementally (a reader remembers where it stopped, so polling a running
+//! job costs only what was appended): TensorBoard event files
+//! ([`tfevents`]), Lightning's `CSVLogger` file ([`csvlog`]) and
+//! `name=value` lines on stdout ([`stdout`]). They keep metric names as
+//! written (`train_loss_step` and `train_loss_epoch` are two tags); giving
+//! suffixes a meaning is the caller's business.
+
+pub mod csvlog;
+pub mod stdout;
+mod tail;
+pub mod tfevents;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
 use std::borrow::Cow;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
+use std::sync::Arc;
 
 /// How many skipped lines a [`Scan`] describes; the rest are only counted.
 pub const BAD_EXAMPLES: usize = 5;
+
+/// One value of one metric where training was at the time, as the CSV and
+/// stdout readers give it; a TensorBoard [`tfevents::Scalar`] converts into
+/// one. A source may know the step, the epoch, or both.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// Shared by all the points of a tag, which a reader names once.
+    pub tag: Arc<str>,
+    pub step: Option<u64>,
+    pub epoch: Option<u64>,
+    pub value: f64,
+}
 
 /// A well-formed line (docs/trainer-protocol.md), borrowed from the read buffer so that a
 /// night of lines costs no allocation per metric name.
