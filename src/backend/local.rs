@@ -233,6 +233,7 @@ impl Backend for Local {
         let turn = s.last_turn.replace(next_turn);
         let (engine, events, slots, gate) = (s.engine.clone(), s.events.clone(), s.slots.clone(), s.gate.clone());
         s.tasks.spawn(async move {
+            let guard = Report::new(index, events.clone());
             let name = launch.job.spec.name.clone();
             let mut prepared = executor::prepare(&engine, &launch).await;
             if matches!(&prepared, Err(e) if is_unreachable(e)) {
@@ -241,7 +242,7 @@ impl Backend for Local {
                     let _ = events.send(Event::Gone {
                         why: gone_why(launch.engine_wait),
                     });
-                    let _ = events.send(Event::Withdrawn { index });
+                    guard.send(Event::Withdrawn { index });
                     return;
                 }
                 prepared = executor::prepare(&engine, &launch).await;
@@ -257,11 +258,13 @@ impl Backend for Local {
                 _ = withdraw.wait_for(|w| *w) => None,
             };
             drop(my_turn_done);
-            if permit.is_none() || *withdraw.borrow() {
+            // `tb cancel --job` may have come while it waited for its slot.
+            let cancelled = launch.job_dir.join(crate::run::CANCEL_REQUEST).exists();
+            if permit.is_none() || *withdraw.borrow() || cancelled {
                 if let Ok(p) = prepared {
                     executor::discard(&engine, p).await;
                 }
-                let _ = events.send(Event::Withdrawn { index });
+                guard.send(Event::Withdrawn { index });
                 return;
             }
             let started = events.clone();
@@ -277,19 +280,7 @@ impl Backend for Local {
             // The next staged attempt may start now, before this one's
             // state is written.
             drop(permit);
-            if finish.engine_gone {
-                let _ = events.send(Event::Gone {
-                    why: gone_why(launch.engine_wait),
-                });
-                if finish.outcome.started_at.is_none() {
-                    let _ = events.send(Event::Withdrawn { index });
-                    return;
-                }
-            }
-            let _ = events.send(Event::Ended {
-                index,
-                outcome: finish.outcome,
-            });
+            guard.finish(finish, &launch);
         });
     }
 
@@ -301,27 +292,21 @@ impl Backend for Local {
         let launch = s.launch_of(attempt, found.gpus.clone());
         let (controls, _, stop) = Controls::new();
         s.runs.insert(index, controls);
-        let (engine, events, slots) = (s.engine.clone(), s.events.clone(), s.slots.clone());
+        // A container taken over counts against the slots like any other;
+        // taken now, before any launch can.
+        let permit = s.slots.clone().try_acquire_owned().ok();
+        let (engine, events) = (s.engine.clone(), s.events.clone());
         let Some(id) = found.handle.container_id().map(String::from) else {
             let _ = events.send(Event::Withdrawn { index });
             return;
         };
         tracing::info!("following {} again (container {})", launch.job.spec.name, short(&id));
+        let started_at = found.started_at.unwrap_or_else(Utc::now);
         s.tasks.spawn(async move {
-            // A container taken over counts against the slots like any other.
-            let permit = slots.try_acquire_owned().ok();
-            let started_at = Utc::now();
+            let guard = Report::new(index, events.clone());
             let finish = executor::reattach(&engine, &id, &launch, stop, started_at).await;
             drop(permit);
-            if finish.engine_gone {
-                let _ = events.send(Event::Gone {
-                    why: gone_why(launch.engine_wait),
-                });
-            }
-            let _ = events.send(Event::Ended {
-                index,
-                outcome: finish.outcome,
-            });
+            guard.finish(finish, &launch);
         });
     }
 
@@ -381,6 +366,66 @@ impl Session {
             batch_dir: self.dir.path.clone(),
             stop_grace: executor::STOP_GRACE,
             engine_wait: self.engine_wait,
+        }
+    }
+}
+
+/// Sends a task's last word to the dispatcher — and, if the task ends
+/// without one (a panic), says the run was lost rather than leave the
+/// dispatcher waiting for it.
+struct Report {
+    index: usize,
+    events: Option<mpsc::UnboundedSender<Event>>,
+}
+
+impl Report {
+    fn new(index: usize, events: mpsc::UnboundedSender<Event>) -> Report {
+        Report {
+            index,
+            events: Some(events),
+        }
+    }
+
+    fn send(mut self, event: Event) {
+        if let Some(e) = self.events.take() {
+            let _ = e.send(event);
+        }
+    }
+
+    /// How an attempt that ran (or tried to) ended.
+    fn finish(self, finish: executor::Finish, launch: &Launch) {
+        if finish.engine_gone
+            && let Some(e) = &self.events
+        {
+            let _ = e.send(Event::Gone {
+                why: gone_why(launch.engine_wait),
+            });
+        }
+        let index = self.index;
+        if finish.engine_gone && finish.outcome.started_at.is_none() {
+            self.send(Event::Withdrawn { index });
+        } else {
+            self.send(Event::Ended {
+                index,
+                outcome: finish.outcome,
+            });
+        }
+    }
+}
+
+impl Drop for Report {
+    fn drop(&mut self) {
+        if let Some(e) = self.events.take() {
+            let _ = e.send(Event::Ended {
+                index: self.index,
+                outcome: Outcome {
+                    status: Status::Lost,
+                    ..Outcome::failed_before_start(
+                        "tb's task following this job failed; see supervisor.log".into(),
+                        None,
+                    )
+                },
+            });
         }
     }
 }
@@ -471,6 +516,7 @@ fn survey_of(listed: &[Listed], names: &[String], states: &[JobState]) -> Survey
                         .get("tb.gpus")
                         .map(|g| g.split(',').filter(|s| !s.is_empty()).map(String::from).collect())
                         .unwrap_or_default(),
+                    started_at: None,
                 })
             }
             None => survey.leftovers.push(handle),

@@ -104,6 +104,8 @@ pub struct Found {
     pub running: bool,
     /// The GPUs it holds, where known.
     pub gpus: Vec<String>,
+    /// When it started, where known (else the job's state says).
+    pub started_at: Option<DateTime<Utc>>,
 }
 
 /// What a backend holds of a batch.
@@ -188,6 +190,7 @@ mod tests {
                 started: true,
                 running,
                 gpus: vec![],
+                started_at: None,
             })
         };
         let s = Survey {

@@ -11,7 +11,7 @@ use crate::error::hinted;
 use crate::executor::STOP_GRACE;
 use crate::exit::Exit;
 use crate::gpu::Inventory;
-use crate::run::{BatchDir, Status};
+use crate::run::{BatchDir, Outcome, Status};
 use std::time::{Duration, Instant};
 
 pub fn run(args: &CancelArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
@@ -136,10 +136,21 @@ fn by_itself(dir: &BatchDir, names: &[String], named: bool) -> anyhow::Result<Ex
                 }
                 (Status::Running | Status::Pending, Some(f)) if f.started => {
                     eprintln!("{name}: stopping {}", f.handle.describe());
-                    match backend.stop(dir, name, &f.handle, STOP_GRACE).await? {
-                        Some(outcome) => state.stopped(&outcome, Status::Cancelled, "cancelled (tb cancel)"),
-                        None => state.cancelled_before_start("cancelled (tb cancel)"),
-                    }
+                    // How it ended, or (when the backend cannot tell) that
+                    // it was stopped now: it ran, so it keeps its start.
+                    let outcome = backend
+                        .stop(dir, name, &f.handle, STOP_GRACE)
+                        .await?
+                        .unwrap_or(Outcome {
+                            status: Status::Cancelled,
+                            exit_code: None,
+                            oom_killed: false,
+                            error: None,
+                            container_id: None,
+                            started_at: state.started_at().or(f.started_at),
+                            finished_at: chrono::Utc::now(),
+                        });
+                    state.stopped(&outcome, Status::Cancelled, "cancelled (tb cancel)");
                     eprintln!("{name}: stopped");
                 }
                 (Status::Running, None) => {

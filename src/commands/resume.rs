@@ -33,16 +33,23 @@ pub fn run(args: &ResumeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         backend.discard(&survey.leftovers).await?;
 
         let mut work = Work::default();
+        let mut ended = Vec::new();
         for (index, found) in survey.jobs.into_iter().enumerate() {
             let name = &names[index];
             let state = &mut states[index];
+            let handle = found.as_ref().map(|f| f.handle.clone());
             match take_up(name, state, found) {
                 Next::Follow(found) => work.follow.push((index, found)),
                 Next::Launch => work.launch.push(index),
-                Next::Nothing => continue,
+                Next::Nothing => {
+                    // The run of a job whose end is recorded: nothing to follow.
+                    ended.extend(handle);
+                    continue;
+                }
             }
             dir.write_job_state(name, state)?;
         }
+        backend.discard(&ended).await?;
         if work.follow.is_empty() && work.launch.is_empty() {
             eprintln!(
                 "batch {}: no job is running or pending; closing it (`tb retry` runs failed ones)",
@@ -73,14 +80,17 @@ enum Next {
 /// Reconciles a job's recorded state with what the backend still holds.
 fn take_up(name: &str, state: &mut JobState, found: Option<Found>) -> Next {
     match (state.status(), found) {
-        (Status::Running, Some(f)) => Next::Follow(f),
+        (Status::Running, Some(mut f)) => {
+            f.started_at = f.started_at.or(state.started_at());
+            Next::Follow(f)
+        }
         (Status::Pending, Some(f)) if f.started => {
             // The supervisor died between the start and writing it down.
             tracing::info!("{name}: its {} started unrecorded; following it", f.handle.describe());
             if f.attempt > state.attempt() {
                 state.begin_attempt(None);
             }
-            state.started(f.handle.clone(), Utc::now(), f.gpus.clone());
+            state.started(f.handle.clone(), f.started_at.unwrap_or_else(Utc::now), f.gpus.clone());
             Next::Follow(f)
         }
         // Queued in a cluster: it starts when the cluster says so.
@@ -107,6 +117,7 @@ mod tests {
             started,
             running: true,
             gpus: vec!["0".into()],
+            started_at: None,
         }
     }
 

@@ -68,10 +68,14 @@ enum Reason {
 }
 
 /// A job handed to the backend.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct Flight {
     started: bool,
     requested: Option<Reason>,
+    /// The job's state before this attempt began, put back if it is
+    /// withdrawn; and the attempt whose output was archived for it.
+    before: JobState,
+    archived: Option<u32>,
 }
 
 /// Before retry `n` (1-based): 2 s, 4 s, 6 s, … at most 30 s.
@@ -135,24 +139,42 @@ impl Dispatcher {
         self.retry_at.first().copied()
     }
 
-    /// Jobs whose cancel requests matter now: handed over, waiting to
-    /// be retried, or queued.
+    /// Jobs whose cancel requests must be acted on soon: handed over, or
+    /// waiting to be retried. (Queued jobs are checked as they come up.)
     pub fn watched(&self) -> impl Iterator<Item = usize> + '_ {
         self.flights
             .keys()
             .copied()
             .chain(self.retry_at.iter().map(|(_, i)| *i))
-            .chain(self.queue.iter().copied())
     }
 
-    /// Job `index` was handed to the backend (its attempt begun), to be
-    /// started, or (`started`) to be followed.
-    pub fn handed(&mut self, index: usize, started: bool) {
+    /// Job `index` was handed to the backend: an attempt begun from
+    /// `before` (archiving attempt `archived`'s output), to be started.
+    pub fn launched(&mut self, index: usize, before: JobState, archived: Option<u32>) {
+        self.flights.insert(
+            index,
+            Flight {
+                started: false,
+                requested: None,
+                before,
+                archived,
+            },
+        );
+    }
+
+    /// Job `index`'s run, which an earlier supervisor handed over, is
+    /// followed (`started`, or still queued).
+    pub fn followed(&mut self, index: usize, started: bool) {
+        // Taken back while queued, it is a launched attempt that never ran.
+        let mut before = self.states[index].clone();
+        before.begin_attempt(None);
         self.flights.insert(
             index,
             Flight {
                 started,
                 requested: None,
+                before,
+                archived: None,
             },
         );
     }
@@ -202,6 +224,20 @@ impl Dispatcher {
     }
 
     fn on_event(&mut self, event: Event, now: Instant, out: &mut Vec<Action>) {
+        let index = match &event {
+            Event::Queued { index, .. }
+            | Event::Started { index, .. }
+            | Event::Ended { index, .. }
+            | Event::Withdrawn { index } => Some(*index),
+            Event::Gone { .. } => None,
+        };
+        if let Some(i) = index
+            && !self.flights.contains_key(&i)
+        {
+            // A late word about a run that already ended or was taken back.
+            tracing::debug!("ignored {event:?}: job {} has no run in flight", self.names[i]);
+            return;
+        }
         match event {
             Event::Queued { index, handle } => {
                 self.states[index].queued(handle);
@@ -267,22 +303,18 @@ impl Dispatcher {
                 out.push(Action::Collect(index));
             }
             Event::Withdrawn { index } => {
-                let requested = self.flights.remove(&index).and_then(|f| f.requested);
+                let flight = self.flights.remove(&index).expect("a flight");
                 let state = &mut self.states[index];
-                let was = state.attempt();
-                state.withdraw();
-                if state.attempt() < was && state.attempt() > 0 {
-                    out.push(Action::Unarchive(index, state.attempt()));
+                state.withdraw(flight.before);
+                out.push(Action::Write(index));
+                if let Some(n) = flight.archived {
+                    out.push(Action::Unarchive(index, n));
                 }
-                if requested == Some(Reason::Cancel) {
-                    state.cancelled_before_start("cancelled before it started (tb cancel)");
-                    tracing::info!("{}: cancelled before it started", self.names[index]);
-                    out.push(Action::ClearCancel(index));
-                    out.push(Action::Note(Note::Finished(index)));
+                if flight.requested == Some(Reason::Cancel) {
+                    self.cancel_waiting(index, out);
                 } else {
                     self.queue.push_front(index);
                 }
-                out.push(Action::Write(index));
                 out.push(Action::Collect(index));
             }
             Event::Gone { why } => {
@@ -311,14 +343,27 @@ impl Dispatcher {
             out.push(Action::Note(Note::Finished(index)));
         } else if let Some(pos) = self.queue.iter().position(|&i| i == index) {
             self.queue.remove(pos);
-            self.states[index].cancelled_before_start("cancelled before it started (tb cancel)");
-            tracing::info!("{name}: cancelled before it started");
-            out.push(Action::Write(index));
-            out.push(Action::ClearCancel(index));
-            out.push(Action::Note(Note::Finished(index)));
+            self.cancel_waiting(index, out);
         } else {
             out.push(Action::ClearCancel(index));
         }
+    }
+
+    /// A job that was waiting (queued, or taken back before it started) is
+    /// cancelled: one that never ran is `cancelled`; a failed one waiting
+    /// for its retry keeps how it failed and is not retried.
+    fn cancel_waiting(&mut self, index: usize, out: &mut Vec<Action>) {
+        let name = &self.names[index];
+        let state = &mut self.states[index];
+        if state.status().is_final() {
+            tracing::info!("{name}: will not be retried (tb cancel)");
+        } else {
+            state.cancelled_before_start("cancelled before it started (tb cancel)");
+            tracing::info!("{name}: cancelled before it started");
+            out.push(Action::Write(index));
+        }
+        out.push(Action::ClearCancel(index));
+        out.push(Action::Note(Note::Finished(index)));
     }
 
     /// Takes back every handed-over job that has not started.
@@ -368,8 +413,10 @@ mod tests {
     /// Hands job `i` over as the loop's fill would.
     fn hand(d: &mut Dispatcher, i: usize) {
         d.queue.retain(|&j| j != i);
+        let before = d.states[i].clone();
+        let archived = (before.attempt() > 0 && !before.never_started()).then(|| before.attempt());
         d.states[i].begin_attempt(None);
-        d.handed(i, false);
+        d.launched(i, before, archived);
     }
 
     fn started(i: usize) -> Input {
@@ -537,6 +584,7 @@ mod tests {
         d.handle(Input::CancelRequested(2), now);
         d.handle(Input::Backend(Event::Withdrawn { index: 2 }), now);
         assert_eq!(d.states[2].status(), Status::Cancelled);
+        assert_eq!(d.states[2].attempt(), 0, "it never ran");
 
         let a = d.handle(Input::CancelRequested(3), now);
         assert!(a.contains(&Action::Write(3)));
@@ -554,8 +602,34 @@ mod tests {
         d.handle(Input::RetryDue(0), now);
         hand(&mut d, 0);
         let a = d.handle(Input::Backend(Event::Withdrawn { index: 0 }), now);
-        assert!(a.contains(&Action::Unarchive(0, 1)), "{a:?}");
+        let (w, u) = (
+            a.iter().position(|x| *x == Action::Write(0)).unwrap(),
+            a.iter().position(|x| *x == Action::Unarchive(0, 1)).unwrap(),
+        );
+        assert!(w < u, "the state is written before its output comes back: {a:?}");
         assert_eq!((d.states[0].status(), d.states[0].attempt()), (Status::Failed, 1));
         assert_eq!(d.queue, [0]);
+
+        // Cancelled while staged for its retry: it keeps how it failed.
+        hand(&mut d, 0);
+        d.handle(Input::CancelRequested(0), now);
+        d.handle(Input::Backend(Event::Withdrawn { index: 0 }), now);
+        assert_eq!(
+            (d.states[0].status(), d.states[0].exit_code()),
+            (Status::Failed, Some(1))
+        );
+        assert!(d.done());
+    }
+
+    #[test]
+    fn a_late_event_of_a_run_that_ended_is_ignored() {
+        let mut d = dispatcher(1, 0);
+        let now = Instant::now();
+        hand(&mut d, 0);
+        d.handle(started(0), now);
+        d.handle(ended(0, Status::Succeeded, 0), now);
+        assert!(d.handle(ended(0, Status::Failed, 1), now).is_empty());
+        assert!(d.handle(Input::Backend(Event::Withdrawn { index: 0 }), now).is_empty());
+        assert_eq!(d.states[0].status(), Status::Succeeded);
     }
 }

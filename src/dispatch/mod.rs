@@ -163,13 +163,14 @@ pub async fn run(
         dir,
         ready,
         progress,
+        unwritten: std::collections::HashSet::new(),
     };
 
     progress.start(work.launch.len() + work.follow.len());
     for (index, found) in work.follow {
         let started = found.started;
         let job = JobFile::new(&plan.name, &dir.id, d.states[index].attempt(), &plan.jobs[index]);
-        d.handed(index, started);
+        d.followed(index, started);
         backend.follow(index, Attempt { job }, found);
         if started {
             loop_.note(&d, Note::Started(index));
@@ -242,6 +243,9 @@ struct Loop<'a> {
     dir: &'a BatchDir,
     ready: &'a Ready,
     progress: &'a Progress,
+    /// Jobs whose last state write failed: their runs are left to the
+    /// backend (not cleaned up), for `tb resume` to record.
+    unwritten: std::collections::HashSet<usize>,
 }
 
 impl Loop<'_> {
@@ -263,19 +267,31 @@ impl Loop<'_> {
             }
             d.queue.remove(pos);
             let state = &mut d.states[index];
-            if state.attempt() > 0
-                && !state.never_started()
-                && let Err(e) = self.dir.archive_attempt(&spec.name, state.attempt(), state)
-            {
-                tracing::warn!("job {}: {e:#}", spec.name);
+            let before = state.clone();
+            let mut archived = None;
+            if state.attempt() > 0 && !state.never_started() {
+                match self.dir.archive_attempt(&spec.name, state.attempt(), state) {
+                    Ok(()) => archived = Some(state.attempt()),
+                    Err(e) => tracing::warn!("job {}: {e:#}", spec.name),
+                }
             }
             state.begin_attempt(self.ready.image_ids[index].clone());
             let job = JobFile::new(&self.plan.name, &self.dir.id, state.attempt(), spec);
+            d.launched(index, before, archived);
             if let Err(e) = self.dir.write_job_file(&job) {
-                tracing::error!("job {}: {e:#}", spec.name);
+                // The run would read the previous attempt's job.json.
+                let why = format!("{e:#}");
+                let actions = d.handle(
+                    Input::Backend(crate::backend::Event::Ended {
+                        index,
+                        outcome: crate::run::Outcome::failed_before_start(why, None),
+                    }),
+                    Instant::now(),
+                );
+                self.carry_out(d, backend, actions);
+                continue;
             }
             self.write(d, index);
-            d.handed(index, false);
             backend.launch(index, Attempt { job });
         }
     }
@@ -285,6 +301,14 @@ impl Loop<'_> {
             match action {
                 Action::Write(i) => self.write(d, i),
                 Action::Request(i, r) => backend.request(i, r),
+                Action::Collect(i) if self.unwritten.contains(&i) => {
+                    // Its end is not on disk: keep its run for `tb resume`.
+                    tracing::warn!(
+                        "{}: its state could not be written; its run is kept for `tb resume`",
+                        self.plan.jobs[i].name
+                    );
+                    backend.collect(i, None);
+                }
                 Action::Collect(i) => backend.collect(i, d.states[i].handle()),
                 Action::Unarchive(i, n) => {
                     if let Err(e) = self.dir.unarchive_attempt(&self.plan.jobs[i].name, n) {
@@ -297,12 +321,18 @@ impl Loop<'_> {
         }
     }
 
-    fn write(&self, d: &Dispatcher, index: usize) {
+    fn write(&mut self, d: &Dispatcher, index: usize) {
         let name = &self.plan.jobs[index].name;
         // The state of one job failing to reach the disk must not end the
         // night; the error is logged and the job's run still ends.
-        if let Err(e) = self.dir.write_job_state(name, &d.states[index]) {
-            tracing::error!("job {name}: {e:#}");
+        match self.dir.write_job_state(name, &d.states[index]) {
+            Ok(()) => {
+                self.unwritten.remove(&index);
+            }
+            Err(e) => {
+                tracing::error!("job {name}: {e:#}");
+                self.unwritten.insert(index);
+            }
         }
     }
 

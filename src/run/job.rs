@@ -390,7 +390,6 @@ impl JobState {
     /// Handed to a scheduler that starts it later (Slurm's queue): still
     /// pending, but followable by `handle`.
     pub fn queued(&mut self, handle: RunHandle) {
-        debug_assert_eq!(self.status, Status::Pending);
         self.handle = Some(handle);
     }
 
@@ -442,28 +441,10 @@ impl JobState {
     }
 
     /// An attempt that was begun but never started is taken back: the job
-    /// is again as its previous attempt left it.
-    pub fn withdraw(&mut self) {
-        let previous = self.attempt.saturating_sub(1);
-        match self.attempts.last() {
-            Some(r) if r.attempt == previous && previous > 0 => {
-                let r = self.attempts.pop().expect("a record");
-                self.attempt = r.attempt;
-                self.status = r.status;
-                self.exit_code = r.exit_code;
-                self.oom_killed = r.oom_killed;
-                self.error = r.error;
-                self.handle = RunHandle::from_fields(r.container_id, r.slurm_job_id);
-                self.started_at = r.started_at;
-                self.finished_at = r.finished_at;
-                self.gpus = r.gpus;
-            }
-            _ => {
-                self.attempt = previous;
-                self.status = Status::Pending;
-                self.clear_run();
-            }
-        }
+    /// is again exactly as it was before (`before`, as it stood when the
+    /// attempt began).
+    pub fn withdraw(&mut self, before: JobState) {
+        *self = before;
     }
 
     /// The run is gone and nobody can say how it ended.
@@ -561,18 +542,21 @@ mod tests {
     }
 
     #[test]
-    fn withdraw_puts_back_the_previous_attempt() {
+    fn withdraw_puts_back_the_state_before_the_attempt() {
         let mut s = JobState::pending();
         run_once(&mut s, Status::Oom, 137);
         let before = s.clone();
         s.begin_attempt(None);
-        s.withdraw();
+        s.withdraw(before.clone());
         assert_eq!(s, before);
 
-        let mut fresh = JobState::pending();
-        fresh.begin_attempt(None);
-        fresh.withdraw();
-        assert_eq!(fresh, JobState::pending());
+        // A launch that kept its number (the one before never started).
+        let mut pending = JobState::pending();
+        pending.begin_attempt(None);
+        let before = pending.clone();
+        pending.begin_attempt(None);
+        pending.withdraw(before.clone());
+        assert_eq!((pending.status(), pending.attempt()), (Status::Pending, 1));
     }
 
     #[test]

@@ -292,15 +292,18 @@ impl BatchDir {
 
     /// Moves the output of attempt `n` of `job` under `attempts/<n>/`, with
     /// its state as it ended, so that the next attempt starts clean and
-    /// nothing of this one is lost.
+    /// nothing of this one is lost. What is archived already stays: a
+    /// current file beside it is a never-started attempt's leftover.
     pub fn archive_attempt(&self, job: &str, n: u32, state: &JobState) -> anyhow::Result<()> {
         let jd = self.job_dir(job);
         let to = jd.join("attempts").join(n.to_string());
         std::fs::create_dir_all(&to).with_context(|| format!("failed to create `{}`", to.display()))?;
         for name in ["stdout.log", "stderr.log"] {
-            let from = jd.join(name);
-            if from.exists() {
-                std::fs::rename(&from, to.join(name))
+            let (from, dest) = (jd.join(name), to.join(name));
+            if dest.exists() {
+                let _ = std::fs::remove_file(&from);
+            } else if from.exists() {
+                std::fs::rename(&from, &dest)
                     .with_context(|| format!("failed to move `{}` to `{}`", from.display(), to.display()))?;
             }
         }
@@ -308,7 +311,8 @@ impl BatchDir {
     }
 
     /// Undoes [`archive_attempt`](Self::archive_attempt) for an attempt
-    /// that becomes the current one again (its successor never started).
+    /// that is the current one again (its successor never started): its
+    /// output comes back, over whatever the successor left.
     pub fn unarchive_attempt(&self, job: &str, n: u32) -> anyhow::Result<()> {
         let jd = self.job_dir(job);
         let from = jd.join("attempts").join(n.to_string());
@@ -316,9 +320,9 @@ impl BatchDir {
             return Ok(());
         }
         for name in ["stdout.log", "stderr.log"] {
-            let (src, dst) = (from.join(name), jd.join(name));
-            if src.exists() && !dst.exists() {
-                std::fs::rename(&src, &dst)
+            let src = from.join(name);
+            if src.exists() {
+                std::fs::rename(&src, jd.join(name))
                     .with_context(|| format!("failed to move `{}` back to `{}`", src.display(), jd.display()))?;
             }
         }

@@ -16,12 +16,16 @@ pub struct Listed {
     pub state: String,
 }
 
+/// How long one Slurm command may take before tb gives up on it.
+const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Runs `program args`, its stdout on success; its stderr in the error.
 async fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(program)
-        .args(args)
-        .output()
+    let mut command = Command::new(program);
+    command.args(args).kill_on_drop(true);
+    let out = tokio::time::timeout(COMMAND_TIMEOUT, command.output())
         .await
+        .map_err(|_| anyhow::anyhow!("`{program}` did not answer within {}s", COMMAND_TIMEOUT.as_secs()))?
         .with_context(|| format!("failed to run `{program}`"))?;
     if !out.status.success() {
         anyhow::bail!(
@@ -157,6 +161,33 @@ pub async fn terminate(ids: &[String]) -> anyhow::Result<()> {
     let mut args = vec!["--batch", "--signal=TERM"];
     args.extend(ids.iter().map(String::as_str));
     run("scancel", &args).await.map(|_| ())
+}
+
+/// Cancels those of `ids` that are still queued; ones already running are
+/// left alone.
+pub async fn scancel_pending(ids: &[String]) -> anyhow::Result<()> {
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let mut args = vec!["--state=PENDING"];
+    args.extend(ids.iter().map(String::as_str));
+    run("scancel", &args).await.map(|_| ())
+}
+
+/// Whether a failed Slurm command failed for want of the controller (it
+/// may answer later) rather than refusing what it was asked.
+pub fn unreachable(err: &anyhow::Error) -> bool {
+    let text = format!("{err:#}");
+    [
+        "Unable to contact slurm controller",
+        "Socket timed out",
+        "Connection refused",
+        "temporarily unable",
+        "Resource temporarily unavailable",
+        "did not answer within",
+    ]
+    .iter()
+    .any(|m| text.contains(m))
 }
 
 /// Cancels Slurm jobs outright (queued ones, or ones that would not stop).

@@ -14,11 +14,17 @@ use crate::run::{BatchDir, JobState, Outcome, RunHandle, Status};
 use crate::settings::{JobSpec, Plan};
 use anyhow::Context;
 use chrono::Utc;
+use node::read_record;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+/// A Slurm job id as a number, for ordering ("9" before "10").
+fn numeric(id: &str) -> u64 {
+    id.split(['_', '.']).next().and_then(|n| n.parse().ok()).unwrap_or(0)
+}
 
 /// How often Slurm and the job directories are looked at.
 const POLL: Duration = Duration::from_millis(1000);
@@ -146,24 +152,44 @@ impl Backend for Slurm {
         let queue = cli::squeue()
             .await
             .context("cannot tell which of the batch's Slurm jobs still run")?;
-        let by_name: BTreeMap<&str, &str> = queue.iter().map(|(id, l)| (l.name.as_str(), id.as_str())).collect();
+        // Ours, by name: several jobs may carry one name (a submission
+        // taken back and made again); the newest one still in Slurm's hands.
+        let mut by_name: BTreeMap<&str, &str> = BTreeMap::new();
+        let prefix = format!("tb-{}-", dir.id);
+        for (id, l) in queue.iter().filter(|(_, l)| l.name.starts_with(&prefix)) {
+            let newer = by_name.get(l.name.as_str()).is_none_or(|old| {
+                let old_live = queue.get(*old).is_some_and(|o| cli::in_flight(&o.state));
+                (cli::in_flight(&l.state), numeric(id)) > (old_live, numeric(old))
+            });
+            if newer {
+                by_name.insert(&l.name, id);
+            }
+        }
         let mut survey = Survey {
             jobs: vec![None; names.len()],
             leftovers: Vec::new(),
         };
+        let mut current: Vec<String> = Vec::new();
         for (i, (name, state)) in names.iter().zip(states).enumerate() {
             if state.status().is_final() || state.attempt() == 0 {
                 continue;
             }
-            let job_id = match state.handle().and_then(|h| h.slurm_job_id()) {
-                Some(id) => id.to_string(),
-                // Submitted, but the supervisor died before recording the id.
-                None => match by_name.get(cli::job_name(&dir.id, name, state.attempt()).as_str()) {
-                    Some(id) => id.to_string(),
-                    None => continue,
-                },
-            };
-            let record = node::read_record(&dir.job_dir(name), state.attempt());
+            let job_dir = dir.job_dir(name);
+            let job_id = state
+                .handle()
+                .and_then(|h| h.slurm_job_id())
+                .map(String::from)
+                // Submitted, but the supervisor died before recording the
+                // id: `tb exec` recorded it, or Slurm has it by name.
+                .or_else(|| read_record(&job_dir, state.attempt(), None).and_then(|r| r.slurm_job_id))
+                .or_else(|| {
+                    by_name
+                        .get(cli::job_name(&dir.id, name, state.attempt()).as_str())
+                        .map(|id| id.to_string())
+                });
+            let Some(job_id) = job_id else { continue };
+            current.push(job_id.clone());
+            let record = read_record(&job_dir, state.attempt(), Some(&job_id));
             let listed = queue.get(&job_id);
             if listed.is_none() && record.as_ref().is_none_or(|r| r.outcome.is_none()) {
                 continue;
@@ -174,16 +200,42 @@ impl Backend for Slurm {
                     container: record.as_ref().and_then(|r| r.container_id.clone()),
                 },
                 attempt: state.attempt(),
-                started: record.as_ref().is_some_and(|r| r.started_at.is_some())
-                    || listed.is_some_and(|l| l.state == "RUNNING"),
+                // Running in Slurm is not yet running in a container.
+                started: record.as_ref().is_some_and(|r| r.started_at.is_some()),
                 running: listed.is_some_and(|l| cli::in_flight(&l.state)),
+                started_at: record.as_ref().and_then(|r| r.started_at),
                 gpus: record.map(|r| r.gpus).unwrap_or_default(),
             });
+        }
+        // Anything else of this batch still in Slurm's hands belongs to no
+        // current attempt.
+        for (id, l) in &queue {
+            if l.name.starts_with(&prefix) && cli::in_flight(&l.state) && !current.contains(id) {
+                survey.leftovers.push(RunHandle::Slurm {
+                    job_id: id.clone(),
+                    container: None,
+                });
+            }
         }
         Ok(survey)
     }
 
-    async fn discard(&mut self, _leftovers: &[RunHandle]) -> anyhow::Result<()> {
+    async fn discard(&mut self, leftovers: &[RunHandle]) -> anyhow::Result<()> {
+        if leftovers.is_empty() {
+            return Ok(());
+        }
+        // Only what Slurm still has: cancelling a finished job is an error.
+        let queue = cli::squeue().await?;
+        let ids: Vec<String> = leftovers
+            .iter()
+            .filter_map(|h| h.slurm_job_id())
+            .filter(|id| queue.get(*id).is_some_and(|l| cli::in_flight(&l.state)))
+            .map(String::from)
+            .collect();
+        if !ids.is_empty() {
+            tracing::info!("cancelling leftover Slurm jobs {}", ids.join(" "));
+            cli::scancel(&ids).await?;
+        }
         Ok(())
     }
 
@@ -197,24 +249,25 @@ impl Backend for Slurm {
         let Some(id) = handle.slurm_job_id().map(String::from) else {
             return Ok(None);
         };
-        let queue = cli::squeue().await?;
-        let Some(listed) = queue.get(&id).filter(|l| cli::in_flight(&l.state)) else {
-            return Ok(None);
-        };
-        if listed.state != "RUNNING" {
-            cli::scancel(std::slice::from_ref(&id)).await?;
-            return Ok(None);
-        }
-        cli::terminate(std::slice::from_ref(&id)).await?;
-        let state = dir.read_job_state(job)?;
+        let ids = [id.clone()];
+        let attempt = dir.read_job_state(job)?.attempt();
+        let recorded = || read_record(&dir.job_dir(job), attempt, Some(&id)).and_then(|r| r.outcome);
+        cli::scancel_pending(&ids).await?;
+        cli::terminate(&ids).await?;
         let until = Instant::now() + stop_patience();
         loop {
-            if let Some(outcome) = node::read_record(&dir.job_dir(job), state.attempt()).and_then(|r| r.outcome) {
+            if let Some(outcome) = recorded() {
                 return Ok(Some(outcome));
+            }
+            let queue = cli::squeue().await?;
+            if !queue.get(&id).is_some_and(|l| cli::in_flight(&l.state)) {
+                // Gone from the queue: a last look for what tb exec wrote.
+                tokio::time::sleep(POLL).await;
+                return Ok(recorded());
             }
             if Instant::now() > until {
                 eprintln!("{job}: Slurm job {id} still running; cancelling it outright");
-                cli::scancel(std::slice::from_ref(&id)).await?;
+                cli::scancel(&ids).await?;
                 return Ok(None);
             }
             tokio::time::sleep(POLL).await;
@@ -230,6 +283,7 @@ impl Backend for Slurm {
             tb,
             events,
             tracked: BTreeMap::new(),
+            resubmit: Vec::new(),
         };
         self.session = Some(Session {
             commands,
@@ -281,12 +335,30 @@ struct Tracked {
     name: String,
     attempt: u32,
     job_id: String,
+    /// `tb exec` recorded the start (and the dispatcher was told).
     started: bool,
+    /// Slurm runs it: it may start any moment, and is no longer taken back.
+    running: bool,
     /// Rounds missing from `squeue` without an outcome.
     unknown: u32,
-    /// When a graceful stop was asked.
+    /// What the dispatcher asked, not yet done: take it back while queued,
+    /// or stop it.
+    want: Option<Request>,
+    /// When a graceful stop was sent.
     stopping: Option<Instant>,
 }
+
+/// An attempt whose `sbatch` failed for want of the controller, tried again.
+struct Resubmit {
+    index: usize,
+    attempt: Attempt,
+    at: Instant,
+    since: Instant,
+}
+
+/// How long submissions are tried again while the controller does not
+/// answer, before the backend gives up.
+const SUBMIT_PATIENCE: Duration = Duration::from_secs(120);
 
 /// Owns everything Slurm-facing during a session: submissions, polling,
 /// cancellation. Receives the dispatcher's calls as [`Command`]s.
@@ -296,6 +368,7 @@ struct Actor {
     tb: PathBuf,
     events: mpsc::UnboundedSender<Event>,
     tracked: BTreeMap<usize, Tracked>,
+    resubmit: Vec<Resubmit>,
 }
 
 impl Actor {
@@ -303,13 +376,25 @@ impl Actor {
         let mut tick = tokio::time::interval(POLL);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut open = true;
-        while open || !self.tracked.is_empty() {
+        while open || !self.tracked.is_empty() || !self.resubmit.is_empty() {
+            let busy = !self.tracked.is_empty() || !self.resubmit.is_empty();
             tokio::select! {
                 command = rx.recv(), if open => match command {
-                    Some(c) => self.on(c).await,
+                    Some(c) => {
+                        // Everything asked meanwhile, requests first: a stop
+                        // must not wait behind a burst of submissions.
+                        let mut batch = vec![c];
+                        while let Ok(c) = rx.try_recv() {
+                            batch.push(c);
+                        }
+                        self.on(batch).await;
+                    }
                     None => open = false,
                 },
-                _ = tick.tick(), if !self.tracked.is_empty() => self.poll().await,
+                _ = tick.tick(), if busy => {
+                    self.retry_submissions().await;
+                    self.poll().await;
+                }
             }
         }
     }
@@ -318,35 +403,104 @@ impl Actor {
         let _ = self.events.send(event);
     }
 
-    async fn on(&mut self, command: Command) {
-        match command {
-            Command::Launch { index, attempt } => self.submit(index, attempt).await,
-            Command::Follow { index, attempt, found } => {
-                let job_id = found.handle.slurm_job_id().unwrap_or_default().to_string();
-                tracing::info!("following {} again (Slurm job {job_id})", attempt.spec().name);
-                if !found.started {
-                    self.send(Event::Queued {
-                        index,
-                        handle: found.handle.clone(),
-                    });
-                }
-                self.tracked.insert(
-                    index,
-                    Tracked {
-                        name: attempt.spec().name.clone(),
-                        attempt: attempt.job.attempt,
-                        job_id,
-                        started: found.started,
-                        unknown: 0,
-                        stopping: None,
-                    },
-                );
+    async fn on(&mut self, commands: Vec<Command>) {
+        let (mut requests, mut others) = (Vec::new(), Vec::new());
+        for c in commands {
+            match c {
+                Command::Request { index, request } => requests.push((index, request)),
+                other => others.push(other),
             }
-            Command::Request { index, request } => self.request(index, request).await,
+        }
+        for (index, request) in requests {
+            if let Some(t) = self.tracked.get_mut(&index) {
+                t.want = match (t.want, request) {
+                    (Some(Request::Stop(a)), Request::Stop(b)) => Some(Request::Stop(a.max(b))),
+                    (Some(Request::Stop(a)), Request::Withdraw) => Some(Request::Stop(a)),
+                    (_, r) => Some(r),
+                };
+            } else if let Some(pos) = self.resubmit.iter().position(|r| r.index == index) {
+                // Never submitted: nothing to cancel.
+                self.resubmit.remove(pos);
+                self.send(Event::Withdrawn { index });
+            }
+        }
+        self.carry_out_wants().await;
+        for c in others {
+            match c {
+                Command::Launch { index, attempt } => self.submit(index, attempt, Instant::now()).await,
+                Command::Follow { index, attempt, found } => {
+                    let job_id = found.handle.slurm_job_id().unwrap_or_default().to_string();
+                    tracing::info!("following {} again (Slurm job {job_id})", attempt.spec().name);
+                    if !found.started {
+                        self.send(Event::Queued {
+                            index,
+                            handle: found.handle.clone(),
+                        });
+                    }
+                    self.tracked.insert(
+                        index,
+                        Tracked {
+                            name: attempt.spec().name.clone(),
+                            attempt: attempt.job.attempt,
+                            job_id,
+                            started: found.started,
+                            running: found.started,
+                            unknown: 0,
+                            want: None,
+                            stopping: None,
+                        },
+                    );
+                }
+                Command::Request { .. } => unreachable!("handled above"),
+            }
         }
     }
 
-    async fn submit(&mut self, index: usize, attempt: Attempt) {
+    /// Does what was asked: queued jobs are cancelled only while still
+    /// queued (`scancel --state=PENDING`: one that just started is left to
+    /// run, or stopped); running ones get SIGTERM through `tb exec`, or are
+    /// cancelled outright. One command for all.
+    async fn carry_out_wants(&mut self) {
+        let (mut queued, mut terminate, mut kill) = (Vec::new(), Vec::new(), Vec::new());
+        for t in self.tracked.values_mut() {
+            let Some(want) = t.want else { continue };
+            if !t.running
+                && read_record(&self.dir.job_dir(&t.name), t.attempt, Some(&t.job_id))
+                    .is_some_and(|r| r.started_at.is_some())
+            {
+                t.running = true;
+            }
+            match (want, t.running) {
+                (Request::Withdraw, true) | (Request::Stop(Stop::Run), _) => t.want = None,
+                (_, false) => queued.push(t.job_id.clone()),
+                (Request::Stop(Stop::Graceful), true) => {
+                    if t.stopping.is_none() {
+                        t.stopping = Some(Instant::now());
+                        terminate.push(t.job_id.clone());
+                    }
+                    t.want = None;
+                }
+                (Request::Stop(Stop::Kill), true) => {
+                    t.stopping.get_or_insert_with(Instant::now);
+                    kill.push(t.job_id.clone());
+                    t.want = None;
+                }
+            }
+        }
+        // A queued job taken back is reported withdrawn by the next poll,
+        // once Slurm no longer has it (or it is found running after all).
+        for (what, result) in [
+            ("scancel --state=PENDING", cli::scancel_pending(&queued).await),
+            ("scancel --batch --signal=TERM", cli::terminate(&terminate).await),
+            ("scancel", cli::scancel(&kill).await),
+        ] {
+            if let Err(e) = result {
+                tracing::warn!("{what}: {e:#}; trying again");
+            }
+        }
+    }
+
+    async fn submit(&mut self, index: usize, attempt: Attempt, since: Instant) {
         let name = attempt.spec().name.clone();
         let job_dir = self.dir.job_dir(&name);
         let script = cli::Script {
@@ -358,6 +512,9 @@ impl Actor {
         }
         .render();
         let path = job_dir.join("slurm.sh");
+        // A record of an earlier submission of this attempt (one taken back)
+        // must not be read as this one's.
+        let _ = std::fs::remove_file(job_dir.join(node::RECORD));
         let submitted = match crate::run::write_atomic(&path, script.as_bytes()) {
             Ok(()) => cli::submit(&path, &self.section.extra).await,
             Err(e) => Err(e),
@@ -382,10 +539,30 @@ impl Actor {
                         attempt: attempt.job.attempt,
                         job_id,
                         started: false,
+                        running: false,
                         unknown: 0,
+                        want: None,
                         stopping: None,
                     },
                 );
+            }
+            Err(e) if cli::unreachable(&e) && since.elapsed() < SUBMIT_PATIENCE => {
+                tracing::warn!("{name}: {e:#}; submitting it again shortly");
+                self.resubmit.push(Resubmit {
+                    index,
+                    attempt,
+                    at: Instant::now() + Duration::from_secs(5),
+                    since,
+                });
+            }
+            Err(e) if cli::unreachable(&e) => {
+                self.send(Event::Gone {
+                    why: format!(
+                        "the Slurm controller has not answered for {}: {e:#}",
+                        humantime::format_duration(SUBMIT_PATIENCE)
+                    ),
+                });
+                self.send(Event::Withdrawn { index });
             }
             Err(e) => self.send(Event::Ended {
                 index,
@@ -394,61 +571,33 @@ impl Actor {
         }
     }
 
-    async fn request(&mut self, index: usize, request: Request) {
-        let Some(t) = self.tracked.get_mut(&index) else {
-            return;
+    async fn retry_submissions(&mut self) {
+        let now = Instant::now();
+        let due: Vec<Resubmit> = {
+            let (due, later) = std::mem::take(&mut self.resubmit)
+                .into_iter()
+                .partition(|r| r.at <= now);
+            self.resubmit = later;
+            due
         };
-        // `tb exec` may have started it since the last poll.
-        if !t.started
-            && let Some(r) = node::read_record(&self.dir.job_dir(&t.name), t.attempt)
-        {
-            t.started = r.started_at.is_some();
-        }
-        let ids = [t.job_id.clone()];
-        match (request, t.started) {
-            (Request::Withdraw, true) | (Request::Stop(Stop::Run), _) => {}
-            (_, false) => {
-                if let Err(e) = cli::scancel(&ids).await {
-                    tracing::warn!("{e:#}");
-                }
-                self.tracked.remove(&index);
-                self.send(Event::Withdrawn { index });
-            }
-            (Request::Stop(Stop::Graceful), true) => {
-                if t.stopping.is_none() {
-                    t.stopping = Some(Instant::now());
-                    if let Err(e) = cli::terminate(&ids).await {
-                        tracing::warn!("{e:#}");
-                    }
-                }
-            }
-            (Request::Stop(Stop::Kill), true) => {
-                t.stopping.get_or_insert_with(Instant::now);
-                if let Err(e) = cli::scancel(&ids).await {
-                    tracing::warn!("{e:#}");
-                }
-            }
+        for r in due {
+            self.submit(r.index, r.attempt, r.since).await;
         }
     }
 
-    /// One look at Slurm and at what `tb exec` reported.
+    /// One look at what `tb exec` reported, and at Slurm.
     async fn poll(&mut self) {
-        // A failed squeue says nothing about the jobs: look again next round.
-        let queue = match cli::squeue().await {
-            Ok(q) => q,
-            Err(e) => {
-                tracing::debug!("{e:#}");
-                return;
-            }
-        };
+        self.carry_out_wants().await;
         let mut ended = Vec::new();
+        // What tb exec wrote needs no Slurm: read it even when squeue fails.
         for (&index, t) in self.tracked.iter_mut() {
-            let record = node::read_record(&self.dir.job_dir(&t.name), t.attempt);
+            let record = read_record(&self.dir.job_dir(&t.name), t.attempt, Some(&t.job_id));
             if let Some(r) = &record
                 && !t.started
                 && let Some(at) = r.started_at
             {
                 t.started = true;
+                t.running = true;
                 let _ = self.events.send(Event::Started {
                     index,
                     handle: RunHandle::Slurm {
@@ -460,7 +609,7 @@ impl Actor {
                 });
             }
             if let Some(outcome) = record.and_then(|r| r.outcome) {
-                ended.push((index, outcome));
+                ended.push((index, Event::Ended { index, outcome }));
                 continue;
             }
             if t.stopping.is_some_and(|at| at.elapsed() > stop_patience()) {
@@ -471,16 +620,41 @@ impl Actor {
                 let _ = cli::scancel(std::slice::from_ref(&t.job_id)).await;
                 ended.push((
                     index,
-                    Outcome {
-                        status: Status::Cancelled,
-                        error: Some("cancelled; tb exec did not record an outcome in time".into()),
-                        ..Outcome::failed_before_start(String::new(), None)
+                    Event::Ended {
+                        index,
+                        outcome: Outcome {
+                            status: Status::Cancelled,
+                            error: Some("cancelled; tb exec did not record an outcome in time".into()),
+                            ..Outcome::failed_before_start(String::new(), None)
+                        },
                     },
                 ));
+            }
+        }
+        for (index, event) in ended {
+            self.tracked.remove(&index);
+            self.send(event);
+        }
+        // A failed squeue says nothing about the jobs: look again next round.
+        let queue = match cli::squeue().await {
+            Ok(q) => q,
+            Err(e) => {
+                tracing::debug!("{e:#}");
+                return;
+            }
+        };
+        let mut gone = Vec::new();
+        for (&index, t) in self.tracked.iter_mut() {
+            let listed = queue.get(&t.job_id);
+            let in_flight = listed.is_some_and(|l| cli::in_flight(&l.state));
+            if listed.is_some_and(|l| l.state == "RUNNING") {
+                t.running = true;
+            }
+            if t.want.is_some() && !t.running && !t.started && !in_flight {
+                gone.push((index, Event::Withdrawn { index }));
                 continue;
             }
-            let listed = queue.get(&t.job_id);
-            if listed.is_some_and(|l| cli::in_flight(&l.state)) {
+            if in_flight {
                 continue;
             }
             // Slurm is done with it (or no longer knows it) and `tb exec`
@@ -497,24 +671,27 @@ impl Actor {
                 ),
             };
             let id = &t.job_id;
-            ended.push((
+            gone.push((
                 index,
-                Outcome {
-                    status: cli::status_of(&state),
-                    exit_code: code.filter(|c| *c != 0),
-                    oom_killed: state == "OUT_OF_MEMORY",
-                    error: Some(format!(
-                        "Slurm job {id} ended {state} before tb exec recorded an outcome (see slurm-{id}.out)"
-                    )),
-                    container_id: None,
-                    started_at: None,
-                    finished_at: Utc::now(),
+                Event::Ended {
+                    index,
+                    outcome: Outcome {
+                        status: cli::status_of(&state),
+                        exit_code: code.filter(|c| *c != 0),
+                        oom_killed: state == "OUT_OF_MEMORY",
+                        error: Some(format!(
+                            "Slurm job {id} ended {state} before tb exec recorded an outcome (see slurm-{id}.out)"
+                        )),
+                        container_id: None,
+                        started_at: None,
+                        finished_at: Utc::now(),
+                    },
                 },
             ));
         }
-        for (index, outcome) in ended {
+        for (index, event) in gone {
             self.tracked.remove(&index);
-            self.send(Event::Ended { index, outcome });
+            self.send(event);
         }
     }
 }

@@ -35,11 +35,13 @@ pub struct NodeRecord {
     pub outcome: Option<Outcome>,
 }
 
-/// The record of `attempt` in `job_dir`, if `tb exec` wrote one.
-pub fn read_record(job_dir: &Path, attempt: u32) -> Option<NodeRecord> {
+/// The record `tb exec` wrote for `attempt` in `job_dir`, run as Slurm job
+/// `job_id` (when known: an attempt number can be submitted again after a
+/// submission that never ran was taken back).
+pub fn read_record(job_dir: &Path, attempt: u32, job_id: Option<&str>) -> Option<NodeRecord> {
     read_versioned::<NodeRecord>(&job_dir.join(RECORD))
         .ok()
-        .filter(|r| r.attempt == attempt)
+        .filter(|r| r.attempt == attempt && job_id.is_none_or(|id| r.slurm_job_id.as_deref() == Some(id)))
 }
 
 /// Runs the attempt of the job in `job_dir` here; the exit status says
