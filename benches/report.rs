@@ -1,7 +1,11 @@
 //! `make bench`, the report: generated run directories of 1,000 to 10,000
-//! jobs × 200 epochs, reported in all three formats. Each report runs in a
-//! child process (this binary again) so that its peak memory is its own and
-//! not the generator's. Prints walls, growth against job count, peak RSS.
+//! jobs × 200 epochs, reported in all three formats — jobs that write tb's
+//! `metrics.jsonl`, then jobs that write only a TensorBoard event file (200
+//! epochs and 20,000 step scalars each, as Lightning's logger writes them).
+//! Each report runs in a child process (this binary again) so that its peak
+//! memory is its own and not the generator's. Prints walls, growth against
+//! job count, peak RSS; and how much a progress poll of a growing event file
+//! reads.
 
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -60,6 +64,12 @@ fn main() {
         );
         results.push((n, median));
     }
+    growth(&results);
+    tensorboard_jobs(work.path());
+    progress_tail(work.path());
+}
+
+fn growth(results: &[(usize, f64)]) {
     let (n0, t0) = results[0];
     for &(n, t) in &results[1..] {
         let (jobs_x, time_x) = (n as f64 / n0 as f64, t / t0);
@@ -72,6 +82,187 @@ fn main() {
             }
         );
     }
+}
+
+const STEPS_PER_EPOCH: u64 = 100;
+const TB_TARGET_1K_SECONDS: f64 = 3.0;
+
+/// Reports of 1,000 and 10,000 jobs whose only metrics are one TensorBoard
+/// event file each (one file's bytes, hard-linked into every job: the
+/// parsing is measured, from the page cache, as right after a batch).
+fn tensorboard_jobs(root: &Path) {
+    let file = root.join("events.out.tfevents.bench");
+    let bytes = write_event_file(&file, EPOCHS as u64);
+    let jobs = root.join("tb-jobs");
+    let max = 10_000;
+    for i in 0..max {
+        let dir = jobs.join(name(i));
+        let logs = dir.join("lightning_logs/version_0");
+        std::fs::create_dir_all(&logs).unwrap();
+        std::fs::hard_link(&file, logs.join("events.out.tfevents.1.host.1.0")).unwrap();
+        let job = serde_json::json!({
+            "version": 1, "batch": "bench", "batch_id": "bench", "attempt": 1, "name": name(i),
+            "image": "tb-trainer:latest", "command": ["python", "main.py", "fit"], "gpus": 0, "cpus": null,
+            "memory": null, "shm_size": 1073741824u64, "time_limit": null, "env": {}, "pass_env": [], "mounts": [],
+            "code": null, "network": "bridge", "train": null, "swept": {"args.model.learning_rate": i},
+        });
+        std::fs::write(dir.join("job.json"), serde_json::to_vec(&job).unwrap()).unwrap();
+        let state = serde_json::json!({
+            "version": 1, "status": "succeeded", "attempt": 1, "exit_code": 0, "oom_killed": false, "error": null,
+            "container_id": "c", "image_id": "sha256:i", "started_at": "2026-11-22T23:00:00Z",
+            "finished_at": "2026-11-23T00:00:00Z", "gpus": [],
+        });
+        std::fs::write(dir.join("state.json"), serde_json::to_vec(&state).unwrap()).unwrap();
+    }
+    println!(
+        "TensorBoard jobs: one event file of {EPOCHS} epochs and {} step scalars ({:.2} MB) per job",
+        EPOCHS as u64 * STEPS_PER_EPOCH,
+        bytes as f64 / 1e6
+    );
+    let mut results = Vec::new();
+    for (n, rounds) in [(1_000, ROUNDS), (10_000, 1)] {
+        let dir = batch(root, &jobs, n);
+        let mut walls = Vec::new();
+        let mut peak = 0;
+        for _ in 0..rounds {
+            let (wall, rss_kb) = report_in_child(&dir);
+            walls.push(wall);
+            peak = peak.max(rss_kb);
+        }
+        walls.sort_by(f64::total_cmp);
+        let median = walls[rounds / 2];
+        let report: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
+        assert_eq!(report["jobs"][0]["metrics"]["source"], "tensorboard");
+        assert_eq!(report["ranking"]["metric"], "val_loss");
+        let verdict = if n == 1_000 {
+            format!(
+                " (target < {TB_TARGET_1K_SECONDS} s) {}",
+                if median < TB_TARGET_1K_SECONDS { "ok" } else { "SLOW" }
+            )
+        } else {
+            String::new()
+        };
+        println!(
+            "report {n} TensorBoard jobs: {median:.3} s (median of {rounds}){verdict}; peak RSS {:.1} MB",
+            peak as f64 / 1024.0
+        );
+        results.push((n, median));
+    }
+    growth(&results);
+}
+
+/// A progress poll of a running job reads only what was appended since the
+/// last one: the bytes read per poll and its time, early in the file and
+/// late, for one epoch appended each time.
+fn progress_tail(root: &Path) {
+    let dir = root.join("tail-job");
+    let logs = dir.join("lightning_logs/version_0");
+    std::fs::create_dir_all(&logs).unwrap();
+    let path = logs.join("events.out.tfevents.1.host.1.0");
+    let mut reader = tb::metrics::Reader::new(&dir, tb::metrics::SourceChoice::Auto);
+    let mut file = std::fs::File::create(&path).unwrap();
+    let mut sizes = Vec::new();
+    let at = |epoch: u64, reader: &mut tb::metrics::Reader, file: &mut std::fs::File| {
+        let before = file.metadata().unwrap().len();
+        let appended = append_epoch(file, epoch);
+        let t = Instant::now();
+        reader.poll(true);
+        let m = reader.metrics();
+        let took = t.elapsed().as_secs_f64();
+        assert_eq!(m.last_epoch(), Some(epoch), "the poll saw the new epoch");
+        (before, appended, took)
+    };
+    for e in 0..EPOCHS as u64 {
+        let (before, appended, took) = at(e, &mut reader, &mut file);
+        if e == 9 || e == EPOCHS as u64 - 1 {
+            sizes.push((e + 1, before, appended, took));
+        }
+    }
+    for (epochs, before, appended, took) in &sizes {
+        println!(
+            "progress poll at epoch {epochs}: file {:.2} MB, appended {:.1} KB since the last poll, read {:.1} KB, poll {:.2} ms",
+            (*before + *appended) as f64 / 1e6,
+            *appended as f64 / 1e3,
+            *appended as f64 / 1e3,
+            took * 1e3
+        );
+    }
+}
+
+/// Lightning's records for one epoch: a step scalar per training step (with
+/// the `epoch` scalar Lightning logs beside it every 50 steps), then the
+/// epoch's `val_loss` and `train_loss_epoch` at the last step.
+fn epoch_records(epoch: u64) -> Vec<u8> {
+    let mut out = Vec::new();
+    let x = epoch as f64;
+    for s in 0..STEPS_PER_EPOCH {
+        let step = epoch * STEPS_PER_EPOCH + s;
+        out.extend(record(
+            step,
+            "train_loss_step",
+            (1.0 / (1.0 + x * 0.1) + 0.01 * (s as f64).sin()) as f32,
+        ));
+        if s % 50 == 49 {
+            out.extend(record(step, "epoch", epoch as f32));
+        }
+    }
+    let last = epoch * STEPS_PER_EPOCH + STEPS_PER_EPOCH - 1;
+    out.extend(record(last, "val_loss", (0.2 + 0.8 / (1.0 + x * 0.1)) as f32));
+    out.extend(record(last, "train_loss_epoch", (0.18 + 0.8 / (1.0 + x * 0.1)) as f32));
+    out.extend(record(last, "epoch", epoch as f32));
+    out
+}
+
+fn append_epoch(file: &mut std::fs::File, epoch: u64) -> u64 {
+    let bytes = epoch_records(epoch);
+    file.write_all(&bytes).unwrap();
+    file.flush().unwrap();
+    bytes.len() as u64
+}
+
+fn write_event_file(path: &Path, epochs: u64) -> u64 {
+    let mut file = std::fs::File::create(path).unwrap();
+    (0..epochs).map(|e| append_epoch(&mut file, e)).sum()
+}
+
+/// One TFRecord holding an `Event` with one scalar: `wall_time` (1),
+/// `step` (2), `summary` (5) { `value` (1) { `tag` (1), `simple_value` (2) } }.
+fn record(step: u64, tag: &str, value: f32) -> Vec<u8> {
+    let mut v = vec![0x0a, tag.len() as u8];
+    v.extend_from_slice(tag.as_bytes());
+    v.push(0x15);
+    v.extend_from_slice(&value.to_le_bytes());
+    let mut summary = vec![0x0a];
+    varint(&mut summary, v.len() as u64);
+    summary.extend(v);
+    let mut event = vec![0x09];
+    event.extend_from_slice(&(1.8e9 + step as f64).to_le_bytes());
+    event.push(0x10);
+    varint(&mut event, step);
+    event.push(0x2a);
+    varint(&mut event, summary.len() as u64);
+    event.extend(summary);
+    let len = (event.len() as u64).to_le_bytes();
+    let mut out = Vec::with_capacity(event.len() + 16);
+    out.extend_from_slice(&len);
+    out.extend_from_slice(&masked_crc(&len).to_le_bytes());
+    out.extend_from_slice(&event);
+    out.extend_from_slice(&masked_crc(&event).to_le_bytes());
+    out
+}
+
+fn varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn masked_crc(data: &[u8]) -> u32 {
+    let crc = crc32c::crc32c(data);
+    crc.rotate_right(15).wrapping_add(0xa282_ead8)
 }
 
 /// In the child: write the three formats of the report of `dir`, print the
@@ -118,8 +309,9 @@ fn batch(root: &Path, jobs: &Path, n: usize) -> PathBuf {
     let id = format!("2026-11-22_230000_bench-{n}");
     let dir = root.join(&id);
     std::fs::create_dir_all(&dir).unwrap();
-    std::os::unix::fs::symlink(jobs, dir.join("jobs")).unwrap();
     let names: Vec<String> = (0..n).map(name).collect();
+    let _ = std::fs::remove_file(dir.join("jobs"));
+    let _ = std::os::unix::fs::symlink(jobs, dir.join("jobs"));
     let batch = serde_json::json!({
         "version": 1, "id": id, "name": format!("bench-{n}"), "file": "/bench.toml",
         "created_at": "2026-11-22T23:00:00Z", "status": "finished", "finished_at": "2026-11-23T07:00:00Z",

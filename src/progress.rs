@@ -3,15 +3,16 @@
 //! value of `monitor`, elapsed). Elsewhere: plain log lines, with an epoch
 //! milestone per job at most every [`MILESTONE_EVERY`] (and always the
 //! last), so that a cron mail stays readable. Both are fed by a thread that
-//! tails each running job's `metrics.jsonl`.
+//! reads each running job's metrics as they grow (`metrics::Reader`: the
+//! same model the report and `tb status` read, from whatever source the job
+//! writes).
 
-use crate::metrics::Record;
+use crate::metrics::{MetricsSpec, Reader};
 use crate::run::Status;
 use crate::settings::JobSpec;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::collections::BTreeMap;
-use std::io::{Read, Seek, SeekFrom};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
@@ -20,9 +21,6 @@ const POLL: Duration = Duration::from_millis(500);
 /// Plain output logs a job's epoch at most this often (a fast trainer
 /// would otherwise bury the start and end lines).
 pub const MILESTONE_EVERY: Duration = Duration::from_secs(30);
-/// More than this per poll is read on the next one: a huge file from an
-/// earlier attempt does not stall the tailer.
-const READ_AT_MOST: u64 = 4 << 20;
 
 static MULTI: Mutex<Option<MultiProgress>> = Mutex::new(None);
 
@@ -62,12 +60,14 @@ struct Drawn {
 /// One running job, as far as its metrics have been read.
 struct Tail {
     line: Option<ProgressBar>,
-    metrics: PathBuf,
-    offset: u64,
+    reader: Reader,
+    spec: MetricsSpec,
+    train: Option<serde_json::Value>,
     attempt: u32,
     /// `train.max_epochs`, when the job has a `train` table.
     max_epochs: Option<u64>,
-    monitor: String,
+    /// The metric shown: the job's monitor, once known.
+    monitor: Option<String>,
     trains: bool,
     epoch: Option<u64>,
     value: Option<f64>,
@@ -123,15 +123,12 @@ impl Progress {
         let train = spec.train.as_ref();
         let mut tail = Tail {
             line: None,
-            metrics: job_dir.join("metrics.jsonl"),
-            offset: 0,
+            reader: Reader::new(job_dir, spec.metrics.source),
+            spec: spec.metrics.clone(),
+            train: spec.train.clone(),
             attempt,
             max_epochs: train.and_then(|t| t.get("max_epochs")).and_then(|v| v.as_u64()),
-            monitor: train
-                .and_then(|t| t.get("monitor"))
-                .and_then(|v| v.as_str())
-                .unwrap_or("val_loss")
-                .to_string(),
+            monitor: None,
             trains: train.is_some(),
             epoch: None,
             value: None,
@@ -244,39 +241,14 @@ impl Shared {
 }
 
 impl Tail {
-    /// Reads the complete lines added to `metrics.jsonl` since the last
-    /// call. Lines that are not valid metrics are skipped: the report
-    /// counts them, the progress display has no use for them.
+    /// Reads what the job wrote since the last call (only that: the
+    /// reader keeps its place in each file).
     fn poll(&mut self) {
-        let Ok(mut file) = std::fs::File::open(&self.metrics) else {
-            return;
-        };
-        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        if len < self.offset {
-            // Rewritten from scratch: read it again.
-            self.offset = 0;
-        }
-        if len == self.offset || file.seek(SeekFrom::Start(self.offset)).is_err() {
-            return;
-        }
-        let mut buf = Vec::new();
-        if file.take(READ_AT_MOST).read_to_end(&mut buf).is_err() {
-            return;
-        }
-        // A line still being written is read once it is whole.
-        let Some(end) = buf.iter().rposition(|&b| b == b'\n') else {
-            return;
-        };
-        self.offset += end as u64 + 1;
-        for line in buf[..end].split(|&b| b == b'\n') {
-            let Ok(record) = serde_json::from_slice::<Record>(line.trim_ascii()) else {
-                continue;
-            };
-            self.epoch = Some(self.epoch.map_or(record.epoch, |e| e.max(record.epoch)));
-            if let Some(v) = record.metrics.get(&self.monitor) {
-                self.value = Some(v);
-            }
-        }
+        self.reader.poll(true);
+        let m = self.reader.metrics();
+        self.epoch = m.last_epoch();
+        self.monitor = self.spec.monitor(self.train.as_ref(), &m).map(|m| m.metric);
+        self.value = self.monitor.as_deref().and_then(|k| m.latest(k));
     }
 
     /// `unet_w16  attempt 2  epoch 7/30  val_loss=0.2134  3m12s`.
@@ -285,8 +257,8 @@ impl Tail {
         if self.trains || self.epoch.is_some() {
             parts.push(self.epochs());
         }
-        if let Some(v) = self.value {
-            parts.push(format!("{}={}", self.monitor, crate::report::fmt_value(v)));
+        if let (Some(k), Some(v)) = (&self.monitor, self.value) {
+            parts.push(format!("{k}={}", crate::report::fmt_value(v)));
         }
         parts.push(crate::human::duration(
             chrono::Duration::from_std(self.started.elapsed()).unwrap_or_default(),
@@ -308,8 +280,8 @@ impl Tail {
     fn log_milestone(&mut self, name: &str, bars: bool) {
         let Some(epoch) = self.epoch else { return };
         let mut text = format!("{name}: {}", self.epochs());
-        if let Some(v) = self.value {
-            text.push_str(&format!(" {}={}", self.monitor, crate::report::fmt_value(v)));
+        if let (Some(k), Some(v)) = (&self.monitor, self.value) {
+            text.push_str(&format!(" {k}={}", crate::report::fmt_value(v)));
         }
         if self.attempt > 1 {
             text.push_str(&format!(" (attempt {})", self.attempt));
@@ -331,11 +303,12 @@ mod tests {
     fn tail(dir: &Path, train: bool) -> Tail {
         Tail {
             line: None,
-            metrics: dir.join("metrics.jsonl"),
-            offset: 0,
+            reader: Reader::new(dir, crate::metrics::SourceChoice::Auto),
+            spec: MetricsSpec::default(),
+            train: train.then(|| serde_json::json!({"max_epochs": 30})),
             attempt: 2,
             max_epochs: train.then_some(30),
-            monitor: "val_loss".into(),
+            monitor: None,
             trains: train,
             epoch: None,
             value: None,
@@ -351,7 +324,8 @@ mod tests {
         t.poll();
         assert_eq!(t.epoch, None, "no file yet is no progress");
         assert_eq!(t.epochs(), "epoch -/30");
-        let mut f = std::fs::File::create(&t.metrics).unwrap();
+        let path = dir.path().join("metrics.jsonl");
+        let mut f = std::fs::File::create(&path).unwrap();
         write!(
             f,
             "{{\"epoch\": 1, \"metrics\": {{\"val_loss\": 0.5}}}}\ngarbage\n{{\"epoch\": 2, \"metr"
@@ -367,10 +341,19 @@ mod tests {
             text.starts_with("unet  attempt 2  epoch 2/30  val_loss=0.2500  "),
             "{text}"
         );
-        // A new file (shorter than what was read) is read from its start.
-        std::fs::write(&t.metrics, "{\"epoch\": 0, \"metrics\": {}}\n").unwrap();
+    }
+
+    #[test]
+    fn a_script_printing_its_metrics_shows_them_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = tail(dir.path(), false);
+        std::fs::write(dir.path().join("stdout.log"), "epoch=3 val_loss=0.2134 val_acc=0.91\n").unwrap();
         t.poll();
-        assert_eq!(t.offset, 28);
+        let text = t.describe("plain");
+        assert!(
+            text.starts_with("plain  attempt 2  epoch 3  val_loss=0.2134  "),
+            "{text}"
+        );
     }
 
     #[test]

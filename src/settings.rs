@@ -5,6 +5,7 @@
 use crate::batch::{self, BatchFile, Concurrency, GpuMode, GpuRequest, JobFields, Problem, Problems, expand};
 use crate::error::with_hint;
 use crate::gpu::Inventory;
+use crate::metrics::MetricsSpec;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -78,6 +79,13 @@ pub struct JobSpec {
     pub code: Option<PathBuf>,
     pub network: String,
     pub train: Option<serde_json::Value>,
+    /// Options that were appended to `command` as `--key=value`, kept for
+    /// the report.
+    #[serde(default)]
+    pub args: BTreeMap<String, serde_json::Value>,
+    /// How the job's metrics are read and judged (`[job.metrics]`).
+    #[serde(default)]
+    pub metrics: MetricsSpec,
     /// The values a sweep chose (dotted path → value); `job.json` carries
     /// them as its `swept` table.
     #[serde(skip)]
@@ -694,6 +702,47 @@ impl Checker<'_> {
         };
         let train = train.map(|t| serde_json::to_value(t).expect("a TOML table is valid JSON"));
 
+        let args = match (&d.args, &j.args) {
+            (None, None) => toml::Table::new(),
+            (Some(a), None) | (None, Some(a)) => a.get_ref().clone(),
+            (Some(a), Some(b)) => batch::merge_tables(a.get_ref(), b.get_ref()),
+        };
+        let at = j.args.as_ref().or(d.args.as_ref()).map(|a| a.span().start);
+        let mut command = command;
+        if !args.is_empty() {
+            match command.as_mut() {
+                Some(c) => {
+                    for (key, value) in &args {
+                        match arg(key, value) {
+                            Ok(flag) => c.push(flag),
+                            Err(why) => self.at(at.unwrap_or(0), format!("job `{name}`: {why}"), None),
+                        }
+                    }
+                }
+                None => self.at(
+                    at.unwrap_or(0),
+                    format!("job `{name}`: `args` are appended to `command`, and the job has none"),
+                    Some("give the job a `command`, e.g. command = [\"python\", \"train.py\"]"),
+                ),
+            }
+        }
+        let args: BTreeMap<String, serde_json::Value> = args
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::to_value(v).expect("TOML values are JSON")))
+            .collect();
+        let (jm, dm) = (
+            j.metrics.clone().unwrap_or_default(),
+            d.metrics.clone().unwrap_or_default(),
+        );
+        let metrics = MetricsSpec {
+            monitor: jm.monitor.or(dm.monitor),
+            mode: jm.mode.or(dm.mode),
+            source: jm.source.or(dm.source).unwrap_or_default(),
+        };
+        if metrics.monitor.as_deref().is_some_and(|m| m.trim().is_empty()) {
+            self.problem(None, format!("job `{name}`: `metrics.monitor` is empty"), None);
+        }
+
         if self.problems.len() > before {
             return None;
         }
@@ -716,6 +765,8 @@ impl Checker<'_> {
                 .or_else(|| d.network.clone())
                 .unwrap_or_else(|| DEFAULT_NETWORK.into()),
             train,
+            args,
+            metrics,
             swept: BTreeMap::new(),
         })
     }
@@ -766,6 +817,26 @@ impl Checker<'_> {
             options,
         })
     }
+}
+
+/// `--key=value` for an `args` entry: strings as written, numbers and
+/// booleans as TOML writes them, lists and tables as JSON (which
+/// jsonargparse and most parsers take).
+fn arg(key: &str, value: &toml::Value) -> Result<String, String> {
+    if key.is_empty() || key.starts_with('-') || key.chars().any(|c| c.is_whitespace() || c == '=') {
+        return Err(format!(
+            "`args` key `{key}` is not an option name (write it without dashes, e.g. \"model.lr\")"
+        ));
+    }
+    let text = match value {
+        toml::Value::String(s) => s.clone(),
+        toml::Value::Integer(i) => i.to_string(),
+        toml::Value::Float(f) => format!("{f}"),
+        toml::Value::Boolean(b) => b.to_string(),
+        toml::Value::Datetime(d) => d.to_string(),
+        other => serde_json::to_string(other).expect("TOML values are JSON"),
+    };
+    Ok(format!("--{key}={text}"))
 }
 
 /// Variables tb sets in every container: a job's own value would silently
@@ -958,5 +1029,64 @@ shm_size = "2g"
         let e = resolve_text(&dir.join("x.toml"), text.into(), &dir, None, &ov, Inventory::default()).unwrap_err();
         assert_eq!(e.0[0].message, "--only `bsae` matches no job");
         assert_eq!(e.0[0].hint.as_deref(), Some("did you mean `base`?"));
+    }
+
+    #[test]
+    fn args_are_appended_as_options_and_swept_by_their_last_part() {
+        let p = plan(
+            r#"
+[defaults]
+image = "i"
+command = ["python", "main.py", "fit"]
+[defaults.args]
+"trainer.max_epochs" = 5
+"trainer.logger" = false
+tags = ["a", "b"]
+[[job]]
+name = "lr"
+args = { seed_everything = 0 }
+[job.metrics]
+monitor = "val_acc"
+mode = "max"
+[job.sweep]
+"args.model.learning_rate" = [1e-3, 3e-4]
+"#,
+            "",
+        )
+        .unwrap();
+        let names: Vec<&str> = p.jobs.iter().map(|j| j.name.as_str()).collect();
+        assert_eq!(names, ["lr_learning_rate-0.001", "lr_learning_rate-0.0003"]);
+        let j = &p.jobs[1];
+        assert_eq!(
+            j.command.as_ref().unwrap(),
+            &[
+                "python",
+                "main.py",
+                "fit",
+                "--model.learning_rate=0.0003",
+                "--seed_everything=0",
+                "--tags=[\"a\",\"b\"]",
+                "--trainer.logger=false",
+                "--trainer.max_epochs=5",
+            ]
+        );
+        assert_eq!(j.args["model.learning_rate"], 0.0003);
+        assert_eq!(j.swept["args.model.learning_rate"], 0.0003);
+        assert_eq!(j.metrics.monitor.as_deref(), Some("val_acc"));
+        assert_eq!(j.metrics.mode, Some(crate::metrics::Mode::Max));
+    }
+
+    #[test]
+    fn args_need_a_command_and_option_names() {
+        let m = messages("[defaults]\nimage = \"i\"\n[[job]]\nname = \"a\"\nargs = { lr = 1 }\n");
+        assert!(
+            m[0].contains("job `a`: `args` are appended to `command`, and the job has none"),
+            "{m:?}"
+        );
+        let m =
+            messages("[defaults]\nimage = \"i\"\ncommand = [\"x\"]\n[[job]]\nname = \"a\"\nargs = { \"--lr\" = 1 }\n");
+        assert!(m[0].contains("`args` key `--lr` is not an option name"), "{m:?}");
+        let m = messages("[defaults]\nimage = \"i\"\n[defaults.metrics]\nmonitr = \"x\"\n[[job]]\nname = \"a\"\n");
+        assert!(m[0].contains("unknown field `monitr`"), "{m:?}");
     }
 }

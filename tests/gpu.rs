@@ -74,6 +74,8 @@ fn a_device_request_names_exactly_the_assigned_gpu() {
         code: None,
         network: "none".into(),
         train: None,
+        args: Default::default(),
+        metrics: Default::default(),
         swept: Default::default(),
     };
     let batch_id = format!("test-devreq-{}", std::process::id());

@@ -13,6 +13,7 @@ mod report;
 mod retry;
 mod run;
 mod slurm;
+mod sources;
 mod sweep;
 mod trainer;
 mod validate;

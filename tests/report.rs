@@ -81,7 +81,10 @@ fn healthy_batch_ranks_every_job_and_writes_three_files() {
     assert_eq!(r.headline.bad_metrics_lines, 0);
     assert_eq!(r.swept_keys, ["train.lr"]);
     let best = job(&r, "baseline").best.as_ref().unwrap();
-    assert_eq!((best.value, best.epoch, best.source), (0.3, Some(2), "result.json"));
+    assert_eq!(
+        (best.value, best.epoch, best.source.as_str()),
+        (0.3, Some(2), "result.json")
+    );
 
     let text = md(&r);
     for want in [
@@ -149,7 +152,7 @@ fn garbage_and_truncated_metrics_lines_are_counted_named_and_survived() {
     assert_eq!(killed.metrics.bad_lines, 1);
     assert_eq!(killed.metrics.bad[0].line, 3);
     let best = killed.best.as_ref().unwrap();
-    assert_eq!((best.value, best.epoch, best.source), (0.5, Some(2), "metrics.jsonl"));
+    assert_eq!((best.value, best.epoch, best.source.as_str()), (0.5, Some(2), "jsonl"));
     assert_eq!(killed.epochs, Some(2));
     assert_eq!(killed.final_metrics["val_loss"], 0.5, "the last valid line");
 
@@ -168,8 +171,8 @@ fn garbage_and_truncated_metrics_lines_are_counted_named_and_survived() {
     let text = md(&r);
     for want in [
         "**running** · 3 jobs: 1 succeeded · 0 failed · 0 oom · 1 timeout · 0 cancelled · 0 lost · 1 running",
-        "4 metrics lines skipped (see below).",
-        "## Skipped metrics lines",
+        "4 metrics records skipped (see below).",
+        "## Skipped metrics records",
         "- noisy: 3 skipped",
         "  - line 2: not JSON — `this is not json`",
         "  - line 5: missing field `epoch` — `{\"step\": 400, \"metrics\": {\"val_loss\": 0.01}}`",
@@ -253,10 +256,7 @@ fn folds_of_one_configuration_show_mean_and_sample_std() {
     assert!((lr.mean.unwrap() - 0.72).abs() < 1e-12);
     // (0.70, 0.74): deviations ±0.02, Σ² = 0.0008, / (n − 1) = 0.0008, √ = 0.028284…
     assert!((lr.std.unwrap() - 0.0008f64.sqrt()).abs() < 1e-12);
-    assert_eq!(
-        job(&r, "lr_lr-0.01_fold-1").best.as_ref().unwrap().source,
-        "metrics.jsonl"
-    );
+    assert_eq!(job(&r, "lr_lr-0.01_fold-1").best.as_ref().unwrap().source, "jsonl");
     assert_eq!(job(&r, "unet_fold-1").group.as_deref(), Some("unet"));
     assert_eq!(r.jobs[0].name, "unet_fold-2", "mode max: the highest val_iou first");
 

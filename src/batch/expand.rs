@@ -20,7 +20,7 @@ const SWEEP_SETTINGS: [&str; 3] = ["method", "samples", "seed"];
 
 /// The job keys a sweep path may start with, and whether they are tables
 /// (a path may go deeper into those).
-const SWEEPABLE: [(&str, bool); 13] = [
+const SWEEPABLE: [(&str, bool); 14] = [
     ("image", false),
     ("command", false),
     ("gpus", false),
@@ -34,6 +34,7 @@ const SWEEPABLE: [(&str, bool); 13] = [
     ("code", false),
     ("network", false),
     ("train", true),
+    ("args", true),
 ];
 
 /// Expands `job` (its raw table, `name` set). A job without `sweep` or `cv`
@@ -167,7 +168,7 @@ fn sweep_variants(name: &str, base: &toml::Table, spec: &toml::Table) -> Result<
         let mut table = base.clone();
         let mut swept = BTreeMap::new();
         for (key, value) in combo {
-            let parts: Vec<&str> = key.split('.').collect();
+            let parts = path_of(&key);
             set_path(&mut table, &parts, value.clone()).map_err(|e| format!("`sweep.\"{key}\"`: {e}"))?;
             swept.insert(key, value);
         }
@@ -178,6 +179,16 @@ fn sweep_variants(name: &str, base: &toml::Table, spec: &toml::Table) -> Result<
         });
     }
     Ok(out)
+}
+
+/// The table path a sweep key sets: its dotted parts, except in `args`,
+/// whose keys are option names that may hold dots themselves
+/// (`args.model.learning_rate` sets `args["model.learning_rate"]`).
+fn path_of(key: &str) -> Vec<&str> {
+    match key.split_once('.') {
+        Some(("args", option)) => vec!["args", option],
+        _ => key.split('.').collect(),
+    }
 }
 
 /// A path must start at a job key; only table keys go deeper.

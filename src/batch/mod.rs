@@ -116,8 +116,24 @@ pub struct JobFields {
     pub code: Option<Spanned<String>>,
     pub network: Option<String>,
     pub train: Option<toml::Table>,
+    /// Options appended to `command` as `--key=value`.
+    pub args: Option<Spanned<toml::Table>>,
+    /// How the job's metrics are read and judged.
+    pub metrics: Option<MetricsFields>,
     pub sweep: Option<Spanned<toml::Value>>,
     pub cv: Option<Spanned<toml::Value>>,
+}
+
+/// `[job.metrics]` (or `[defaults.metrics]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsFields {
+    /// The metric the job is judged by (ranking, best value, pruning).
+    pub monitor: Option<String>,
+    /// `min` or `max`.
+    pub mode: Option<crate::metrics::Mode>,
+    /// `auto`, `jsonl`, `tensorboard`, `csv` or `stdout`.
+    pub source: Option<crate::metrics::SourceChoice>,
 }
 
 /// An environment value: strings, and numbers or booleans written bare.

@@ -19,6 +19,9 @@ struct Row {
     elapsed_seconds: Option<f64>,
     epoch: Option<u64>,
     best: Option<Best>,
+    /// Where its metrics come from: `jsonl`, `tensorboard`, `csv`, `stdout`;
+    /// none when it logged none (yet).
+    metrics: Option<String>,
     exit_code: Option<i64>,
     error: Option<String>,
     container_id: Option<String>,
@@ -28,7 +31,7 @@ struct Row {
 struct Best {
     metric: String,
     value: f64,
-    epoch: u64,
+    epoch: Option<u64>,
 }
 
 pub fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
@@ -48,6 +51,18 @@ pub fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     }
     println!("{}", table(&rows));
     eprintln!("batch {} ({})", batch.id, batch_status(&dir, &batch));
+    let silent: Vec<&str> = rows
+        .iter()
+        .filter(|r| r.metrics.is_none() && r.status != "pending" && r.status != "running")
+        .map(|r| r.job.as_str())
+        .collect();
+    if !silent.is_empty() {
+        eprintln!(
+            "no metrics from {}: tb looked for {} (docs/metrics.md)",
+            silent.join(", "),
+            metrics::JobMetrics::looked(metrics::SourceChoice::Auto).join(", ")
+        );
+    }
     Ok(Exit::Success)
 }
 
@@ -121,7 +136,10 @@ fn table(rows: &[Row]) -> String {
             r.epoch.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
             r.best
                 .as_ref()
-                .map(|b| format!("{}={:.4} @{}", b.metric, b.value, b.epoch))
+                .map(|b| match b.epoch {
+                    Some(e) => format!("{}={:.4} @{e}", b.metric, b.value),
+                    None => format!("{}={:.4}", b.metric, b.value),
+                })
                 .unwrap_or_else(|| "-".into()),
         ]);
     }
@@ -169,25 +187,22 @@ pub(crate) fn batch_status(dir: &BatchDir, batch: &BatchState) -> String {
 }
 
 fn row(dir: &BatchDir, name: &str, state: &JobState, file: Option<&JobFile>, now: chrono::DateTime<Utc>) -> Row {
+    let spec = file.map(|f| f.spec.metrics.clone()).unwrap_or_default();
     let train = file.and_then(|f| f.spec.train.as_ref());
-    let monitor = train
-        .and_then(|t| t.get("monitor"))
-        .and_then(|m| m.as_str())
-        .unwrap_or("val_loss")
-        .to_string();
-    let maximize = train.and_then(|t| t.get("mode")).and_then(|m| m.as_str()) == Some("max");
-    let p = metrics::progress(&dir.job_dir(name).join("metrics.jsonl"), &monitor, maximize);
+    let live = !state.status().is_final();
+    let judged = metrics::judge(&dir.job_dir(name), &spec, train, live);
     Row {
         job: name.to_string(),
         status: state.status().to_string(),
         attempt: state.attempt(),
         elapsed_seconds: state.elapsed(now).map(|d| d.num_milliseconds() as f64 / 1000.0),
-        epoch: p.last_epoch,
-        best: p.best.map(|(value, epoch)| Best {
-            metric: monitor,
-            value,
-            epoch,
+        epoch: judged.metrics.last_epoch(),
+        best: judged.best.map(|b| Best {
+            metric: b.metric,
+            value: b.value,
+            epoch: b.epoch,
         }),
+        metrics: judged.metrics.source.map(|s| s.as_str().to_string()),
         exit_code: state.exit_code(),
         error: state.error().map(String::from),
         container_id: state.container_id().map(String::from),

@@ -57,6 +57,11 @@ enum Column {
 }
 
 impl CsvReader {
+    /// The byte offset up to which the file has been consumed.
+    pub fn offset(&self) -> u64 {
+        self.tail.offset()
+    }
+
     pub fn new() -> Self {
         Self::default()
     }

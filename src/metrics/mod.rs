@@ -1,29 +1,27 @@
-//! Reading what trainers write to `metrics.jsonl`, one line at a time,
-//! tolerating what a killed job leaves behind (partial or garbage lines,
-//! Python's `NaN`), which is skipped, counted and described, never fatal.
-//!
-//! The submodules read what unmodified training code writes instead, each
-//! incrementally (a reader remembers where it stopped, so polling a running
-//! job costs only what was appended): TensorBoard event files
-//! ([`tfevents`]), Lightning's `CSVLogger` file ([`csvlog`]) and
-//! `name=value` lines on stdout ([`stdout`]). They keep metric names as
-//! written (`train_loss_step` and `train_loss_epoch` are two tags); giving
-//! suffixes a meaning is the caller's business.
+//! One model of a job's metrics, whatever wrote them: tb's own
+//! `metrics.jsonl` ([`jsonl`]), TensorBoard event files ([`tfevents`]:
+//! Lightning's default logger, `SummaryWriter`, tensorboardX), Lightning's
+//! `CSVLogger` file ([`csvlog`]) and `name=value` lines on stdout
+//! ([`stdout`]). A [`Reader`] finds the job's sources (at any depth of its
+//! directory), picks one ([`Source`] precedence, or `[job.metrics] source`),
+//! reads it incrementally — each poll costs only what was appended — and
+//! turns its points into per-metric series by epoch ([`JobMetrics`]). The
+//! report, `tb status`, the progress lines and the summary all read this
+//! model, so they agree.
 
 pub mod csvlog;
+pub mod jsonl;
 pub mod stdout;
 mod tail;
 pub mod tfevents;
 
-use serde::Deserialize;
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, Visitor};
-use std::borrow::Cow;
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::sync::Arc;
+pub use jsonl::BadLine;
 
-/// How many skipped lines a [`Scan`] describes; the rest are only counted.
-pub const BAD_EXAMPLES: usize = 5;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 /// One value of one metric where training was at the time, as the CSV and
 /// stdout readers give it; a TensorBoard [`tfevents::Scalar`] converts into
@@ -37,242 +35,148 @@ pub struct Point {
     pub value: f64,
 }
 
-/// A well-formed line (docs/trainer-protocol.md), borrowed from the read buffer so that a
-/// night of lines costs no allocation per metric name.
-#[derive(Debug, Deserialize)]
-pub struct Record<'a> {
-    pub epoch: u64,
+/// A kind of file a job's metrics can come from, in the order `auto` tries
+/// them: tb's own file first, then what Lightning's loggers write, then
+/// stdout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// `metrics.jsonl` (docs/trainer-protocol.md).
+    Jsonl,
+    /// `events.out.tfevents.*`.
+    Tensorboard,
+    /// `metrics.csv`.
+    Csv,
+    /// `name=value` lines in `stdout.log`.
+    Stdout,
+}
+
+impl Source {
+    pub const ALL: [Source; 4] = [Source::Jsonl, Source::Tensorboard, Source::Csv, Source::Stdout];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Jsonl => "jsonl",
+            Source::Tensorboard => "tensorboard",
+            Source::Csv => "csv",
+            Source::Stdout => "stdout",
+        }
+    }
+
+    /// Where a job's files of this kind are, for people.
+    pub fn looked(self) -> &'static str {
+        match self {
+            Source::Jsonl => "metrics.jsonl",
+            Source::Tensorboard => "TensorBoard event files (events.out.tfevents.*, at any depth)",
+            Source::Csv => "CSVLogger's metrics.csv (at any depth)",
+            Source::Stdout => "`name=value` lines with an epoch or step in stdout.log",
+        }
+    }
+}
+
+/// `[job.metrics] source`: one source, or the first found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceChoice {
+    #[default]
+    Auto,
+    Jsonl,
+    Tensorboard,
+    Csv,
+    Stdout,
+}
+
+impl SourceChoice {
+    fn only(self) -> Option<Source> {
+        match self {
+            SourceChoice::Auto => None,
+            SourceChoice::Jsonl => Some(Source::Jsonl),
+            SourceChoice::Tensorboard => Some(Source::Tensorboard),
+            SourceChoice::Csv => Some(Source::Csv),
+            SourceChoice::Stdout => Some(Source::Stdout),
+        }
+    }
+}
+
+/// Which way is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Min,
+    Max,
+}
+
+impl Mode {
+    pub fn maximize(self) -> bool {
+        self == Mode::Max
+    }
+}
+
+/// The metric a job is judged by.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+pub struct Monitor {
+    pub metric: String,
+    pub mode: Mode,
+}
+
+/// The metric tb judges a job by when none is named.
+pub const DEFAULT_MONITOR: &str = "val_loss";
+
+/// `[job.metrics]`, as resolved into `job.json` (`metrics`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct MetricsSpec {
+    /// The metric the job is judged by; none: `train.monitor`, else
+    /// `val_loss` when the job logs it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitor: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<Mode>,
     #[serde(default)]
-    pub step: Option<u64>,
-    #[serde(borrow)]
-    pub metrics: Metrics<'a>,
+    pub source: SourceChoice,
 }
 
-/// A line's `metrics` object; values that are not numbers read as `None`.
-#[derive(Debug, Default)]
-pub struct Metrics<'a>(pub Vec<(Cow<'a, str>, Option<f64>)>);
-
-impl Metrics<'_> {
-    /// The finite value of `name`, if the line has one.
-    pub fn get(&self, name: &str) -> Option<f64> {
-        self.0
-            .iter()
-            .find(|(k, _)| k == name)
-            .and_then(|(_, v)| *v)
-            .filter(|v| v.is_finite())
-    }
-}
-
-impl<'de: 'a, 'a> Deserialize<'de> for Metrics<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Metrics<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("an object of metrics")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-                let mut out = Vec::with_capacity(map.size_hint().unwrap_or(4));
-                while let Some(Key(k)) = map.next_key()? {
-                    let Num(v) = map.next_value()?;
-                    out.push((k, v));
-                }
-                Ok(Metrics(out))
-            }
-        }
-        d.deserialize_map(V(std::marker::PhantomData))
-    }
-}
-
-/// A metric name, borrowed unless it had escapes.
-struct Key<'a>(Cow<'a, str>);
-
-impl<'de: 'a, 'a> Deserialize<'de> for Key<'a> {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V<'a>(std::marker::PhantomData<&'a ()>);
-        impl<'de: 'a, 'a> Visitor<'de> for V<'a> {
-            type Value = Key<'a>;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a metric name")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-        }
-        d.deserialize_str(V(std::marker::PhantomData))
-    }
-}
-
-/// A metric value: a number, or anything else (a string, null, a list),
-/// which a trainer may log beside its numbers and the report ignores.
-struct Num(Option<f64>);
-
-impl<'de> Deserialize<'de> for Num {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Num;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a metric value")
-            }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Num, E> {
-                Ok(Num(Some(v)))
-            }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Num, E> {
-                Ok(Num(Some(v as f64)))
-            }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Num, E> {
-                Ok(Num(Some(v as f64)))
-            }
-            fn visit_str<E: de::Error>(self, _: &str) -> Result<Num, E> {
-                Ok(Num(None))
-            }
-            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Num, E> {
-                Ok(Num(None))
-            }
-            fn visit_unit<E: de::Error>(self) -> Result<Num, E> {
-                Ok(Num(None))
-            }
-            fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Num, A::Error> {
-                while seq.next_element::<IgnoredAny>()?.is_some() {}
-                Ok(Num(None))
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Num, A::Error> {
-                while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-                Ok(Num(None))
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// A skipped line, described for the report.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct BadLine {
-    /// 1-based.
-    pub line: u64,
-    pub reason: String,
-    /// The start of the line, lossily decoded.
-    pub text: String,
-}
-
-/// What one pass over a metrics file found besides its records.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Scan {
-    /// The file exists.
-    pub found: bool,
-    /// Well-formed lines.
-    pub lines: u64,
-    /// Lines that were not valid metrics (counted, never fatal).
-    pub bad_lines: u64,
-    /// The first [`BAD_EXAMPLES`] of them.
-    pub bad: Vec<BadLine>,
-}
-
-/// Streams `path`, calling `each` with every well-formed line (and its raw
-/// bytes). A missing file is an empty scan. With `live` (the job still runs)
-/// an unterminated last line is a write in progress, not a bad line.
-pub fn scan(path: &Path, live: bool, mut each: impl FnMut(&Record<'_>, &[u8])) -> Scan {
-    let mut scan = Scan::default();
-    let Ok(file) = std::fs::File::open(path) else {
-        return scan;
-    };
-    scan.found = true;
-    let mut reader = BufReader::with_capacity(64 * 1024, file);
-    let mut buf = Vec::with_capacity(256);
-    let mut number = 0u64;
-    loop {
-        buf.clear();
-        number += 1;
-        match reader.read_until(b'\n', &mut buf) {
-            Ok(0) => break,
-            Ok(_) => {}
-            Err(e) => {
-                scan.bad(number, format!("unreadable: {e}"), b"");
-                break;
-            }
-        }
-        let terminated = buf.last() == Some(&b'\n');
-        let bytes = buf.trim_ascii();
-        if bytes.is_empty() {
-            continue;
-        }
-        match serde_json::from_slice::<Record>(bytes) {
-            Ok(record) => {
-                scan.lines += 1;
-                each(&record, bytes);
-            }
-            Err(_) if !terminated && live => {}
-            Err(e) => {
-                let reason = if !terminated {
-                    "truncated last line (the job was killed mid-write)".to_string()
-                } else if non_finite(bytes) {
-                    "NaN or Infinity, which JSON has no number for".to_string()
-                } else if e.is_data() {
-                    // serde's own words: "missing field `epoch`", "invalid type …"
-                    strip_position(&e.to_string())
-                } else {
-                    "not JSON".to_string()
-                };
-                scan.bad(number, reason, bytes);
-            }
+impl MetricsSpec {
+    /// The monitor the job names: `[job.metrics]`, else its trainer's
+    /// `train.monitor` (and `train.mode`).
+    pub fn named(&self, train: Option<&serde_json::Value>) -> Option<Monitor> {
+        let t_monitor = train.and_then(|t| t.get("monitor")).and_then(|m| m.as_str());
+        let t_mode = match train.and_then(|t| t.get("mode")).and_then(|m| m.as_str()) {
+            Some("max") => Some(Mode::Max),
+            Some("min") => Some(Mode::Min),
+            _ => None,
+        };
+        match (&self.monitor, t_monitor) {
+            (Some(m), _) => Some(Monitor {
+                metric: m.clone(),
+                // The trainer's mode goes with the trainer's metric only.
+                mode: self
+                    .mode
+                    .or(t_mode.filter(|_| t_monitor == Some(m.as_str())))
+                    .unwrap_or(Mode::Min),
+            }),
+            (None, Some(m)) => Some(Monitor {
+                metric: m.to_string(),
+                mode: self.mode.or(t_mode).unwrap_or(Mode::Min),
+            }),
+            // A trainer job's monitor defaults to val_loss, as the trainer's does.
+            (None, None) if train.is_some() => Some(Monitor {
+                metric: DEFAULT_MONITOR.into(),
+                mode: self.mode.unwrap_or(Mode::Min),
+            }),
+            (None, None) => None,
         }
     }
-    scan
-}
 
-impl Scan {
-    fn bad(&mut self, line: u64, reason: String, bytes: &[u8]) {
-        self.bad_lines += 1;
-        if self.bad.len() < BAD_EXAMPLES {
-            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(120)]).into_owned();
-            self.bad.push(BadLine { line, reason, text });
-        }
+    /// The monitor of a job that logged `metrics`: the named one, else
+    /// `val_loss` (lower is better) if it was logged.
+    pub fn monitor(&self, train: Option<&serde_json::Value>, metrics: &JobMetrics) -> Option<Monitor> {
+        self.named(train).or_else(|| {
+            metrics.epochs.contains_key(DEFAULT_MONITOR).then(|| Monitor {
+                metric: DEFAULT_MONITOR.into(),
+                mode: self.mode.unwrap_or(Mode::Min),
+            })
+        })
     }
-}
-
-fn non_finite(bytes: &[u8]) -> bool {
-    [&b"NaN"[..], b"Infinity"]
-        .iter()
-        .any(|w| bytes.windows(w.len()).any(|x| x == *w))
-}
-
-/// "missing field `epoch` at line 1 column 30" → "missing field `epoch`".
-fn strip_position(msg: &str) -> String {
-    match msg.rfind(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
-    }
-}
-
-/// The latest epoch and the best value of the monitored metric.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Progress {
-    pub last_epoch: Option<u64>,
-    /// Value and epoch.
-    pub best: Option<(f64, u64)>,
-    pub latest: Option<f64>,
-    /// Lines that were not valid metrics (counted, never fatal).
-    pub bad_lines: usize,
-}
-
-/// Streams `path`; a missing file is no progress yet.
-pub fn progress(path: &Path, monitor: &str, maximize: bool) -> Progress {
-    let mut p = Progress::default();
-    let scan = scan(path, true, |line, _| {
-        p.last_epoch = Some(p.last_epoch.map_or(line.epoch, |e| e.max(line.epoch)));
-        if let Some(v) = line.metrics.get(monitor) {
-            p.latest = Some(v);
-            if p.best.is_none_or(|(b, _)| better(v, b, maximize)) {
-                p.best = Some((v, line.epoch));
-            }
-        }
-    });
-    p.bad_lines = scan.bad_lines as usize;
-    p
 }
 
 /// `v` beats `best` (a tie does not: the earlier epoch stays the best).
@@ -280,71 +184,758 @@ pub fn better(v: f64, best: f64, maximize: bool) -> bool {
     if maximize { v > best } else { v < best }
 }
 
+/// Most step-level points a series keeps (evenly thinned, the last kept):
+/// enough to draw, little enough for a report of ten thousand jobs.
+const MAX_STEP_POINTS: usize = 500;
+
+/// A job's metrics as one model.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobMetrics {
+    /// The source the values come from, if any was found.
+    pub source: Option<Source>,
+    /// The files read, relative to the job directory.
+    pub files: Vec<String>,
+    /// Other sources present in the job directory, not used.
+    pub unused: Vec<Source>,
+    /// Each metric's value by epoch (the last one logged in the epoch),
+    /// ascending. Lightning's `_epoch` suffix is dropped: `train_loss_epoch`
+    /// is the epoch curve of `train_loss`.
+    pub epochs: BTreeMap<String, Vec<(u64, f64)>>,
+    /// Step-level values (Lightning's `_step` tags, without the suffix), by
+    /// step, thinned to at most a few hundred points.
+    pub steps: BTreeMap<String, Vec<(u64, f64)>>,
+    /// The x of `epochs` is the step: the source logged no epochs.
+    pub by_step: bool,
+    /// Well-formed records (lines, rows, events) read.
+    pub records: u64,
+    /// Records skipped: malformed, truncated, corrupt, not finite.
+    pub skipped: u64,
+    /// Skipped `metrics.jsonl` lines, described (the first few).
+    pub bad: Vec<BadLine>,
+}
+
+impl JobMetrics {
+    /// The best value of `monitor` and its epoch.
+    pub fn best(&self, monitor: &Monitor) -> Option<(f64, u64)> {
+        let mut best: Option<(f64, u64)> = None;
+        for &(x, v) in self.epochs.get(&monitor.metric)? {
+            if best.is_none_or(|(b, _)| better(v, b, monitor.mode.maximize())) {
+                best = Some((v, x));
+            }
+        }
+        best
+    }
+
+    /// The latest value of `metric`.
+    pub fn latest(&self, metric: &str) -> Option<f64> {
+        self.epochs.get(metric).and_then(|s| s.last()).map(|p| p.1)
+    }
+
+    /// The highest epoch any metric reached.
+    pub fn last_epoch(&self) -> Option<u64> {
+        self.epochs.values().filter_map(|s| s.last()).map(|p| p.0).max()
+    }
+
+    /// Every metric's last value.
+    pub fn last_values(&self) -> BTreeMap<String, f64> {
+        self.epochs
+            .iter()
+            .filter_map(|(k, s)| s.last().map(|p| (k.clone(), p.1)))
+            .collect()
+    }
+
+    /// Where tb looks for metrics, for a job that logged none.
+    pub fn looked(choice: SourceChoice) -> Vec<&'static str> {
+        match choice.only() {
+            Some(s) => vec![s.looked()],
+            None => Source::ALL.iter().map(|s| s.looked()).collect(),
+        }
+    }
+}
+
+/// A job's best value of its monitor, and where it comes from.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Best {
+    pub metric: String,
+    pub value: f64,
+    pub epoch: Option<u64>,
+    /// `result.json` (the trainer's own verdict), or the metrics source.
+    pub source: String,
+}
+
+/// A job's metrics, the monitor it is judged by, and its best value: what
+/// the report, `tb status`, the progress lines and the summary all show.
+#[derive(Debug, Clone, Default)]
+pub struct Judged {
+    pub metrics: JobMetrics,
+    pub monitor: Option<Monitor>,
+    pub best: Option<Best>,
+}
+
+/// Reads and judges the metrics of the job in `job_dir`.
+pub fn judge(job_dir: &Path, spec: &MetricsSpec, train: Option<&serde_json::Value>, live: bool) -> Judged {
+    judged(job_dir, spec, train, read(job_dir, spec.source, live))
+}
+
+/// Judges `metrics`, read from `job_dir`: the best value of the monitor,
+/// as `result.json` has it for the monitor's metric (the trainer's
+/// checkpoint-best), else from the metrics.
+pub fn judged(job_dir: &Path, spec: &MetricsSpec, train: Option<&serde_json::Value>, metrics: JobMetrics) -> Judged {
+    let monitor = spec.monitor(train, &metrics);
+    #[derive(Deserialize)]
+    struct Result {
+        best: Option<ResultBest>,
+    }
+    #[derive(Deserialize)]
+    struct ResultBest {
+        metric: Option<String>,
+        value: Option<f64>,
+        epoch: Option<u64>,
+    }
+    let from_result = monitor.as_ref().and_then(|m| {
+        let bytes = std::fs::read(job_dir.join("result.json")).ok()?;
+        let best = serde_json::from_slice::<Result>(&bytes).ok()?.best?;
+        let value = best.value.filter(|v| v.is_finite())?;
+        (best.metric.as_deref().unwrap_or(&m.metric) == m.metric).then(|| Best {
+            metric: m.metric.clone(),
+            value,
+            epoch: best.epoch,
+            source: "result.json".into(),
+        })
+    });
+    let best = from_result.or_else(|| {
+        let m = monitor.as_ref()?;
+        let (value, epoch) = metrics.best(m)?;
+        Some(Best {
+            metric: m.metric.clone(),
+            value,
+            epoch: Some(epoch),
+            source: metrics.source.map(|s| s.as_str()).unwrap_or_default().to_string(),
+        })
+    });
+    Judged { metrics, monitor, best }
+}
+
+/// Reads a job's metrics, once. `live`: the job still runs (a partial last
+/// line or record is a write in progress, not damage).
+pub fn read(job_dir: &Path, choice: SourceChoice, live: bool) -> JobMetrics {
+    let mut r = Reader::new(job_dir, choice);
+    r.poll(live);
+    r.metrics()
+}
+
+/// How often a live job's directory is searched again for new files.
+const RESCAN_EVERY: Duration = Duration::from_secs(5);
+/// How deep, and how many entries, a search of a job directory goes.
+const MAX_DEPTH: usize = 6;
+const MAX_ENTRIES: usize = 20_000;
+
+/// A job's metrics, read as they grow.
+pub struct Reader {
+    dir: PathBuf,
+    choice: SourceChoice,
+    scanned: Option<Instant>,
+    found: BTreeMap<Source, Vec<PathBuf>>,
+    active: Option<Source>,
+    files: Vec<FileState>,
+    records: u64,
+    skipped: u64,
+    bad: Vec<BadLine>,
+}
+
+/// One file of the active source and what was read of it.
+struct FileState {
+    path: PathBuf,
+    reader: FileReader,
+    points: Vec<Point>,
+}
+
+enum FileReader {
+    Jsonl(jsonl::JsonlReader),
+    Tensorboard(tfevents::TfEventsReader),
+    Csv(csvlog::CsvReader),
+    Stdout(stdout::StdoutReader),
+}
+
+impl Reader {
+    pub fn new(job_dir: &Path, choice: SourceChoice) -> Reader {
+        Reader {
+            dir: job_dir.to_path_buf(),
+            choice,
+            scanned: None,
+            found: BTreeMap::new(),
+            active: None,
+            files: Vec::new(),
+            records: 0,
+            skipped: 0,
+            bad: Vec::new(),
+        }
+    }
+
+    /// Reads what was written since the last poll. Errors reading a file
+    /// (it vanished, it is unreadable) count as nothing new.
+    pub fn poll(&mut self, live: bool) {
+        // Until the job has written any metrics, look for files at every
+        // poll; then now and then (a new attempt's event file, say).
+        let nothing_yet = self.files.iter().all(|f| f.points.is_empty());
+        let rescan = !live || nothing_yet || self.scanned.is_none_or(|t| t.elapsed() >= RESCAN_EVERY);
+        if rescan {
+            self.found = find(&self.dir);
+            self.scanned = Some(Instant::now());
+        }
+        let mut want = self.choose();
+        if want == Some(Source::Stdout) || (want.is_none() && self.choice == SourceChoice::Auto) {
+            // stdout only counts if it has metrics lines.
+            want = Some(Source::Stdout);
+        }
+        if want != self.active {
+            self.switch(want);
+        } else if rescan {
+            self.add_new_files();
+        }
+        for f in &mut self.files {
+            let batch = f.reader.read(&f.path, live);
+            let Ok(b) = batch else { continue };
+            if b.restarted {
+                f.points.clear();
+            }
+            self.records += b.records;
+            self.skipped += b.skipped;
+            if self.bad.len() < jsonl::BAD_EXAMPLES {
+                self.bad.extend(b.bad);
+                self.bad.truncate(jsonl::BAD_EXAMPLES);
+            }
+            f.points.reserve(b.points.len());
+            f.points.extend(b.points);
+        }
+    }
+
+    /// The source to read: the one asked for, or the first found.
+    fn choose(&self) -> Option<Source> {
+        match self.choice.only() {
+            Some(s) => Some(s),
+            None => Source::ALL
+                .into_iter()
+                .filter(|s| *s != Source::Stdout)
+                .find(|s| self.found.get(s).is_some_and(|f| !f.is_empty())),
+        }
+    }
+
+    fn switch(&mut self, to: Option<Source>) {
+        self.active = to;
+        self.files.clear();
+        self.records = 0;
+        self.skipped = 0;
+        self.bad.clear();
+        self.add_new_files();
+    }
+
+    fn add_new_files(&mut self) {
+        let Some(source) = self.active else { return };
+        for path in self.found.get(&source).into_iter().flatten() {
+            if !self.files.iter().any(|f| &f.path == path) {
+                self.files.push(FileState {
+                    path: path.clone(),
+                    reader: FileReader::new(source),
+                    points: Vec::new(),
+                });
+            }
+        }
+        let dir = self.dir.clone();
+        self.files.sort_by_key(|f| file_order(&dir, &f.path));
+    }
+
+    /// Bytes consumed so far, over all the files read: what a poll reads
+    /// is what this grew by.
+    pub fn consumed(&self) -> u64 {
+        self.files
+            .iter()
+            .map(|f| match &f.reader {
+                FileReader::Jsonl(r) => r.offset(),
+                FileReader::Tensorboard(r) => r.offset(),
+                FileReader::Csv(r) => r.offset(),
+                FileReader::Stdout(r) => r.offset(),
+            })
+            .sum()
+    }
+
+    /// The model of what was read so far.
+    pub fn metrics(&self) -> JobMetrics {
+        let mut m = JobMetrics {
+            records: self.records,
+            skipped: self.skipped,
+            bad: self.bad.clone(),
+            ..JobMetrics::default()
+        };
+        let any = self.files.iter().any(|f| !f.points.is_empty());
+        // stdout without a single metrics line is no source at all.
+        if self.active.is_some() && (any || self.active != Some(Source::Stdout)) {
+            m.source = self.active;
+            m.files = self
+                .files
+                .iter()
+                .map(|f| f.path.strip_prefix(&self.dir).unwrap_or(&f.path).display().to_string())
+                .collect();
+        }
+        m.unused = self
+            .found
+            .iter()
+            .filter(|(s, f)| Some(**s) != m.source && **s != Source::Stdout && !f.is_empty())
+            .map(|(s, _)| *s)
+            .collect();
+        if m.source.is_none() {
+            return m;
+        }
+        let mut series = Series::default();
+        for f in &self.files {
+            series.add_file(&f.points, m.source == Some(Source::Tensorboard));
+        }
+        series.finish(&mut m);
+        if m.epochs.is_empty() && m.steps.is_empty() {
+            // Files with no metric in them (a logger that only wrote its
+            // hyperparameters) are no metrics.
+            m.source = None;
+        }
+        m
+    }
+}
+
+impl FileReader {
+    fn new(source: Source) -> FileReader {
+        match source {
+            Source::Jsonl => FileReader::Jsonl(jsonl::JsonlReader::new()),
+            Source::Tensorboard => FileReader::Tensorboard(tfevents::TfEventsReader::new()),
+            Source::Csv => FileReader::Csv(csvlog::CsvReader::new()),
+            Source::Stdout => FileReader::Stdout(stdout::StdoutReader::new()),
+        }
+    }
+
+    fn read(&mut self, path: &Path, live: bool) -> std::io::Result<Read> {
+        Ok(match self {
+            FileReader::Jsonl(r) => {
+                let b = r.read_new(path, live)?;
+                Read {
+                    points: b.points,
+                    records: b.lines,
+                    skipped: b.skipped + b.non_finite,
+                    bad: b.bad,
+                    restarted: b.restarted,
+                }
+            }
+            FileReader::Tensorboard(r) => {
+                let b = r.read_new(path, live)?;
+                Read {
+                    points: b.scalars.into_iter().map(Point::from).collect(),
+                    records: b.records,
+                    skipped: b.skipped + b.non_finite,
+                    bad: Vec::new(),
+                    restarted: b.restarted,
+                }
+            }
+            FileReader::Csv(r) => {
+                let b = r.read_new(path, live)?;
+                Read {
+                    points: b.points,
+                    records: b.rows,
+                    skipped: b.skipped + b.non_finite,
+                    bad: Vec::new(),
+                    restarted: b.restarted,
+                }
+            }
+            FileReader::Stdout(r) => {
+                let b = r.read_new(path, live)?;
+                Read {
+                    points: b.points,
+                    records: b.lines,
+                    skipped: b.non_finite,
+                    bad: Vec::new(),
+                    restarted: b.restarted,
+                }
+            }
+        })
+    }
+}
+
+/// What one read of one file gave, whatever its kind.
+struct Read {
+    points: Vec<Point>,
+    records: u64,
+    skipped: u64,
+    bad: Vec<BadLine>,
+    restarted: bool,
+}
+
+/// Files in the order their points are merged (later ones win): earlier
+/// attempts' output before the current one's, then by path (Lightning's
+/// `version_0` before `version_1`).
+fn file_order(dir: &Path, path: &Path) -> (u8, u64, PathBuf) {
+    let rel = path.strip_prefix(dir).unwrap_or(path);
+    let mut parts = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned());
+    match (parts.next().as_deref(), parts.next()) {
+        (Some("attempts"), Some(n)) => (0, n.parse().unwrap_or(u64::MAX), rel.to_path_buf()),
+        _ => (1, 0, rel.to_path_buf()),
+    }
+}
+
+/// The metric files of each kind in a job directory.
+fn find(dir: &Path) -> BTreeMap<Source, Vec<PathBuf>> {
+    let mut found: BTreeMap<Source, Vec<PathBuf>> = BTreeMap::new();
+    let mut add = |s: Source, p: PathBuf| found.entry(s).or_default().push(p);
+    if dir.join("metrics.jsonl").is_file() {
+        add(Source::Jsonl, dir.join("metrics.jsonl"));
+    }
+    // Earlier attempts' output (tb moved it there), then the current one's.
+    if let Ok(entries) = std::fs::read_dir(dir.join("attempts")) {
+        for e in entries.flatten() {
+            let p = e.path().join("stdout.log");
+            if p.is_file() {
+                add(Source::Stdout, p);
+            }
+        }
+    }
+    if dir.join("stdout.log").is_file() {
+        add(Source::Stdout, dir.join("stdout.log"));
+    }
+    let mut seen = 0;
+    let mut stack = vec![(dir.to_path_buf(), 0usize)];
+    while let Some((d, depth)) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            seen += 1;
+            if seen > MAX_ENTRIES {
+                return found;
+            }
+            let name = e.file_name();
+            let name = name.to_string_lossy();
+            let Ok(kind) = e.file_type() else { continue };
+            if kind.is_dir() {
+                // tb's own: archived logs and checkpoints hold no metrics files.
+                let skip = depth == 0 && matches!(name.as_ref(), "attempts" | "checkpoints");
+                if !skip && depth + 1 < MAX_DEPTH {
+                    stack.push((e.path(), depth + 1));
+                }
+            } else if name.starts_with("events.out.tfevents.") {
+                add(Source::Tensorboard, e.path());
+            } else if name == "metrics.csv" {
+                add(Source::Csv, e.path());
+            }
+        }
+    }
+    found
+}
+
+/// Points turned into series: suffixes read, TensorBoard steps placed on
+/// epochs, the last value of each epoch kept.
+#[derive(Default)]
+struct Series {
+    /// Interned names, and per name its epoch and step values as they come.
+    names: Vec<String>,
+    index: HashMap<String, usize>,
+    epochs: Vec<Vec<(u64, f64)>>,
+    steps: Vec<Vec<(u64, f64)>>,
+    any_epoch: bool,
+    any_plain: bool,
+}
+
+/// How a tag is read.
+#[derive(Clone, Copy)]
+enum Kind {
+    /// The epoch scalar Lightning logs beside every metric.
+    EpochMarker,
+    /// A value of the epoch curve of a metric.
+    Epoch(usize),
+    /// A step-level value of a metric.
+    Step(usize),
+    Ignored,
+}
+
+impl Series {
+    fn name(&mut self, name: &str) -> usize {
+        if let Some(&i) = self.index.get(name) {
+            return i;
+        }
+        self.names.push(name.to_string());
+        self.index.insert(name.to_string(), self.names.len() - 1);
+        self.epochs.push(Vec::new());
+        self.steps.push(Vec::new());
+        self.names.len() - 1
+    }
+
+    fn kind(&mut self, tag: &str) -> Kind {
+        match tag {
+            "epoch" => Kind::EpochMarker,
+            // Lightning's placeholder for hyperparameter logging.
+            "hp_metric" | "step" => Kind::Ignored,
+            _ => match (tag.strip_suffix("_step"), tag.strip_suffix("_epoch")) {
+                (Some(base), _) if !base.is_empty() => Kind::Step(self.name(base)),
+                (_, Some(base)) if !base.is_empty() => Kind::Epoch(self.name(base)),
+                _ => Kind::Epoch(self.name(tag)),
+            },
+        }
+    }
+
+    /// The points of one file, in its order. In a TensorBoard file the
+    /// epoch of a point is that of the `epoch` scalar at its step (Lightning
+    /// logs one with every call), else of the latest before it.
+    fn add_file(&mut self, points: &[Point], tensorboard: bool) {
+        let mut epoch_at: Vec<(u64, u64)> = Vec::new();
+        if tensorboard {
+            for p in points {
+                if &*p.tag == "epoch"
+                    && let Some(step) = p.step
+                    && p.value >= 0.0
+                {
+                    epoch_at.push((step, p.value as u64));
+                }
+            }
+            if !epoch_at.is_sorted() {
+                epoch_at.sort_unstable();
+            }
+        }
+        // Points come tag after tag and step after step: the kind of the
+        // last tag, and where the last step fell among the epochs, are
+        // nearly always the answer for the next point.
+        let mut last: Option<(*const u8, Kind)> = None;
+        let mut cursor = 0usize;
+        for p in points {
+            let kind = match last {
+                Some((ptr, kind)) if ptr == p.tag.as_ptr() => kind,
+                _ => {
+                    let kind = self.kind(&p.tag);
+                    last = Some((p.tag.as_ptr(), kind));
+                    kind
+                }
+            };
+            if matches!(kind, Kind::EpochMarker | Kind::Ignored) {
+                continue;
+            }
+            let epoch = match (p.epoch, tensorboard, p.step) {
+                (Some(e), _, _) => Some(e),
+                (None, true, Some(step)) if !epoch_at.is_empty() => {
+                    // The last epoch scalar at or before this step.
+                    if cursor > 0 && epoch_at[cursor - 1].0 > step {
+                        cursor = epoch_at.partition_point(|&(s, _)| s <= step);
+                    }
+                    while cursor < epoch_at.len() && epoch_at[cursor].0 <= step {
+                        cursor += 1;
+                    }
+                    Some(epoch_at[cursor.saturating_sub(1)].1)
+                }
+                _ => None,
+            };
+            match kind {
+                Kind::EpochMarker | Kind::Ignored => {}
+                Kind::Step(i) => {
+                    if let Some(step) = p.step {
+                        push_last(&mut self.steps[i], step, p.value);
+                    }
+                }
+                Kind::Epoch(i) => {
+                    let x = match (epoch, p.step) {
+                        (Some(e), _) => {
+                            self.any_epoch = true;
+                            e
+                        }
+                        (None, Some(s)) => {
+                            self.any_plain = true;
+                            s
+                        }
+                        (None, None) => continue,
+                    };
+                    push_last(&mut self.epochs[i], x, p.value);
+                }
+            }
+        }
+    }
+
+    fn finish(self, m: &mut JobMetrics) {
+        m.by_step = self.any_plain && !self.any_epoch;
+        for ((name, mut epochs), steps) in self.names.into_iter().zip(self.epochs).zip(self.steps) {
+            if !epochs.is_empty() {
+                sort_last(&mut epochs);
+                m.epochs.insert(name.clone(), epochs);
+            }
+            if !steps.is_empty() {
+                m.steps.insert(name, thin(steps));
+            }
+        }
+    }
+}
+
+/// Appends `(x, v)`, replacing the last point of the same `x`.
+fn push_last(series: &mut Vec<(u64, f64)>, x: u64, v: f64) {
+    match series.last_mut() {
+        Some(last) if last.0 == x => last.1 = v,
+        _ => series.push((x, v)),
+    }
+}
+
+/// Sorted by x, the last value given for each x kept (a resumed attempt
+/// logs again the epochs after its checkpoint: the later values win).
+fn sort_last(series: &mut Vec<(u64, f64)>) {
+    if series.windows(2).all(|w| w[0].0 < w[1].0) {
+        return;
+    }
+    // Stable: equal x keep their order, so the last one given is last.
+    series.sort_by_key(|p| p.0);
+    let mut out: Vec<(u64, f64)> = Vec::with_capacity(series.len());
+    for &(x, v) in series.iter() {
+        push_last(&mut out, x, v);
+    }
+    *series = out;
+}
+
+fn thin(mut steps: Vec<(u64, f64)>) -> Vec<(u64, f64)> {
+    sort_last(&mut steps);
+    if steps.len() <= MAX_STEP_POINTS {
+        return steps;
+    }
+    let every = steps.len().div_ceil(MAX_STEP_POINTS);
+    let last = *steps.last().expect("not empty");
+    let mut out: Vec<(u64, f64)> = steps.into_iter().step_by(every).collect();
+    if out.last() != Some(&last) {
+        out.push(last);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const MIXED: &str = concat!(
-        "{\"epoch\": 1, \"metrics\": {\"val_loss\": 0.5}}\n",
-        "garbage\n",
-        "{\"epoch\": 2, \"metrics\": {\"val_loss\": 0.3, \"note\": \"x\", \"lr\": [1]}}\n",
-        "{\"epoch\": 3, \"metrics\": {\"val_loss\": NaN}}\n",
-        "\n",
-        "{\"epoch\": 4, \"metrics\": {\"val_loss\": 0.4}}\n",
-        "{\"metrics\": {\"val_loss\": 0.1}}\n",
-        "{\"epoch\": 5, \"metr"
-    );
-
-    #[test]
-    fn skips_and_counts_bad_lines() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("metrics.jsonl");
-        std::fs::write(&path, MIXED).unwrap();
-        // progress() reads a live file: the unterminated tail is not counted.
-        let p = progress(&path, "val_loss", false);
-        assert_eq!(p.last_epoch, Some(4));
-        assert_eq!(p.best, Some((0.3, 2)));
-        assert_eq!(p.latest, Some(0.4));
-        assert_eq!(p.bad_lines, 3);
-        assert_eq!(progress(&path, "val_loss", true).best, Some((0.5, 1)));
+    fn write(dir: &Path, rel: &str, text: &str) {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
     }
 
     #[test]
-    fn a_finished_file_names_each_bad_line_and_why() {
+    fn tb_jsonl_wins_and_folds_suffixes() {
         let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("metrics.jsonl");
-        std::fs::write(&path, MIXED).unwrap();
-        let mut epochs = Vec::new();
-        let s = scan(&path, false, |r, _| epochs.push(r.epoch));
-        assert_eq!(epochs, [1, 2, 4]);
-        assert_eq!((s.lines, s.bad_lines), (3, 4));
-        let described: Vec<(u64, &str)> = s.bad.iter().map(|b| (b.line, b.reason.as_str())).collect();
-        assert_eq!(
-            described,
-            [
-                (2, "not JSON"),
-                (4, "NaN or Infinity, which JSON has no number for"),
-                (7, "missing field `epoch`"),
-                (8, "truncated last line (the job was killed mid-write)"),
-            ]
+        write(
+            dir.path(),
+            "metrics.jsonl",
+            "{\"epoch\": 0, \"metrics\": {\"val_loss\": 0.5, \"train_loss_epoch\": 0.7}}\n\
+             {\"epoch\": 1, \"metrics\": {\"val_loss\": 0.3}}\n\
+             {\"epoch\": 1, \"step\": 10, \"metrics\": {\"val_loss\": 0.35, \"train_loss_step\": 0.6}}\n",
         );
-        assert_eq!(s.bad[3].text, "{\"epoch\": 5, \"metr");
+        write(dir.path(), "stdout.log", "epoch=0 val_loss=9\n");
+        write(
+            dir.path(),
+            "lightning_logs/version_0/metrics.csv",
+            "epoch,step,val_loss\n0,1,7\n",
+        );
+        let m = read(dir.path(), SourceChoice::Auto, false);
+        assert_eq!(m.source, Some(Source::Jsonl));
+        assert_eq!(m.unused, [Source::Csv]);
+        assert_eq!(
+            m.epochs["val_loss"],
+            [(0, 0.5), (1, 0.35)],
+            "the last value of an epoch"
+        );
+        assert_eq!(m.epochs["train_loss"], [(0, 0.7)]);
+        assert!(m.steps.contains_key("train_loss"));
+        let min = Monitor {
+            metric: "val_loss".into(),
+            mode: Mode::Min,
+        };
+        assert_eq!(m.best(&min), Some((0.35, 1)));
+        let m = read(dir.path(), SourceChoice::Csv, false);
+        assert_eq!(m.source, Some(Source::Csv));
+        assert_eq!(m.files, ["lightning_logs/version_0/metrics.csv"]);
+        assert_eq!(m.epochs["val_loss"], [(0, 7.0)]);
     }
 
     #[test]
-    fn non_numbers_read_as_absent_and_escaped_names_still_match() {
-        let r: Record = serde_json::from_str(r#"{"epoch":0,"metrics":{"a":"x","v\u0061l":2,"c":null}}"#)
-            .unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(r.metrics.get("a"), None);
-        assert_eq!(r.metrics.get("val"), Some(2.0));
-        assert_eq!(r.metrics.get("c"), None);
+    fn stdout_counts_only_with_metrics_lines_and_never_over_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "stdout.log", "hello\nEpoch 3/10\n");
+        let m = read(dir.path(), SourceChoice::Auto, false);
+        assert_eq!(m.source, None);
+        assert!(m.epochs.is_empty());
+        write(
+            dir.path(),
+            "attempts/1/stdout.log",
+            "epoch=1 val_loss=0.4\nepoch=2 val_loss=0.3\n",
+        );
+        write(
+            dir.path(),
+            "stdout.log",
+            "epoch=2 val_loss=0.25\nepoch=3 val_loss=0.2\n",
+        );
+        let m = read(dir.path(), SourceChoice::Auto, false);
+        assert_eq!(m.source, Some(Source::Stdout));
+        assert_eq!(
+            m.epochs["val_loss"],
+            [(1, 0.4), (2, 0.25), (3, 0.2)],
+            "the current attempt's epochs win over the earlier one's"
+        );
     }
 
     #[test]
-    fn a_missing_file_is_an_empty_scan() {
-        let s = scan(Path::new("/nonexistent/metrics.jsonl"), false, |_, _| {
-            panic!("no lines")
-        });
-        assert_eq!(s, Scan::default());
+    fn a_live_reader_finds_new_files_and_switches_to_a_better_source() {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "stdout.log", "epoch=0 val_loss=0.9\n");
+        let mut r = Reader::new(dir.path(), SourceChoice::Auto);
+        r.poll(true);
+        assert_eq!(r.metrics().source, Some(Source::Stdout));
+        write(
+            dir.path(),
+            "lightning_logs/version_0/metrics.csv",
+            "epoch,step,val_loss\n0,3,0.5\n1,7,0.4\n",
+        );
+        r.scanned = None;
+        r.poll(true);
+        let m = r.metrics();
+        assert_eq!(m.source, Some(Source::Csv));
+        assert_eq!(m.epochs["val_loss"], [(0, 0.5), (1, 0.4)]);
+        assert_eq!(m.last_epoch(), Some(1));
+    }
+
+    #[test]
+    fn the_monitor_is_named_or_val_loss_when_logged() {
+        let m = JobMetrics {
+            epochs: BTreeMap::from([("val_loss".to_string(), vec![(0, 1.0)])]),
+            ..JobMetrics::default()
+        };
+        let none = MetricsSpec::default();
+        assert_eq!(none.monitor(None, &JobMetrics::default()), None);
+        assert_eq!(none.monitor(None, &m).unwrap().metric, "val_loss");
+        let train = serde_json::json!({"monitor": "val_iou", "mode": "max"});
+        let t = none.monitor(Some(&train), &m).unwrap();
+        assert_eq!((t.metric.as_str(), t.mode), ("val_iou", Mode::Max));
+        let spec = MetricsSpec {
+            monitor: Some("val_acc".into()),
+            mode: Some(Mode::Max),
+            source: SourceChoice::Auto,
+        };
+        assert_eq!(spec.monitor(Some(&train), &m).unwrap().metric, "val_acc");
+        let plain = MetricsSpec {
+            monitor: Some("val_iou".into()),
+            ..MetricsSpec::default()
+        };
+        assert_eq!(
+            plain.monitor(Some(&train), &m).unwrap().mode,
+            Mode::Max,
+            "the trainer's mode for its metric"
+        );
+        assert_eq!(
+            none.monitor(Some(&serde_json::json!({"model": "unet"})), &JobMetrics::default())
+                .unwrap()
+                .metric,
+            "val_loss",
+            "a trainer job is judged by the trainer's default"
+        );
+    }
+
+    #[test]
+    fn series_keep_the_last_value_of_each_x_and_thin_steps() {
+        let mut s = vec![(2, 1.0), (1, 5.0), (2, 3.0), (0, 0.5)];
+        sort_last(&mut s);
+        assert_eq!(s, [(0, 0.5), (1, 5.0), (2, 3.0)]);
+        let steps: Vec<(u64, f64)> = (0..20_001).map(|i| (i, i as f64)).collect();
+        let t = thin(steps);
+        assert!(t.len() <= MAX_STEP_POINTS + 1, "{}", t.len());
+        assert_eq!(*t.last().unwrap(), (20_000, 20_000.0));
     }
 }

@@ -73,6 +73,11 @@ pub struct StdoutReader {
 }
 
 impl StdoutReader {
+    /// The byte offset up to which the file has been consumed.
+    pub fn offset(&self) -> u64 {
+        self.tail.offset()
+    }
+
     pub fn new() -> Self {
         Self::default()
     }

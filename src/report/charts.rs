@@ -1,62 +1,108 @@
-//! The report's SVG charts, drawn with plotters: a job's learning curve and
-//! the monitored metric compared across jobs.
+//! The report's SVG charts, drawn with plotters: a job's curves, grouped
+//! (losses together, each other metric with its train/val/test siblings,
+//! the learning rate apart), and the monitored metric compared across jobs.
 
-use super::model::Point;
 use plotters::coord::ranged1d::SegmentValue;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
+use std::collections::BTreeMap;
 
-const TRAIN: RGBColor = RGBColor(31, 119, 180);
-const VAL: RGBColor = RGBColor(214, 39, 40);
+const PALETTE: [RGBColor; 8] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 86, 75),
+    RGBColor(227, 119, 194),
+    RGBColor(23, 190, 207),
+];
 const BAR: RGBColor = RGBColor(44, 160, 44);
 
-/// Train and validation loss by epoch; `None` when there is nothing to draw.
-pub fn learning_curve(title: &str, points: &[Point]) -> anyhow::Result<Option<String>> {
-    let values = points
+/// How many charts one job gets at most.
+pub const MAX_GROUPS: usize = 6;
+
+/// A job's metrics grouped into charts: its title and the metrics drawn in
+/// it. Losses first, then the others by name, the learning rate last.
+pub fn groups(series: &BTreeMap<String, Vec<(u64, f64)>>) -> Vec<(String, Vec<&str>)> {
+    let mut by_key: BTreeMap<(u8, String), Vec<&str>> = BTreeMap::new();
+    for name in series.keys() {
+        let lower = name.to_ascii_lowercase();
+        let key =
+            if lower == "lr" || lower.starts_with("lr-") || lower.starts_with("lr_") || lower.contains("learning_rate")
+            {
+                (2, "learning rate".to_string())
+            } else if lower.contains("loss") {
+                (0, "loss".to_string())
+            } else {
+                let base = [
+                    "train_",
+                    "training_",
+                    "val_",
+                    "valid_",
+                    "validation_",
+                    "test_",
+                    "train/",
+                    "val/",
+                    "test/",
+                ]
+                .iter()
+                .find_map(|p| lower.strip_prefix(p))
+                .unwrap_or(&lower);
+                (1, base.to_string())
+            };
+        by_key.entry(key).or_default().push(name);
+    }
+    by_key.into_iter().map(|((_, title), names)| (title, names)).collect()
+}
+
+/// Several metrics on one chart against `x` (epoch, or step); `None` when
+/// there is nothing finite to draw.
+pub fn curves(title: &str, x: &str, lines: &[(&str, &[(u64, f64)])]) -> anyhow::Result<Option<String>> {
+    let values = lines
         .iter()
-        .flat_map(|p| [p.train_loss, p.val_loss])
+        .flat_map(|(_, s)| s.iter().map(|p| p.1))
         .filter(|v| v.is_finite());
-    let (lo, hi) = values.fold((f32::INFINITY, f32::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
     if lo > hi {
         return Ok(None);
     }
-    let pad = ((hi - lo) * 0.05).max(1e-6);
-    let first = points.first().map_or(0, |p| p.epoch);
-    let last = points.last().map_or(1, |p| p.epoch).max(first + 1);
+    let pad = ((hi - lo) * 0.05).max(1e-9);
+    let xs = lines.iter().flat_map(|(_, s)| s.iter().map(|p| p.0));
+    let (first, last) = xs.fold((u64::MAX, 0), |(a, b), x| (a.min(x), b.max(x)));
+    let last = last.max(first + 1);
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (420, 260)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (340, 230)).into_drawing_area();
         root.fill(&WHITE)?;
         let mut chart = ChartBuilder::on(&root)
-            .caption(title, ("sans-serif", 15))
+            .caption(title, ("sans-serif", 14))
             .margin(8)
-            .x_label_area_size(32)
+            .x_label_area_size(30)
             .y_label_area_size(52)
-            .build_cartesian_2d(first as i64..last as i64, (lo - pad) as f64..(hi + pad) as f64)?;
+            .build_cartesian_2d(first as i64..last as i64, (lo - pad)..(hi + pad))?;
         chart
             .configure_mesh()
             .light_line_style(TRANSPARENT)
-            .x_desc("epoch")
-            .x_labels(8)
+            .x_desc(x)
+            .x_labels(6)
             .y_labels(6)
-            .label_style(("sans-serif", 12))
+            .label_style(("sans-serif", 11))
             .y_label_formatter(&|y| super::fmt_value(*y))
             .draw()?;
-        for (name, color, pick) in [
-            ("train_loss", TRAIN, (|p: &Point| p.train_loss) as fn(&Point) -> f32),
-            ("val_loss", VAL, |p: &Point| p.val_loss),
-        ] {
-            let series: Vec<(i64, f64)> = points
+        for (i, (name, series)) in lines.iter().enumerate() {
+            let color = PALETTE[i % PALETTE.len()];
+            let points: Vec<(i64, f64)> = series
                 .iter()
-                .filter(|p| pick(p).is_finite())
-                .map(|p| (p.epoch as i64, pick(p) as f64))
+                .filter(|p| p.1.is_finite())
+                .map(|p| (p.0 as i64, p.1))
                 .collect();
-            if series.is_empty() {
+            if points.is_empty() {
                 continue;
             }
             chart
-                .draw_series(LineSeries::new(series, color.stroke_width(2)))?
-                .label(name)
+                .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+                .label(*name)
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(2)));
         }
         chart
@@ -64,6 +110,7 @@ pub fn learning_curve(title: &str, points: &[Point]) -> anyhow::Result<Option<St
             .position(SeriesLabelPosition::UpperRight)
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.3))
+            .label_font(("sans-serif", 11))
             .draw()?;
         root.present()?;
     }
@@ -139,26 +186,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn curves_draw_both_losses_and_escape_the_title() {
-        let pts: Vec<Point> = (0..5)
-            .map(|e| Point {
-                epoch: e,
-                train_loss: 1.0 / (e + 1) as f32,
-                val_loss: if e == 2 { f32::NAN } else { 1.2 / (e + 1) as f32 },
-            })
-            .collect();
-        let svg = learning_curve("a<b&c", &pts).unwrap().unwrap();
+    fn curves_draw_every_line_and_escape_the_title() {
+        let train: Vec<(u64, f64)> = (0..5).map(|e| (e, 1.0 / (e + 1) as f64)).collect();
+        let val: Vec<(u64, f64)> = (0..5).filter(|e| *e != 2).map(|e| (e, 1.2 / (e + 1) as f64)).collect();
+        let svg = curves("a<b&c", "epoch", &[("train_loss", &train), ("val_loss", &val)])
+            .unwrap()
+            .unwrap();
         assert!(svg.starts_with("<svg"));
         assert!(svg.contains("a&lt;b&amp;c"));
         assert!(svg.contains("train_loss") && svg.contains("val_loss"));
         assert!(svg.matches("<polyline").count() >= 2);
-        assert!(learning_curve("x", &[]).unwrap().is_none());
-        let nan = Point {
-            epoch: 0,
-            train_loss: f32::NAN,
-            val_loss: f32::NAN,
-        };
-        assert!(learning_curve("x", &[nan]).unwrap().is_none());
+        assert!(curves("x", "epoch", &[]).unwrap().is_none());
+        assert!(curves("x", "epoch", &[("v", &[(0, f64::NAN)])]).unwrap().is_none());
+    }
+
+    #[test]
+    fn metrics_group_into_losses_siblings_and_the_learning_rate() {
+        let series: BTreeMap<String, Vec<(u64, f64)>> = [
+            "train_loss",
+            "val_loss",
+            "val_acc",
+            "train_acc",
+            "val_iou",
+            "lr-AdamW",
+            "grad_norm",
+        ]
+        .iter()
+        .map(|n| (n.to_string(), vec![(0, 1.0)]))
+        .collect();
+        let g = groups(&series);
+        let titles: Vec<&str> = g.iter().map(|(t, _)| t.as_str()).collect();
+        assert_eq!(titles, ["loss", "acc", "grad_norm", "iou", "learning rate"]);
+        assert_eq!(g[0].1, ["train_loss", "val_loss"]);
+        assert_eq!(g[1].1, ["train_acc", "val_acc"]);
     }
 
     #[test]

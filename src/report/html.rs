@@ -100,6 +100,7 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
     jobs_table(&mut o, r);
     groups(&mut o, r);
     charts_section(&mut o, r)?;
+    metrics_section(&mut o, r);
     failures_section(&mut o, r);
     skipped(&mut o, r);
 
@@ -138,7 +139,7 @@ fn jobs_table(o: &mut String, r: &Report) {
     }
     o.push_str("</tr></thead><tbody>\n");
     for (i, j) in r.jobs.iter().enumerate() {
-        let name = if i < CHART_JOBS && !j.curve.is_empty() {
+        let name = if i < CHART_JOBS && !j.series.is_empty() {
             format!("<a href=\"#curve-{i}\">{}</a>", esc(&j.name))
         } else {
             esc(&j.name)
@@ -250,30 +251,57 @@ fn charts_section(o: &mut String, r: &Report) -> anyhow::Result<()> {
             let _ = writeln!(o, "<figure>{svg}</figure></section>");
         }
     }
-    let with_curves: Vec<(usize, &super::JobReport)> =
-        r.jobs.iter().enumerate().filter(|(_, j)| !j.curve.is_empty()).collect();
+    let with_curves: Vec<(usize, &super::JobReport)> = r
+        .jobs
+        .iter()
+        .enumerate()
+        .filter(|(_, j)| !j.series.is_empty())
+        .collect();
     if with_curves.is_empty() {
         return Ok(());
     }
-    o.push_str("<section><h2>Learning curves</h2><div class=\"grid\">\n");
-    let mut drawn = 0;
+    o.push_str("<section><h2>Learning curves</h2>\n");
     for (i, j) in with_curves.iter().take(CHART_JOBS) {
-        if let Some(svg) = charts::learning_curve(&j.name, &j.curve)? {
-            let _ = writeln!(o, "<figure id=\"curve-{i}\">{svg}</figure>");
-            drawn += 1;
+        let x = if j.metrics.by_step { "step" } else { "epoch" };
+        let groups = charts::groups(&j.series);
+        let _ = write!(o, "<h3 id=\"curve-{i}\">{}</h3><div class=\"grid\">", esc(&j.name));
+        for (title, names) in groups.iter().take(charts::MAX_GROUPS) {
+            let lines: Vec<(&str, &[(u64, f64)])> = names.iter().map(|n| (*n, j.series[*n].as_slice())).collect();
+            if let Some(svg) = charts::curves(title, x, &lines)? {
+                let _ = write!(o, "<figure>{svg}</figure>");
+            }
+        }
+        o.push_str("</div>\n");
+        if groups.len() > charts::MAX_GROUPS {
+            let _ = writeln!(
+                o,
+                "<p class=\"note\">{} more metric groups are in report.json's job files.</p>",
+                groups.len() - charts::MAX_GROUPS
+            );
         }
     }
-    o.push_str("</div>");
     if with_curves.len() > CHART_JOBS {
         let _ = write!(
             o,
-            "<p class=\"note\">Curves of the {drawn} best-ranked jobs; {} more omitted to keep this page light \
-             (their metrics.jsonl has every epoch).</p>",
+            "<p class=\"note\">Curves of the {CHART_JOBS} best-ranked jobs; {} more omitted to keep this page light \
+             (their metric files have every epoch).</p>",
             with_curves.len() - CHART_JOBS
         );
     }
     o.push_str("</section>\n");
     Ok(())
+}
+
+fn metrics_section(o: &mut String, r: &Report) {
+    let notes = super::metrics_notes(r);
+    if notes.is_empty() {
+        return;
+    }
+    o.push_str("<section><h2>Metrics</h2><ul>");
+    for n in notes {
+        let _ = write!(o, "<li>{}</li>", esc(&n));
+    }
+    o.push_str("</ul></section>\n");
 }
 
 fn failures_section(o: &mut String, r: &Report) {
@@ -332,7 +360,7 @@ fn skipped(o: &mut String, r: &Report) {
     }
     let _ = write!(
         o,
-        "<section><h2>Skipped metrics lines</h2><p>{} lines of <code>metrics.jsonl</code> were not valid metrics \
+        "<section><h2>Skipped metrics records</h2><p>{} records (lines, rows, events) were not valid metrics \
          and were skipped.</p><ul>",
         r.headline.bad_metrics_lines
     );

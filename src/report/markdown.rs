@@ -22,7 +22,7 @@ pub fn render(r: &Report) -> String {
     if h.bad_metrics_lines > 0 {
         let _ = write!(
             out,
-            " {} metrics line{} skipped (see below).",
+            " {} metrics record{} skipped (see below).",
             h.bad_metrics_lines,
             plural(h.bad_metrics_lines)
         );
@@ -74,6 +74,14 @@ pub fn render(r: &Report) -> String {
             let _ = write!(out, " {} |", cell(&j.swept.get(k).map_or("–".into(), fmt_swept)));
         }
         out.push('\n');
+    }
+
+    let notes = super::metrics_notes(r);
+    if !notes.is_empty() {
+        out.push_str("\n## Metrics\n\n");
+        for n in notes {
+            let _ = writeln!(out, "- {}", cell(&n));
+        }
     }
 
     if !r.groups.is_empty() {
@@ -144,7 +152,7 @@ pub fn render(r: &Report) -> String {
     if !bad.is_empty() {
         let _ = writeln!(
             out,
-            "\n## Skipped metrics lines\n\n{} line{} of `metrics.jsonl` in {} job{} were not valid metrics and were skipped:\n",
+            "\n## Skipped metrics records\n\n{} record{} (lines, rows, events) in {} job{} were not valid metrics and were skipped:\n",
             r.headline.bad_metrics_lines,
             plural(r.headline.bad_metrics_lines),
             bad.len(),

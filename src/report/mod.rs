@@ -78,6 +78,43 @@ pub fn render(report: &Report, format: Format) -> anyhow::Result<Vec<u8>> {
     })
 }
 
+/// Where each job's metrics came from, as lines for people: one line when
+/// every job read the same kind of file, else one per job; and for each
+/// job without metrics, where tb looked and how a command can emit them.
+pub(crate) fn metrics_notes(report: &Report) -> Vec<String> {
+    let mut lines = Vec::new();
+    let sources: std::collections::BTreeSet<_> = report.jobs.iter().filter_map(|j| j.metrics.source).collect();
+    let mixed = sources.len() > 1 || report.jobs.iter().any(|j| !j.metrics.unused.is_empty());
+    if let (false, Some(only)) = (mixed, sources.first()) {
+        lines.push(format!("Metrics read from {}.", crate::metrics::Source::looked(*only)));
+    }
+    for j in &report.jobs {
+        match j.metrics.source {
+            Some(s) if mixed => {
+                let mut line = format!("{}: metrics from {}", j.name, j.metrics.files.join(", "));
+                if line.ends_with("from ") {
+                    line.push_str(s.as_str());
+                }
+                if !j.metrics.unused.is_empty() {
+                    let also: Vec<&str> = j.metrics.unused.iter().map(|u| u.as_str()).collect();
+                    line.push_str(&format!(" (also found, not used: {})", also.join(", ")));
+                }
+                lines.push(line);
+            }
+            Some(_) => {}
+            None if !j.status.is_final() => {}
+            None => lines.push(format!(
+                "{}: no metrics found; tb looked for {}. A command reports metrics by printing \
+                 `epoch=N name=value` lines, logging with Lightning's TensorBoardLogger or CSVLogger, \
+                 or writing metrics.jsonl (docs/metrics.md).",
+                j.name,
+                j.metrics.looked.join(", ")
+            )),
+        }
+    }
+    lines
+}
+
 /// Failures the summary names one by one; the rest are counted.
 const SUMMARY_FAILURES: usize = 10;
 

@@ -3,13 +3,14 @@
 //! cross-validation folds grouped. Reads files only; knows nothing of Docker.
 
 use super::tail;
-use crate::metrics::{self, BadLine};
+use crate::metrics::{self, BadLine, MetricsSpec, Source};
+pub use crate::metrics::{Best, Mode, Monitor};
 use crate::run::{BatchDir, BatchStatus, JobState, Status, read_versioned};
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 /// The version of `report.json`'s format.
@@ -103,25 +104,6 @@ impl Counts {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    Min,
-    Max,
-}
-
-impl Mode {
-    pub fn maximize(self) -> bool {
-        self == Mode::Max
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
-pub struct Monitor {
-    pub metric: String,
-    pub mode: Mode,
-}
-
 #[derive(Debug, Clone, Serialize)]
 pub struct JobReport {
     /// 1-based place in the ranking; `None` without a best value.
@@ -136,7 +118,8 @@ pub struct JobReport {
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_seconds: Option<f64>,
     pub gpus: usize,
-    /// `None` for a job that runs its own command (no trainer, no metrics).
+    /// What the job is judged by: `[job.metrics]`, the trainer's
+    /// `monitor`, else `val_loss` if it logged one.
     pub monitor: Option<Monitor>,
     pub stop_reason: Option<String>,
     pub epochs: Option<u64>,
@@ -148,41 +131,39 @@ pub struct JobReport {
     pub swept: Map<String, Value>,
     /// The fold group's name.
     pub group: Option<String>,
-    pub metrics: MetricsFile,
+    pub metrics: MetricsInfo,
     /// What could not be read (a corrupt `result.json`, say), and why.
     pub problems: Vec<String>,
     /// The last lines of `stderr.log`, for a job that did not succeed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stderr_tail: Vec<String>,
-    /// Train and validation loss by epoch, for the HTML charts only.
+    /// Every metric's value by epoch (by step, if the job logged no
+    /// epochs), for the charts.
     #[serde(skip)]
-    pub curve: Vec<Point>,
+    pub series: BTreeMap<String, Vec<(u64, f64)>>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Best {
-    pub metric: String,
-    pub value: f64,
-    pub epoch: Option<u64>,
-    /// `result.json` or `metrics.jsonl`.
-    pub source: &'static str,
-}
-
-/// What reading `metrics.jsonl` found.
+/// Where a job's metrics came from, and what reading them found.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct MetricsFile {
+pub struct MetricsInfo {
+    /// `jsonl`, `tensorboard`, `csv` or `stdout`; none if the job logged
+    /// no metrics tb could find.
+    pub source: Option<Source>,
+    /// The files read, relative to the job directory.
+    pub files: Vec<String>,
+    /// Other sources the job directory has, not used.
+    pub unused: Vec<Source>,
+    /// The x of the curves is the step: the job logged no epochs.
+    pub by_step: bool,
+    /// Records (lines, rows, events) read.
     pub lines: u64,
+    /// Records skipped: malformed, truncated, corrupt, not finite.
     pub bad_lines: u64,
-    /// The first few skipped lines: number, reason, text.
+    /// The first few skipped `metrics.jsonl` lines: number, reason, text.
     pub bad: Vec<BadLine>,
-}
-
-/// One epoch of a learning curve; NaN where the line had no such value.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Point {
-    pub epoch: u64,
-    pub train_loss: f32,
-    pub val_loss: f32,
+    /// For a job without metrics: where tb looked.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub looked: Vec<&'static str>,
 }
 
 /// Folds of one configuration: jobs whose `job.json` differ only in name,
@@ -210,17 +191,9 @@ pub struct Group {
 struct ResultFile {
     stop_reason: Option<String>,
     epochs: Option<u64>,
-    best: Option<ResultBest>,
     #[serde(rename = "final")]
     final_metrics: Option<Map<String, Value>>,
     test: Option<Map<String, Value>>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ResultBest {
-    metric: Option<String>,
-    value: Option<f64>,
-    epoch: Option<u64>,
 }
 
 /// Reads the batch directory into a report, as of now.
@@ -333,53 +306,38 @@ fn read_job(dir: &BatchDir, name: &str, now: DateTime<Utc>) -> anyhow::Result<(J
     // documents, and a report should read what older tbs wrote.
     let job: Value = read_versioned(&jd.join("job.json"))?;
     let train = job.get("train").filter(|t| t.is_object());
-    let monitor = train.map(|t| Monitor {
-        metric: t
-            .get("monitor")
-            .and_then(Value::as_str)
-            .unwrap_or("val_loss")
-            .to_string(),
-        mode: match t.get("mode").and_then(Value::as_str) {
-            Some("max") => Mode::Max,
-            _ => Mode::Min,
-        },
-    });
+    let spec: MetricsSpec = job
+        .get("metrics")
+        .and_then(|m| serde_json::from_value(m.clone()).ok())
+        .unwrap_or_default();
     let swept = job.get("swept").and_then(Value::as_object).cloned().unwrap_or_default();
     let mut problems = Vec::new();
 
     let result = read_result(&jd.join("result.json"), &mut problems);
-    let m = read_metrics(
-        &jd.join("metrics.jsonl"),
-        monitor.as_ref(),
-        state.status() == Status::Running,
-    );
-
-    let best = match (&result.best, &monitor) {
-        (
-            Some(ResultBest {
-                value: Some(v),
-                metric,
-                epoch,
-            }),
-            _,
-        ) if v.is_finite() => Some(Best {
-            metric: metric
-                .clone()
-                .or_else(|| monitor.as_ref().map(|m| m.metric.clone()))
-                .unwrap_or_else(|| "value".into()),
-            value: *v,
-            epoch: *epoch,
-            source: "result.json",
-        }),
-        (_, Some(mon)) => m.best.map(|(value, epoch)| Best {
-            metric: mon.metric.clone(),
-            value,
-            epoch: Some(epoch),
-            source: "metrics.jsonl",
-        }),
-        _ => None,
+    let live = !state.status().is_final();
+    let judged = metrics::judge(&jd, &spec, train, live);
+    let m = judged.metrics;
+    let final_metrics = result.final_metrics.unwrap_or_else(|| {
+        m.last_values()
+            .into_iter()
+            .map(|(k, v)| (k, serde_json::json!(v)))
+            .collect()
+    });
+    let epochs = m.epochs.values().map(Vec::len).max().map(|n| n as u64);
+    let info = MetricsInfo {
+        source: m.source,
+        files: m.files.clone(),
+        unused: m.unused.clone(),
+        by_step: m.by_step,
+        lines: m.records,
+        bad_lines: m.skipped,
+        bad: m.bad.clone(),
+        looked: if m.source.is_none() {
+            metrics::JobMetrics::looked(spec.source)
+        } else {
+            Vec::new()
+        },
     };
-    let final_metrics = result.final_metrics.unwrap_or(m.last);
     let stderr_tail = if state.status().is_final() && state.status() != Status::Succeeded {
         let path = jd.join("stderr.log");
         tail::tail(&path, STDERR_TAIL).unwrap_or_else(|e| {
@@ -403,18 +361,18 @@ fn read_job(dir: &BatchDir, name: &str, now: DateTime<Utc>) -> anyhow::Result<(J
             finished_at: state.finished_at(),
             duration_seconds: state.elapsed(now).map(|d| d.num_milliseconds() as f64 / 1000.0),
             gpus: state.gpus().len(),
-            monitor,
+            monitor: judged.monitor,
             stop_reason: result.stop_reason,
-            epochs: result.epochs.or((!m.curve.is_empty()).then_some(m.curve.len() as u64)),
-            best,
+            epochs: result.epochs.or(epochs),
+            best: judged.best,
             final_metrics,
             test: result.test.unwrap_or_default(),
             swept,
             group: None,
-            metrics: m.file,
+            metrics: info,
             problems,
             stderr_tail,
-            curve: m.curve,
+            series: m.epochs,
         },
         key,
     ))
@@ -437,70 +395,6 @@ fn read_result(path: &Path, problems: &mut Vec<String>) -> ResultFile {
             problems.push(format!("{e:#}; the metrics stand in for it"));
             ResultFile::default()
         })
-}
-
-struct ReadMetrics {
-    file: MetricsFile,
-    best: Option<(f64, u64)>,
-    last: Map<String, Value>,
-    curve: Vec<Point>,
-}
-
-fn read_metrics(path: &Path, monitor: Option<&Monitor>, live: bool) -> ReadMetrics {
-    let maximize = monitor.is_some_and(|m| m.mode.maximize());
-    let mut best: Option<(f64, u64)> = None;
-    let mut curve: Vec<Point> = Vec::new();
-    let mut last_line: Vec<u8> = Vec::new();
-    let scan = metrics::scan(path, live, |r, raw| {
-        last_line.clear();
-        last_line.extend_from_slice(raw);
-        if let Some(v) = monitor.and_then(|m| r.metrics.get(&m.metric))
-            && best.is_none_or(|(b, _)| metrics::better(v, b, maximize))
-        {
-            best = Some((v, r.epoch));
-        }
-        let get = |k| r.metrics.get(k).map_or(f32::NAN, |v| v as f32);
-        let (train_loss, val_loss) = (get("train_loss"), get("val_loss"));
-        // A resumed attempt logs again the epochs after its checkpoint: the
-        // later values win. Several lines of one epoch merge.
-        if curve.last().is_some_and(|p| p.epoch > r.epoch) {
-            let keep = curve.partition_point(|p| p.epoch < r.epoch);
-            curve.truncate(keep);
-        }
-        match curve.last_mut() {
-            Some(p) if p.epoch == r.epoch => {
-                if !train_loss.is_nan() {
-                    p.train_loss = train_loss;
-                }
-                if !val_loss.is_nan() {
-                    p.val_loss = val_loss;
-                }
-            }
-            _ => curve.push(Point {
-                epoch: r.epoch,
-                train_loss,
-                val_loss,
-            }),
-        }
-    });
-    let last = serde_json::from_slice::<Value>(&last_line)
-        .ok()
-        .and_then(|mut v| v.get_mut("metrics").map(Value::take))
-        .and_then(|v| match v {
-            Value::Object(m) => Some(m),
-            _ => None,
-        })
-        .unwrap_or_default();
-    ReadMetrics {
-        file: MetricsFile {
-            lines: scan.lines,
-            bad_lines: scan.bad_lines,
-            bad: scan.bad,
-        },
-        best,
-        last,
-        curve,
-    }
 }
 
 /// The part of `job.json` that folds of one configuration share, for a job
@@ -717,16 +611,16 @@ mod tests {
                 metric: metric.into(),
                 value,
                 epoch: None,
-                source: "result.json",
+                source: "result.json".into(),
             }),
             final_metrics: Map::new(),
             test: Map::new(),
             swept: Map::new(),
             group: None,
-            metrics: MetricsFile::default(),
+            metrics: MetricsInfo::default(),
             problems: Vec::new(),
             stderr_tail: Vec::new(),
-            curve: Vec::new(),
+            series: BTreeMap::new(),
         }
     }
 
