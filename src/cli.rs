@@ -158,8 +158,8 @@ pub struct CleanArgs {
 pub struct ReportArgs {
     /// A batch directory or its name (default: the newest batch).
     pub batch: Option<String>,
-    /// Write only this format (md, json or html); default: all three.
-    #[arg(long, value_name = "FORMAT", value_parser = ["md", "json", "html"])]
+    /// Write only this format (md, json, html, or csv: the jobs table); default: all four.
+    #[arg(long, value_name = "FORMAT", value_parser = ["md", "json", "html", "csv"])]
     pub format: Option<String>,
 }
 

@@ -3,6 +3,7 @@
 
 mod backends;
 mod cli;
+mod compare;
 mod common;
 mod faults;
 mod gpu;

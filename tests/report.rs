@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tb::report::{self, Format, Report};
 use tb::run::{BatchDir, Status};
 
@@ -61,7 +61,7 @@ fn job<'a>(r: &'a Report, name: &str) -> &'a report::JobReport {
 }
 
 #[test]
-fn healthy_batch_ranks_every_job_and_writes_three_files() {
+fn healthy_batch_ranks_every_job_and_writes_four_files() {
     let (_tmp, dir) = fixture("healthy");
     let r = build(&dir);
     let order: Vec<(&str, Option<usize>)> = r.jobs.iter().map(|j| (j.name.as_str(), j.rank)).collect();
@@ -91,10 +91,13 @@ fn healthy_batch_ranks_every_job_and_writes_three_files() {
         "# Batch healthy — 2026-11-22_230000_healthy",
         "**finished** · 4 jobs: 4 succeeded · 0 failed · 0 oom · 0 timeout · 0 cancelled · 0 lost · wall 2h00m · 2.00 GPU-hours",
         "Ranked by best `val_loss` (lower is better).",
-        "| # | job | status | stop | epochs | best val_loss | final | duration | train.lr |",
-        "| 1 | lr_lr-0.001 | succeeded | target_reached | 5 | 0.2100 @ epoch 3 | train_loss=0.2700 val_iou=0.7800 val_loss=0.2200 | 30m00s | 0.001 |",
-        "| 2 | baseline | succeeded | early_stopping | 5 | 0.3000 @ epoch 2 |",
-        "| – | bench | succeeded | – | – | – | – | 5.0s | – |",
+        "**Best: lr_lr-0.001** — val_loss 0.2100 @ epoch 3 with `train.lr = 0.001`, `gpus = 1`",
+        "Common settings: `image = tb-trainer:latest`, `network = bridge`, `shm_size = 1073741824`, `train.data = surface_water` (3 of 4 jobs),",
+        "| # | job | status | train.lr | command | gpus | best val_loss | test_loss | stop | epochs | final | duration |",
+        "| 1 | lr_lr-0.001 | succeeded | 0.001 | – | 1 | 0.2100 @ epoch 3 | – | target_reached | 5 | val_loss=0.22 val_iou=0.78 | 30m00s |",
+        "| 2 | baseline | succeeded | – | – | 1 | 0.3000 @ epoch 2 | 0.3100 | early_stopping | 5 |",
+        "| – | bench | succeeded | – | python3 -c print('hi') | 0 | – | – | – | – | – | 5.0s |",
+        "| train.lr | jobs | mean ± std | best |\n|---|--:|--:|--:|\n| 0.001 | 1 | 0.2100 | 0.2100 |\n| 0.01 | 1 | 0.4500 | 0.4500 |",
     ] {
         assert!(text.contains(want), "report.md lacks {want:?}:\n{text}");
     }
@@ -105,7 +108,7 @@ fn healthy_batch_ranks_every_job_and_writes_three_files() {
         .iter()
         .map(|p| p.file_name().unwrap().to_string_lossy().into())
         .collect();
-    assert_eq!(names, ["report.md", "report.json", "report.html"]);
+    assert_eq!(names, ["report.md", "report.json", "report.html", "report.csv"]);
     let json: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.path.join("report.json")).unwrap()).unwrap();
     assert_eq!(json["version"], 1);
@@ -178,7 +181,7 @@ fn garbage_and_truncated_metrics_lines_are_counted_named_and_survived() {
         "  - line 5: missing field `epoch` — `{\"step\": 400, \"metrics\": {\"val_loss\": 0.01}}`",
         "- killed: 1 skipped",
         "  - line 3: truncated last line (the job was killed mid-write) — `{\"time\": \"2026-11-22T23:03:00Z\", \"epoch\": 3, \"metr`",
-        "| live | running | – | 1 | 0.7000 @ epoch 1 |",
+        "| live | running | 0.7000 @ epoch 1 |",
     ] {
         assert!(text.contains(want), "report.md lacks {want:?}:\n{text}");
     }
@@ -299,8 +302,8 @@ fn html_is_self_contained() {
 // ---- the page in a real browser ----------------------------------------
 
 /// Runs chromium headless with `args` and the page, within a minute.
-fn chromium(profile: &Path, args: &[&str], url: &str) -> std::process::Output {
-    let mut child = Command::new("chromium")
+pub fn chromium(profile: &Path, args: &[&str], url: &str) -> std::process::Output {
+    let child = Command::new("chromium")
         .args([
             "--headless=new",
             "--no-sandbox",
@@ -315,15 +318,21 @@ fn chromium(profile: &Path, args: &[&str], url: &str) -> std::process::Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("cannot run chromium ({e}): install chromium (apt-get install chromium)"));
-    let start = Instant::now();
-    while child.try_wait().unwrap().is_none() {
-        if start.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
+    // The pipes are drained while it runs: a page's DOM is more than a
+    // pipe holds, and chromium would wait for room forever.
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            // SAFETY: signalling the chromium this test started.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
             panic!("chromium did not finish within 60 s");
         }
-        std::thread::sleep(Duration::from_millis(50));
     }
-    child.wait_with_output().unwrap()
 }
 
 /// What went wrong on the page: the script's marker missing (it sets it

@@ -88,7 +88,7 @@ pub fn curves(title: &str, x: &str, lines: &[(&str, &[(u64, f64)])]) -> anyhow::
             .x_labels(6)
             .y_labels(6)
             .label_style(("sans-serif", 11))
-            .y_label_formatter(&|y| super::fmt_value(*y))
+            .y_label_formatter(&|y| tick(*y, lo, hi))
             .draw()?;
         for (i, (name, series)) in lines.iter().enumerate() {
             let color = PALETTE[i % PALETTE.len()];
@@ -112,6 +112,200 @@ pub fn curves(title: &str, x: &str, lines: &[(&str, &[(u64, f64)])]) -> anyhow::
             .border_style(BLACK.mix(0.3))
             .label_font(("sans-serif", 11))
             .draw()?;
+        root.present()?;
+    }
+    Ok(Some(svg))
+}
+
+/// How one job's line is drawn in an overlay.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Ink {
+    /// In its own colour, in the legend; `bold` for the best job.
+    Colour { index: usize, bold: bool },
+    /// Grey, one of "the others".
+    Grey,
+}
+
+/// One job's line in an overlay: its name, its points, how it is drawn.
+pub type Line<'a> = (&'a str, &'a [(u64, f64)], Ink);
+
+/// Every job's curve of one metric on one chart (`lines` best first); the
+/// coloured ones are named in the legend, the grey ones counted.
+pub fn overlay(title: &str, x: &str, lines: &[Line<'_>]) -> anyhow::Result<Option<String>> {
+    let values = lines.iter().flat_map(|(_, s, _)| s.iter().map(|p| p.1)).filter(|v| v.is_finite());
+    let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
+    if lo > hi {
+        return Ok(None);
+    }
+    let pad = ((hi - lo) * 0.05).max(1e-9);
+    let xs = lines.iter().flat_map(|(_, s, _)| s.iter().map(|p| p.0));
+    let (first, last) = xs.fold((u64::MAX, 0), |(a, b), x| (a.min(x), b.max(x)));
+    let last = last.max(first + 1);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (640, 340)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 15))
+            .margin(8)
+            .x_label_area_size(30)
+            .y_label_area_size(56)
+            .build_cartesian_2d(first as i64..last as i64, (lo - pad)..(hi + pad))?;
+        chart
+            .configure_mesh()
+            .light_line_style(TRANSPARENT)
+            .x_desc(x)
+            .x_labels(8)
+            .y_labels(6)
+            .label_style(("sans-serif", 11))
+            .y_label_formatter(&|y| tick(*y, lo, hi))
+            .draw()?;
+        let grey = RGBColor(170, 170, 170);
+        let others = lines.iter().filter(|l| l.2 == Ink::Grey).count();
+        // Grey first, so that the coloured lines are drawn over them; those
+        // best first, so that the legend reads as the ranking (the best
+        // line is the thickest, visible under the others).
+        let mut order: Vec<&Line<'_>> = lines.iter().filter(|l| l.2 == Ink::Grey).collect();
+        order.extend(lines.iter().filter(|l| l.2 != Ink::Grey));
+        let mut grey_labelled = false;
+        for (name, series, ink) in order {
+            let points: Vec<(i64, f64)> = series
+                .iter()
+                .filter(|p| p.1.is_finite())
+                .map(|p| (p.0 as i64, p.1))
+                .collect();
+            if points.is_empty() {
+                continue;
+            }
+            match *ink {
+                Ink::Grey => {
+                    let drawn = chart.draw_series(LineSeries::new(points, grey.mix(0.7).stroke_width(1)))?;
+                    if !grey_labelled {
+                        grey_labelled = true;
+                        drawn
+                            .label(format!("{others} others"))
+                            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], grey.stroke_width(2)));
+                    }
+                }
+                Ink::Colour { index, bold } => {
+                    let color = PALETTE[index % PALETTE.len()];
+                    let width = if bold { 4 } else { 2 };
+                    chart
+                        .draw_series(LineSeries::new(points, color.stroke_width(width)))?
+                        .label(if bold { format!("{name} (best)") } else { name.to_string() })
+                        .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(width)));
+                }
+            }
+        }
+        chart
+            .configure_series_labels()
+            .position(legend_corner(lines.iter().map(|l| l.1)))
+            .background_style(WHITE.mix(0.85))
+            .border_style(BLACK.mix(0.3))
+            .label_font(("sans-serif", 11))
+            .draw()?;
+        root.present()?;
+    }
+    Ok(Some(svg))
+}
+
+/// Where a legend hides the least: curves that fall end low on the right,
+/// rising ones high.
+fn legend_corner<'a>(series: impl Iterator<Item = &'a [(u64, f64)]>) -> SeriesLabelPosition {
+    let (mut first, mut last) = (0.0, 0.0);
+    for s in series {
+        if let (Some(a), Some(b)) = (s.first(), s.last()) {
+            first += a.1;
+            last += b.1;
+        }
+    }
+    if last > first {
+        SeriesLabelPosition::LowerRight
+    } else {
+        SeriesLabelPosition::UpperRight
+    }
+}
+
+/// An axis label: a value within rounding error of zero reads as 0.
+fn tick(y: f64, lo: f64, hi: f64) -> String {
+    if y.abs() < (hi - lo).abs() * 1e-9 {
+        "0".into()
+    } else {
+        super::fmt_value(y)
+    }
+}
+
+/// A swept key's values as bars of their mean best value, with ± one
+/// standard deviation, best at the top.
+pub fn levels(key: &str, metric: &str, levels: &[(String, f64, Option<f64>)]) -> anyhow::Result<Option<String>> {
+    if levels.is_empty() {
+        return Ok(None);
+    }
+    let n = levels.len() as i32;
+    let top = levels
+        .iter()
+        .map(|(_, m, s)| m + s.unwrap_or(0.0))
+        .fold(f64::NEG_INFINITY, f64::max);
+    let bottom = levels
+        .iter()
+        .map(|(_, m, s)| m - s.unwrap_or(0.0))
+        .fold(f64::INFINITY, f64::min);
+    let span = if top > bottom { top - bottom } else { top.abs().max(1.0) };
+    let (lo, hi) = (bottom.min(0.0) - span * 0.02, top + span * 0.2);
+    let longest = levels.iter().map(|l| l.0.chars().count()).max().unwrap_or(4).min(24);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (420, 60 + 26 * n as u32)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(format!("{metric} by {key}"), ("sans-serif", 13))
+            .margin(6)
+            .x_label_area_size(24)
+            .y_label_area_size(16 + 7 * longest as u32)
+            .build_cartesian_2d(lo..hi, (0..n).into_segmented())?;
+        let label = |v: &SegmentValue<i32>| match v {
+            SegmentValue::CenterOf(i) if (0..n).contains(i) => levels[(n - 1 - i) as usize].0.clone(),
+            _ => String::new(),
+        };
+        chart
+            .configure_mesh()
+            .disable_y_mesh()
+            .light_line_style(TRANSPARENT)
+            .y_labels(levels.len())
+            .label_style(("sans-serif", 11))
+            .y_label_formatter(&label)
+            .x_label_formatter(&|x| super::fmt_value(*x))
+            .draw()?;
+        chart.draw_series(levels.iter().enumerate().map(|(rank, (_, mean, _))| {
+            let i = n - 1 - rank as i32;
+            let mut bar = Rectangle::new(
+                [(0.0f64.max(lo), SegmentValue::Exact(i)), (*mean, SegmentValue::Exact(i + 1))],
+                BAR.mix(0.75).filled(),
+            );
+            bar.set_margin(4, 4, 0, 0);
+            bar
+        }))?;
+        for (rank, (_, mean, std)) in levels.iter().enumerate() {
+            if let Some(s) = std {
+                let i = n - 1 - rank as i32;
+                chart.draw_series(std::iter::once(PathElement::new(
+                    vec![(mean - s, SegmentValue::CenterOf(i)), (mean + s, SegmentValue::CenterOf(i))],
+                    BLACK.stroke_width(2),
+                )))?;
+            }
+        }
+        chart.draw_series(levels.iter().enumerate().map(|(rank, (_, mean, std))| {
+            let i = n - 1 - rank as i32;
+            let text = match std {
+                Some(s) => format!(" {} ± {}", super::fmt_value(*mean), super::fmt_value(*s)),
+                None => format!(" {}", super::fmt_value(*mean)),
+            };
+            Text::new(
+                text,
+                ((*mean + std.unwrap_or(0.0)).max(0.0), SegmentValue::CenterOf(i)),
+                TextStyle::from(("sans-serif", 11).into_font()).pos(Pos::new(HPos::Left, VPos::Center)),
+            )
+        }))?;
         root.present()?;
     }
     Ok(Some(svg))
@@ -198,6 +392,25 @@ mod tests {
         assert!(svg.matches("<polyline").count() >= 2);
         assert!(curves("x", "epoch", &[]).unwrap().is_none());
         assert!(curves("x", "epoch", &[("v", &[(0, f64::NAN)])]).unwrap().is_none());
+    }
+
+    #[test]
+    fn an_overlay_names_the_coloured_jobs_and_counts_the_grey_ones() {
+        let a: Vec<(u64, f64)> = (0..4).map(|e| (e, 1.0 / (e + 1) as f64)).collect();
+        let b: Vec<(u64, f64)> = (0..4).map(|e| (e, 2.0 / (e + 1) as f64)).collect();
+        let lines = [
+            ("best_job", a.as_slice(), Ink::Colour { index: 0, bold: true }),
+            ("second", b.as_slice(), Ink::Colour { index: 1, bold: false }),
+            ("third", b.as_slice(), Ink::Grey),
+            ("fourth", b.as_slice(), Ink::Grey),
+        ];
+        let svg = overlay("val_loss", "epoch", &lines).unwrap().unwrap();
+        assert!(svg.contains("best_job (best)") && svg.contains("second"));
+        assert!(svg.contains("2 others") && !svg.contains("third"));
+        let svg = levels("train.lr", "val_loss", &[("0.01".into(), 0.2, Some(0.01)), ("0.1".into(), 0.5, None)])
+            .unwrap()
+            .unwrap();
+        assert!(svg.contains("val_loss by train.lr") && svg.contains("0.2000 ± 0.0100"));
     }
 
     #[test]

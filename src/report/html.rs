@@ -1,8 +1,9 @@
 //! `report.html`: one self-contained page (inline CSS, a little inline JS to
 //! sort the table, inline SVG charts) that opens from disk with no network.
 
+use super::compare::{self, level_mean, sig4};
 use super::markdown::mean_std;
-use super::{Report, at_epoch, charts, failures, fmt_metrics, fmt_seconds, fmt_swept, fmt_value, reason};
+use super::{Report, at_epoch, charts, failures, fmt_seconds, fmt_swept, fmt_value, reason};
 use std::fmt::Write;
 
 /// Jobs that get a learning curve and a bar in the comparison, best first;
@@ -23,6 +24,9 @@ td.n{text-align:right}td.m{font-size:12px;color:#445}tr:hover td{background:#faf
 pre{background:#f6f7f9;border:1px solid #e3e5ea;border-radius:6px;padding:8px;overflow-x:auto;font-size:12px;line-height:1.35}
 article{margin-bottom:18px}dl{display:grid;grid-template-columns:max-content 1fr;gap:2px 12px;margin:4px 0}dt{color:#556}dd{margin:0}
 code{font-size:12px;background:#f4f5f9;padding:0 3px;border-radius:3px}.note{color:#667}
+.best{border:2px solid #2ca02c;border-radius:8px;padding:6px 14px;margin-top:14px;background:#f6fcf7}.best h2{border:0;margin:4px 0}
+.cfg code,.common code{margin-right:6px;display:inline-block}th.cfg,td.cfg{background:#fbfbf3}
+figure.factor{padding:6px}figure.factor table{width:auto;margin-bottom:4px}
 "#;
 
 const SCRIPT: &str = r#"
@@ -53,6 +57,9 @@ const SCRIPT: &str = r#"
   // A link can carry a sorted view: report.html#sort=3 or #sort=3- (descending).
   var m = /^#sort=(\d+)(-?)$/.exec(location.hash), jobs = document.getElementById('jobs');
   if (m && jobs) sort(jobs, +m[1], m[2] === '-');
+  // Where the best job's box ends on the first screen (checked by a test).
+  var best = document.getElementById('best');
+  if (best) document.body.setAttribute('data-best-bottom', String(Math.round(best.getBoundingClientRect().bottom)));
   document.body.setAttribute('data-ok', '1');
 })();
 "#;
@@ -97,7 +104,10 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
         h.jobs
     );
 
+    best_section(&mut o, r);
     jobs_table(&mut o, r);
+    mattered_section(&mut o, r)?;
+    overlays_section(&mut o, r)?;
     groups(&mut o, r);
     charts_section(&mut o, r)?;
     metrics_section(&mut o, r);
@@ -106,6 +116,43 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
 
     let _ = write!(o, "<script>{SCRIPT}</script>\n</body></html>\n");
     Ok(o)
+}
+
+/// The first screen: which job won, by how much, and with what settings.
+fn best_section(o: &mut String, r: &Report) {
+    let Some(best) = r.jobs.first().filter(|j| j.rank.is_some()) else {
+        return;
+    };
+    let b = best.best.as_ref().expect("a ranked job has a best value");
+    let _ = write!(
+        o,
+        "<section id=\"best\" class=\"best\"><h2>Best: {}</h2><p><b>{} {}</b>{}",
+        esc(&best.name),
+        esc(&b.metric),
+        fmt_value(b.value),
+        esc(&at_epoch(b.epoch))
+    );
+    if let Some(second) = r.jobs.get(1).and_then(|j| j.best.as_ref()).filter(|s| s.metric == b.metric) {
+        let _ = write!(o, " · {} ahead of the next", fmt_value((second.value - b.value).abs()));
+    }
+    for k in &r.test_keys {
+        if let Some(v) = best.test.get(k) {
+            let shown = v.as_f64().map_or_else(|| fmt_swept(v), fmt_value);
+            let _ = write!(o, " · {} {}", esc(k), esc(&shown));
+        }
+    }
+    o.push_str("</p>");
+    if !best.config.is_empty() {
+        o.push_str("<p class=\"cfg\">");
+        let shown: Vec<String> = r
+            .config_keys
+            .iter()
+            .filter_map(|k| best.config.get(k).map(|v| format!("<code>{} = {}</code>", esc(k), esc(&compare::show(v)))))
+            .collect();
+        o.push_str(&shown.join(" "));
+        o.push_str("</p>");
+    }
+    o.push_str("</section>\n");
 }
 
 fn jobs_table(o: &mut String, r: &Report) {
@@ -118,32 +165,69 @@ fn jobs_table(o: &mut String, r: &Report) {
             if m.mode.maximize() { "higher" } else { "lower" }
         );
     }
+    if !r.common.is_empty() {
+        o.push_str("<p class=\"common\"><span class=\"note\">Common settings:</span> ");
+        let shown: Vec<String> = r
+            .common
+            .iter()
+            .map(|(k, v)| match r.common_in.get(k) {
+                Some(n) => format!(
+                    "<code>{} = {}</code> <span class=\"note\">({n} of {} jobs)</span>",
+                    esc(k),
+                    esc(&compare::show(v)),
+                    r.jobs.len()
+                ),
+                None => format!("<code>{} = {}</code>", esc(k), esc(&compare::show(v))),
+            })
+            .collect();
+        o.push_str(&shown.join(" "));
+        o.push_str("</p>");
+    }
     let best = r
         .ranking
         .as_ref()
         .map_or("best".into(), |m| format!("best {}", esc(&m.metric)));
     let _ = write!(
         o,
-        "<table class=\"sortable\" id=\"jobs\"><thead><tr><th data-type=\"num\">#</th><th>job</th><th>status</th>\
-         <th>stop</th><th data-type=\"num\">epochs</th><th data-type=\"num\">{best}</th><th data-type=\"num\">@ epoch</th>\
-         <th>final</th><th data-type=\"num\">duration</th>"
+        "<table class=\"sortable\" id=\"jobs\"><thead><tr><th data-type=\"num\">#</th><th>job</th><th>status</th>"
     );
-    for k in &r.swept_keys {
-        let numeric = r.jobs.iter().all(|j| j.swept.get(k).is_none_or(|v| v.is_number()));
+    for k in &r.config_keys {
+        let numeric = r.jobs.iter().all(|j| j.config.get(k).is_none_or(|v| v.is_number()));
         let _ = write!(
             o,
-            "<th{}>{}</th>",
+            "<th class=\"cfg\"{}>{}</th>",
             if numeric { " data-type=\"num\"" } else { "" },
             esc(k)
         );
     }
-    o.push_str("</tr></thead><tbody>\n");
+    let _ = write!(o, "<th data-type=\"num\">{best}</th><th data-type=\"num\">@ epoch</th>");
+    let tests: Vec<&String> = r.test_keys.iter().take(compare::MAX_TEST_COLUMNS).collect();
+    for k in &tests {
+        let _ = write!(o, "<th data-type=\"num\">{}</th>", esc(k));
+    }
+    o.push_str("<th>stop</th><th data-type=\"num\">epochs</th><th>final</th><th data-type=\"num\">duration</th></tr></thead><tbody>\n");
     for (i, j) in r.jobs.iter().enumerate() {
         let name = if i < CHART_JOBS && !j.series.is_empty() {
             format!("<a href=\"#curve-{i}\">{}</a>", esc(&j.name))
         } else {
             esc(&j.name)
         };
+        let _ = write!(
+            o,
+            "<tr><td class=\"n\" data-v=\"{}\">{}</td><td>{name}</td><td><span class=\"st st-{s}\">{s}</span></td>",
+            j.rank.map_or(String::new(), |n| n.to_string()),
+            j.rank.map_or("–".into(), |n| n.to_string()),
+            s = j.status,
+        );
+        for k in &r.config_keys {
+            match j.config.get(k) {
+                Some(v) => {
+                    let text = esc(&compare::show(v));
+                    let _ = write!(o, "<td class=\"cfg\" data-v=\"{text}\">{text}</td>");
+                }
+                None => o.push_str("<td class=\"cfg\" data-v=\"\">–</td>"),
+            }
+        }
         let (value, epoch) = match &j.best {
             Some(b) => {
                 let shown = match &r.ranking {
@@ -156,32 +240,137 @@ fn jobs_table(o: &mut String, r: &Report) {
         };
         let _ = write!(
             o,
-            "<tr><td class=\"n\" data-v=\"{}\">{}</td><td>{name}</td><td><span class=\"st st-{s}\">{s}</span></td>\
-             <td>{}</td><td class=\"n\" data-v=\"{}\">{}</td>{value}<td class=\"n\" data-v=\"{}\">{}</td>\
-             <td class=\"m\">{}</td><td class=\"n\" data-v=\"{}\">{}</td>",
-            j.rank.map_or(String::new(), |n| n.to_string()),
-            j.rank.map_or("–".into(), |n| n.to_string()),
+            "{value}<td class=\"n\" data-v=\"{}\">{}</td>",
+            epoch.map_or(String::new(), |e| e.to_string()),
+            epoch.map_or("–".into(), |e| e.to_string()),
+        );
+        for k in &tests {
+            match j.test.get(*k).and_then(|v| v.as_f64()) {
+                Some(v) => {
+                    let _ = write!(o, "<td class=\"n\" data-v=\"{v}\">{}</td>", fmt_value(v));
+                }
+                None => o.push_str("<td class=\"n\" data-v=\"\">–</td>"),
+            }
+        }
+        let short: Vec<String> = compare::final_short(&j.final_metrics, j.monitor.as_ref())
+            .into_iter()
+            .map(|(k, v)| format!("{k}={}", sig4(v)))
+            .collect();
+        let _ = writeln!(
+            o,
+            "<td>{}</td><td class=\"n\" data-v=\"{}\">{}</td><td class=\"m\">{}</td><td class=\"n\" data-v=\"{}\">{}</td></tr>",
             esc(j.stop_reason.as_deref().unwrap_or("–")),
             j.epochs.map_or(String::new(), |e| e.to_string()),
             j.epochs.map_or("–".into(), |e| e.to_string()),
-            epoch.map_or(String::new(), |e| e.to_string()),
-            epoch.map_or("–".into(), |e| e.to_string()),
-            esc(&fmt_metrics(&j.final_metrics)),
+            esc(&short.join(" ")),
             j.duration_seconds.map_or(String::new(), |d| d.to_string()),
             j.duration_seconds.map_or("–".into(), fmt_seconds),
-            s = j.status,
         );
-        for k in &r.swept_keys {
-            match j.swept.get(k) {
-                Some(v) => {
-                    let _ = write!(o, "<td data-v=\"{}\">{}</td>", esc(&fmt_swept(v)), esc(&fmt_swept(v)));
-                }
-                None => o.push_str("<td data-v=\"\">–</td>"),
-            }
-        }
-        o.push_str("</tr>\n");
     }
     o.push_str("</tbody></table></section>\n");
+}
+
+/// For each swept key, the monitored metric by its value: a table and a
+/// chart each, the keys that matter most first.
+fn mattered_section(o: &mut String, r: &Report) -> anyhow::Result<()> {
+    let Some(m) = &r.ranking else { return Ok(()) };
+    if r.mattered.is_empty() {
+        return Ok(());
+    }
+    let _ = write!(
+        o,
+        "<section id=\"mattered\"><h2>What mattered</h2><p>For each swept key, the best <code>{}</code> of the jobs \
+         that share each of its values: mean ± sample standard deviation (n − 1), best value first.</p><div class=\"grid\">",
+        esc(&m.metric)
+    );
+    for f in &r.mattered {
+        let _ = write!(
+            o,
+            "<figure class=\"factor\"><table><thead><tr><th>{}</th><th data-type=\"num\">jobs</th>\
+             <th data-type=\"num\">mean ± std</th><th data-type=\"num\">best</th></tr></thead><tbody>",
+            esc(&f.key)
+        );
+        for l in &f.levels {
+            let _ = write!(
+                o,
+                "<tr><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td></tr>",
+                esc(&fmt_swept(&l.value)),
+                l.n,
+                level_mean(l),
+                fmt_value(l.best)
+            );
+        }
+        o.push_str("</tbody></table>");
+        let bars: Vec<(String, f64, Option<f64>)> =
+            f.levels.iter().map(|l| (fmt_swept(&l.value), l.mean, l.std)).collect();
+        if let Some(svg) = charts::levels(&f.key, &m.metric, &bars)? {
+            o.push_str(&svg);
+        }
+        o.push_str("</figure>");
+    }
+    o.push_str("</div></section>\n");
+    Ok(())
+}
+
+/// Jobs drawn in colour in an overlay; the rest are grey.
+const COLOURED: usize = 10;
+/// Overlays drawn at most: the monitor and the validation metrics.
+const MAX_OVERLAYS: usize = 6;
+
+/// One chart per compared metric with every job's curve: the monitor, then
+/// each other validation metric.
+fn overlays_section(o: &mut String, r: &Report) -> anyhow::Result<()> {
+    let mut metrics: Vec<String> = Vec::new();
+    if let Some(m) = &r.ranking {
+        metrics.push(m.metric.clone());
+    }
+    for j in &r.jobs {
+        for k in j.series.keys() {
+            if compare::is_validation(k) && !metrics.contains(k) {
+                metrics.push(k.clone());
+            }
+        }
+    }
+    let mut drawn = Vec::new();
+    for metric in metrics.iter().take(MAX_OVERLAYS) {
+        // Best first: the ranking's order.
+        let with: Vec<&super::JobReport> = r.jobs.iter().filter(|j| j.series.contains_key(metric)).collect();
+        if with.len() < 2 {
+            continue;
+        }
+        let x = if with.iter().all(|j| j.metrics.by_step) { "step" } else { "epoch" };
+        let lines: Vec<charts::Line<'_>> = with
+            .iter()
+            .enumerate()
+            .map(|(i, j)| {
+                let ink = if i < COLOURED {
+                    charts::Ink::Colour {
+                        index: i,
+                        bold: i == 0 && j.rank == Some(1),
+                    }
+                } else {
+                    charts::Ink::Grey
+                };
+                (j.name.as_str(), j.series[metric].as_slice(), ink)
+            })
+            .collect();
+        if let Some(svg) = charts::overlay(&format!("{metric}, every job"), x, &lines)? {
+            drawn.push(svg);
+        }
+    }
+    if drawn.is_empty() {
+        return Ok(());
+    }
+    o.push_str("<section id=\"overlays\"><h2>Curves compared</h2><div class=\"grid\">");
+    for svg in drawn {
+        let _ = write!(o, "<figure class=\"overlay\">{svg}</figure>");
+    }
+    let _ = writeln!(
+        o,
+        "</div><p class=\"note\">The best job's line is thickest; past {COLOURED} jobs, the best {COLOURED} are in colour \
+         and the others grey.</p></section>"
+    );
+    Ok(())
 }
 
 fn groups(o: &mut String, r: &Report) {

@@ -1,7 +1,10 @@
-//! `report.md`: the headline, one ranked table of every job, the fold
-//! groups, the failures with their stderr, and the skipped metrics lines.
+//! `report.md`: the headline and the best configuration, one ranked table
+//! of every job with the settings that tell them apart, what mattered, the
+//! fold groups, where metrics came from, the failures with their stderr,
+//! and the skipped metrics records.
 
-use super::{Report, at_epoch, failures, fmt_metrics, fmt_seconds, fmt_swept, fmt_value, is_failure, reason};
+use super::compare::{self, level_mean};
+use super::{Report, at_epoch, failures, fmt_seconds, fmt_swept, fmt_value, is_failure, reason};
 use std::fmt::Write;
 
 pub fn render(r: &Report) -> String {
@@ -18,7 +21,7 @@ pub fn render(r: &Report) -> String {
         fmt_seconds(h.wall_seconds),
         h.gpu_hours
     );
-    let _ = writeln!(out, "Generated {}.", r.generated_at.format("%Y-%m-%d %H:%M:%S UTC"));
+    let _ = write!(out, "Generated {}.", r.generated_at.format("%Y-%m-%d %H:%M:%S UTC"));
     if h.bad_metrics_lines > 0 {
         let _ = write!(
             out,
@@ -27,7 +30,28 @@ pub fn render(r: &Report) -> String {
             plural(h.bad_metrics_lines)
         );
     }
-    out.push_str("\n\n## Jobs\n\n");
+    out.push_str("\n\n");
+    if let Some(best) = r.jobs.first().filter(|j| j.rank.is_some()) {
+        let b = best.best.as_ref().expect("a ranked job has a best value");
+        let _ = write!(
+            out,
+            "**Best: {}** — {} {}{}",
+            cell(&best.name),
+            b.metric,
+            fmt_value(b.value),
+            at_epoch(b.epoch)
+        );
+        let cfg: Vec<String> = r
+            .config_keys
+            .iter()
+            .filter_map(|k| best.config.get(k).map(|v| format!("`{} = {}`", k, code(&compare::show(v)))))
+            .collect();
+        if !cfg.is_empty() {
+            let _ = write!(out, " with {}", cfg.join(", "));
+        }
+        out.push_str("\n\n");
+    }
+    out.push_str("## Jobs\n\n");
     if let Some(m) = &r.ranking {
         let _ = writeln!(
             out,
@@ -36,20 +60,35 @@ pub fn render(r: &Report) -> String {
             if m.mode.maximize() { "higher" } else { "lower" }
         );
     }
+    if !r.common.is_empty() {
+        let shown: Vec<String> = r
+            .common
+            .iter()
+            .map(|(k, v)| match r.common_in.get(k) {
+                Some(n) => format!("`{} = {}` ({n} of {} jobs)", k, code(&compare::show(v)), r.jobs.len()),
+                None => format!("`{} = {}`", k, code(&compare::show(v))),
+            })
+            .collect();
+        let _ = writeln!(out, "Common settings: {}\n", shown.join(", "));
+    }
     let best_col = r
         .ranking
         .as_ref()
         .map_or("best".to_string(), |m| format!("best {}", m.metric));
-    let _ = write!(
-        out,
-        "| # | job | status | stop | epochs | {best_col} | final | duration |"
-    );
-    for k in &r.swept_keys {
+    let tests: Vec<&String> = r.test_keys.iter().take(compare::MAX_TEST_COLUMNS).collect();
+    out.push_str("| # | job | status |");
+    for k in &r.config_keys {
         let _ = write!(out, " {} |", cell(k));
     }
-    out.push_str("\n|--:|---|---|---|--:|--:|---|--:|");
-    out.push_str(&"---|".repeat(r.swept_keys.len()));
-    out.push('\n');
+    let _ = write!(out, " {best_col} |");
+    for k in &tests {
+        let _ = write!(out, " {} |", cell(k));
+    }
+    out.push_str(" stop | epochs | final | duration |\n|--:|---|---|");
+    out.push_str(&"---|".repeat(r.config_keys.len()));
+    out.push_str("--:|");
+    out.push_str(&"--:|".repeat(tests.len()));
+    out.push_str("---|--:|---|--:|\n");
     for j in &r.jobs {
         let best = match &j.best {
             Some(b) if r.ranking.as_ref().is_some_and(|m| m.metric == b.metric) => {
@@ -60,20 +99,56 @@ pub fn render(r: &Report) -> String {
         };
         let _ = write!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} |",
             j.rank.map_or("–".into(), |n| n.to_string()),
             cell(&j.name),
             j.status,
+        );
+        for k in &r.config_keys {
+            let _ = write!(out, " {} |", cell(&j.config.get(k).map_or("–".into(), compare::show)));
+        }
+        let _ = write!(out, " {best} |");
+        for k in &tests {
+            let _ = write!(
+                out,
+                " {} |",
+                j.test.get(*k).and_then(|v| v.as_f64()).map_or("–".into(), fmt_value)
+            );
+        }
+        let short: Vec<String> = compare::final_short(&j.final_metrics, j.monitor.as_ref())
+            .into_iter()
+            .map(|(k, v)| format!("{k}={}", compare::sig4(v)))
+            .collect();
+        let _ = writeln!(
+            out,
+            " {} | {} | {} | {} |",
             cell(j.stop_reason.as_deref().unwrap_or("–")),
             j.epochs.map_or("–".into(), |e| e.to_string()),
-            best,
-            cell(&or_dash(fmt_metrics(&j.final_metrics))),
+            cell(&or_dash(short.join(" "))),
             j.duration_seconds.map_or("–".into(), fmt_seconds),
         );
-        for k in &r.swept_keys {
-            let _ = write!(out, " {} |", cell(&j.swept.get(k).map_or("–".into(), fmt_swept)));
+    }
+
+    if let (Some(m), false) = (&r.ranking, r.mattered.is_empty()) {
+        let _ = writeln!(
+            out,
+            "\n## What mattered\n\nFor each swept key, the best `{}` of the jobs that share each of its values \
+             (mean ± sample standard deviation, n − 1), best first.",
+            m.metric
+        );
+        for f in &r.mattered {
+            let _ = writeln!(out, "\n| {} | jobs | mean ± std | best |\n|---|--:|--:|--:|", cell(&f.key));
+            for l in &f.levels {
+                let _ = writeln!(
+                    out,
+                    "| {} | {} | {} | {} |",
+                    cell(&fmt_swept(&l.value)),
+                    l.n,
+                    level_mean(l),
+                    fmt_value(l.best)
+                );
+            }
         }
-        out.push('\n');
     }
 
     let notes = super::metrics_notes(r);

@@ -3,6 +3,8 @@
 //! short summary printed when a batch ends.
 
 mod charts;
+pub mod compare;
+mod csv;
 mod html;
 mod markdown;
 pub mod model;
@@ -20,16 +22,19 @@ pub enum Format {
     Md,
     Json,
     Html,
+    /// The jobs table, for a spreadsheet or pandas.
+    Csv,
 }
 
 impl Format {
-    pub const ALL: [Format; 3] = [Format::Md, Format::Json, Format::Html];
+    pub const ALL: [Format; 4] = [Format::Md, Format::Json, Format::Html, Format::Csv];
 
     pub fn file_name(self) -> &'static str {
         match self {
             Format::Md => "report.md",
             Format::Json => "report.json",
             Format::Html => "report.html",
+            Format::Csv => "report.csv",
         }
     }
 }
@@ -41,7 +46,8 @@ impl std::str::FromStr for Format {
             "md" | "markdown" => Ok(Format::Md),
             "json" => Ok(Format::Json),
             "html" => Ok(Format::Html),
-            _ => anyhow::bail!("unknown report format `{s}`; use md, json or html"),
+            "csv" => Ok(Format::Csv),
+            _ => anyhow::bail!("unknown report format `{s}`; use md, json, html or csv"),
         }
     }
 }
@@ -75,6 +81,7 @@ pub fn render(report: &Report, format: Format) -> anyhow::Result<Vec<u8>> {
             v
         }
         Format::Html => html::render(report)?.into_bytes(),
+        Format::Csv => csv::render(report)?,
     })
 }
 
@@ -207,15 +214,6 @@ pub(crate) fn fmt_value(v: f64) -> String {
     }
 }
 
-/// A JSON value from `final`, `test` or `swept`, shortly.
-pub(crate) fn fmt_json(v: &Value) -> String {
-    match v {
-        Value::Number(n) if n.is_f64() => fmt_value(n.as_f64().unwrap_or(f64::NAN)),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
 /// A swept value as written in the batch file: `0.001`, `16`, `adam`.
 pub(crate) fn fmt_swept(v: &Value) -> String {
     match v {
@@ -230,14 +228,6 @@ pub(crate) fn fmt_seconds(s: f64) -> String {
 
 pub(crate) fn at_epoch(epoch: Option<u64>) -> String {
     epoch.map(|e| format!(" @ epoch {e}")).unwrap_or_default()
-}
-
-/// `train_loss=0.3100 val_loss=0.2800`.
-pub(crate) fn fmt_metrics(m: &serde_json::Map<String, Value>) -> String {
-    m.iter()
-        .map(|(k, v)| format!("{k}={}", fmt_json(v)))
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 //! run directory into one [`Report`], ranked by the monitored metric, with
 //! cross-validation folds grouped. Reads files only; knows nothing of Docker.
 
+use super::compare::{self, Factor};
 use super::tail;
 use crate::metrics::{self, BadLine, MetricsSpec, Source};
 pub use crate::metrics::{Best, Mode, Monitor};
@@ -27,8 +28,21 @@ pub struct Report {
     pub headline: Headline,
     /// The metric the ranking orders by: the monitor most jobs share.
     pub ranking: Option<Monitor>,
-    /// Every swept key, in first-seen order: the table's extra columns.
+    /// Every swept key, in first-seen order.
     pub swept_keys: Vec<String>,
+    /// The configuration keys whose values differ between jobs: the jobs
+    /// table's columns (swept keys first).
+    pub config_keys: Vec<String>,
+    /// The configuration every job shares, listed once (a key only some
+    /// jobs have counts as shared if they all have one value of it).
+    pub common: BTreeMap<String, Value>,
+    /// Common keys that only some jobs have: how many.
+    pub common_in: BTreeMap<String, usize>,
+    /// The test scores any job has.
+    pub test_keys: Vec<String>,
+    /// For each swept key, the monitored metric by its value; the keys that
+    /// matter most first.
+    pub mattered: Vec<Factor>,
     /// All jobs, best first; jobs without a value of the monitor come last.
     pub jobs: Vec<JobReport>,
     /// Cross-validation folds of one configuration.
@@ -129,6 +143,9 @@ pub struct JobReport {
     pub final_metrics: Map<String, Value>,
     pub test: Map<String, Value>,
     pub swept: Map<String, Value>,
+    /// The job's values of the configuration keys that differ between
+    /// jobs (`config_keys`).
+    pub config: BTreeMap<String, Value>,
     /// The fold group's name.
     pub group: Option<String>,
     pub metrics: MetricsInfo,
@@ -237,8 +254,21 @@ pub fn build_at(dir: &BatchDir, now: DateTime<Utc>) -> anyhow::Result<Report> {
 
     let groups = group(&mut read);
     let mut jobs: Vec<JobReport> = read.into_iter().map(|(j, _)| j).collect();
+    let compare::Columns {
+        keys: config_keys,
+        common,
+        common_in,
+    } = {
+        let configs: Vec<&BTreeMap<String, Value>> = jobs.iter().map(|j| &j.config).collect();
+        compare::columns(&configs, &swept_keys)
+    };
+    for j in &mut jobs {
+        j.config.retain(|k, _| config_keys.contains(k));
+    }
     let ranking = rank(&mut jobs);
     let groups = order_groups(groups, ranking.as_ref());
+    let test_keys = compare::test_keys(&jobs);
+    let mattered = compare::mattered(&jobs, &swept_keys, ranking.as_ref());
 
     Ok(Report {
         version: FORMAT_VERSION,
@@ -259,6 +289,11 @@ pub fn build_at(dir: &BatchDir, now: DateTime<Utc>) -> anyhow::Result<Report> {
         },
         ranking,
         swept_keys,
+        config_keys,
+        common,
+        common_in,
+        test_keys,
+        mattered,
         jobs,
         groups,
         dir: dir.path.clone(),
@@ -324,6 +359,14 @@ fn read_job(dir: &BatchDir, name: &str, now: DateTime<Utc>) -> anyhow::Result<(J
             .collect()
     });
     let epochs = m.epochs.values().map(Vec::len).max().map(|n| n as u64);
+    // Test scores: the trainer's, else what the job logged as test_*.
+    let test = result.test.unwrap_or_else(|| {
+        m.last_values()
+            .into_iter()
+            .filter(|(k, _)| compare::is_test(k))
+            .map(|(k, v)| (k, serde_json::json!(v)))
+            .collect()
+    });
     let info = MetricsInfo {
         source: m.source,
         files: m.files.clone(),
@@ -366,8 +409,9 @@ fn read_job(dir: &BatchDir, name: &str, now: DateTime<Utc>) -> anyhow::Result<(J
             epochs: result.epochs.or(epochs),
             best: judged.best,
             final_metrics,
-            test: result.test.unwrap_or_default(),
+            test,
             swept,
+            config: compare::config_of(&job),
             group: None,
             metrics: info,
             problems,
@@ -616,6 +660,7 @@ mod tests {
             final_metrics: Map::new(),
             test: Map::new(),
             swept: Map::new(),
+            config: BTreeMap::new(),
             group: None,
             metrics: MetricsInfo::default(),
             problems: Vec::new(),
