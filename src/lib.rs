@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod notify;
 pub mod preflight;
 pub mod progress;
+pub mod prune;
 pub mod report;
 pub mod run;
 pub mod settings;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 /// How long `on_finish` may take before it is killed.
 pub const TIMEOUT: Duration = Duration::from_secs(60);
 
-const STATUSES: [Status; 8] = Status::ALL;
+const STATUSES: [Status; 9] = Status::ALL;
 
 /// How a batch ended, as `on_finish` is told.
 pub struct Ending<'a> {
@@ -25,8 +25,9 @@ pub struct Ending<'a> {
 
 /// `TB_REPORT`, `TB_BATCH_DIR`, `TB_BATCH` (the directory's name, as jobs
 /// see it), `TB_BATCH_NAME`, `TB_BATCH_STATUS`, `TB_TOTAL`,
-/// `TB_SUCCEEDED`, `TB_FAILED` (every job that did not succeed) and
-/// `TB_COUNT_<STATUS>` for each status.
+/// `TB_SUCCEEDED`, `TB_FAILED` (every job that did not succeed, but for
+/// pruned ones: a pruned trial is no failure) and `TB_COUNT_<STATUS>` for
+/// each status.
 pub fn environment(e: &Ending) -> Vec<(String, String)> {
     let count = |s: Status| e.jobs.iter().filter(|(_, j)| j.status() == s).count();
     let succeeded = count(Status::Succeeded);
@@ -40,7 +41,10 @@ pub fn environment(e: &Ending) -> Vec<(String, String)> {
         ),
         ("TB_TOTAL".to_string(), e.jobs.len().to_string()),
         ("TB_SUCCEEDED".to_string(), succeeded.to_string()),
-        ("TB_FAILED".to_string(), (e.jobs.len() - succeeded).to_string()),
+        (
+            "TB_FAILED".to_string(),
+            (e.jobs.len() - succeeded - count(Status::Pruned)).to_string(),
+        ),
     ];
     if let Some(report) = e.report {
         env.push(("TB_REPORT".to_string(), report.display().to_string()));

@@ -70,6 +70,8 @@ struct Tail {
     monitor: Option<String>,
     trains: bool,
     epoch: Option<u64>,
+    /// `epoch` is a step: the job logs steps but no epochs.
+    by_step: bool,
     value: Option<f64>,
     started: Instant,
     /// The last milestone logged: its epoch and when.
@@ -131,6 +133,7 @@ impl Progress {
             monitor: None,
             trains: train.is_some(),
             epoch: None,
+            by_step: false,
             value: None,
             started: Instant::now(),
             logged: None,
@@ -176,7 +179,7 @@ impl Progress {
             line.finish_and_clear();
             d.multi.remove(line);
         }
-        if status != Status::Succeeded {
+        if !status.is_fine() {
             state.failed += 1;
         }
         if let Some(d) = &state.drawn {
@@ -247,6 +250,7 @@ impl Tail {
         self.reader.poll(true);
         let m = self.reader.metrics();
         self.epoch = m.last_epoch();
+        self.by_step = m.by_step;
         self.monitor = self.spec.monitor(self.train.as_ref(), &m).map(|m| m.metric);
         self.value = self.monitor.as_deref().and_then(|k| m.latest(k));
     }
@@ -268,6 +272,9 @@ impl Tail {
 
     /// `epoch 7/30`, `epoch 7`, `epoch -/30`.
     fn epochs(&self) -> String {
+        if let (true, Some(s)) = (self.by_step, self.epoch) {
+            return format!("step {s}");
+        }
         let done = self.epoch.map_or("-".to_string(), |e| e.to_string());
         match self.max_epochs {
             Some(max) => format!("epoch {done}/{max}"),
@@ -311,6 +318,7 @@ mod tests {
             monitor: None,
             trains: train,
             epoch: None,
+            by_step: false,
             value: None,
             started: Instant::now(),
             logged: None,

@@ -5,7 +5,8 @@
 use crate::batch::{self, BatchFile, Concurrency, GpuMode, GpuRequest, JobFields, Problem, Problems, expand};
 use crate::error::with_hint;
 use crate::gpu::Inventory;
-use crate::metrics::MetricsSpec;
+use crate::metrics::{MetricsSpec, Mode};
+use crate::prune::{Method, PruneSpec};
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashSet};
@@ -86,6 +87,9 @@ pub struct JobSpec {
     /// How the job's metrics are read and judged (`[job.metrics]`).
     #[serde(default)]
     pub metrics: MetricsSpec,
+    /// Whether and how a sweep stops this job early (`[job.prune]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prune: Option<PruneSpec>,
     /// The values a sweep chose (dotted path → value); `job.json` carries
     /// them as its `swept` table.
     #[serde(skip)]
@@ -451,6 +455,14 @@ impl Checker<'_> {
                         .into_iter()
                         .map(|(k, v)| (k, serde_json::to_value(v).expect("TOML values are JSON")))
                         .collect();
+                    // Pruning compares the jobs of one [[job]] (and fold).
+                    let fold = spec.train.as_ref().and_then(|t| t["cv"]["fold"].as_u64());
+                    if let Some(p) = spec.prune.as_mut() {
+                        p.group = match fold {
+                            Some(k) => format!("{name}/fold-{k}"),
+                            None => name.clone(),
+                        };
+                    }
                     specs.push(spec);
                 }
             }
@@ -742,6 +754,14 @@ impl Checker<'_> {
         if metrics.monitor.as_deref().is_some_and(|m| m.trim().is_empty()) {
             self.problem(None, format!("job `{name}`: `metrics.monitor` is empty"), None);
         }
+        let prune = self.prune(
+            name,
+            d.prune.as_ref(),
+            j.prune.as_ref(),
+            &metrics,
+            train.as_ref(),
+            &args,
+        );
 
         if self.problems.len() > before {
             return None;
@@ -767,7 +787,97 @@ impl Checker<'_> {
             train,
             args,
             metrics,
+            prune,
             swept: BTreeMap::new(),
+        })
+    }
+
+    /// `[job.prune]` over `[defaults.prune]`, resolved: the metric is the
+    /// job's monitor unless named, with its mode; `max_epochs` the job's
+    /// (`train.max_epochs`, the trainer's default, or a LightningCLI
+    /// script's `trainer.max_epochs` option) unless given. The group is
+    /// set by the caller, which knows the job's `[[job]]`.
+    fn prune(
+        &mut self,
+        name: &str,
+        d: Option<&batch::PruneFields>,
+        j: Option<&batch::PruneFields>,
+        metrics: &MetricsSpec,
+        train: Option<&serde_json::Value>,
+        args: &BTreeMap<String, serde_json::Value>,
+    ) -> Option<PruneSpec> {
+        if d.is_none() && j.is_none() {
+            return None;
+        }
+        let (d, j) = (d.cloned().unwrap_or_default(), j.cloned().unwrap_or_default());
+        let monitor = metrics.named(train);
+        let metric = j
+            .metric
+            .or(d.metric)
+            .or_else(|| monitor.as_ref().map(|m| m.metric.clone()))
+            .unwrap_or_else(|| crate::metrics::DEFAULT_MONITOR.into());
+        let mode = j
+            .mode
+            .or(d.mode)
+            .or_else(|| monitor.as_ref().filter(|m| m.metric == metric).map(|m| m.mode))
+            .or_else(|| (monitor.is_none() && metric == crate::metrics::DEFAULT_MONITOR).then_some(Mode::Min));
+        let mode = match mode {
+            Some(m) => m,
+            None => {
+                self.problem(
+                    None,
+                    format!(
+                        "job `{name}`: `prune.metric` = \"{metric}\" is not the job's monitor, so tb cannot tell \
+                         whether higher or lower is better"
+                    ),
+                    Some("set `mode = \"max\"` or `mode = \"min\"` in [job.prune]"),
+                );
+                Mode::Min
+            }
+        };
+        let grace = j.grace.or(d.grace).unwrap_or(1);
+        let reduction = j.reduction.or(d.reduction).unwrap_or(3);
+        let max_epochs = j
+            .max_epochs
+            .or(d.max_epochs)
+            .or_else(|| train.and_then(|t| t.get("max_epochs")).and_then(|m| m.as_u64()))
+            .or_else(|| args.get("trainer.max_epochs").and_then(|m| m.as_u64()))
+            .or_else(|| train.is_some().then_some(TRAINER_MAX_EPOCHS));
+        if grace == 0 {
+            self.problem(
+                None,
+                format!("job `{name}`: `prune.grace` must be at least 1 epoch"),
+                None,
+            );
+        }
+        if !(2..=100).contains(&reduction) {
+            self.problem(
+                None,
+                format!("job `{name}`: `prune.reduction` = {reduction}: must be between 2 and 100"),
+                Some("3 keeps the best third at each rung"),
+            );
+        }
+        if max_epochs == Some(0) {
+            self.problem(
+                None,
+                format!("job `{name}`: `prune.max_epochs` must be at least 1"),
+                None,
+            );
+        } else if let Some(max) = max_epochs.filter(|&m| grace >= m) {
+            self.problem(
+                None,
+                format!("job `{name}`: `prune.grace` = {grace} leaves no decision within {max} epochs"),
+                Some("make `grace` smaller than the epochs the job runs"),
+            );
+        }
+        Some(PruneSpec {
+            method: j.method.or(d.method).unwrap_or(Method::Asha),
+            metric,
+            mode,
+            grace,
+            reduction,
+            max_epochs,
+            group: name.to_string(),
         })
     }
 
@@ -822,6 +932,10 @@ impl Checker<'_> {
 /// `--key=value` for an `args` entry: strings as written, numbers and
 /// booleans as TOML writes them, lists and tables as JSON (which
 /// jsonargparse and most parsers take).
+/// `train.max_epochs` when a trainer job does not set it (the trainer's
+/// `TrainConfig` default).
+const TRAINER_MAX_EPOCHS: u64 = 30;
+
 fn arg(key: &str, value: &toml::Value) -> Result<String, String> {
     if key.is_empty() || key.starts_with('-') || key.chars().any(|c| c.is_whitespace() || c == '=') {
         return Err(format!(
@@ -831,7 +945,9 @@ fn arg(key: &str, value: &toml::Value) -> Result<String, String> {
     let text = match value {
         toml::Value::String(s) => s.clone(),
         toml::Value::Integer(i) => i.to_string(),
-        toml::Value::Float(f) => format!("{f}"),
+        // `1.0` stays a float to the script's parser (`{f}` would give `1`,
+        // which jsonargparse reads as an int); `1e-05` and `0.03` as written.
+        toml::Value::Float(f) => format!("{f:?}"),
         toml::Value::Boolean(b) => b.to_string(),
         toml::Value::Datetime(d) => d.to_string(),
         other => serde_json::to_string(other).expect("TOML values are JSON"),
@@ -1041,6 +1157,7 @@ command = ["python", "main.py", "fit"]
 [defaults.args]
 "trainer.max_epochs" = 5
 "trainer.logger" = false
+"trainer.gradient_clip_val" = 1.0
 tags = ["a", "b"]
 [[job]]
 name = "lr"
@@ -1066,6 +1183,7 @@ mode = "max"
                 "--model.learning_rate=0.0003",
                 "--seed_everything=0",
                 "--tags=[\"a\",\"b\"]",
+                "--trainer.gradient_clip_val=1.0",
                 "--trainer.logger=false",
                 "--trainer.max_epochs=5",
             ]

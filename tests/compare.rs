@@ -49,9 +49,19 @@ fn the_report_compares_configurations() {
     let r = json(&dir.join("report.json"));
 
     // Exactly the keys that differ, swept first; the rest once, in common.
-    assert_eq!(r["config_keys"], serde_json::json!(["env.A", "env.B", "image"]), "{}", r["config_keys"]);
+    assert_eq!(
+        r["config_keys"],
+        serde_json::json!(["env.A", "env.B", "image"]),
+        "{}",
+        r["config_keys"]
+    );
     assert_eq!(r["common"]["gpus"], 0);
-    assert!(r["common"]["command"].as_str().unwrap().starts_with("python3 -c import json"));
+    assert!(
+        r["common"]["command"]
+            .as_str()
+            .unwrap()
+            .starts_with("python3 -c import json")
+    );
     let jobs: BTreeMap<String, &serde_json::Value> = r["jobs"]
         .as_array()
         .unwrap()
@@ -68,9 +78,18 @@ fn the_report_compares_configurations() {
 
     let md = std::fs::read_to_string(dir.join("report.md")).unwrap();
     assert_eq!(md.matches("Common settings:").count(), 1, "{md}");
-    assert!(md.contains("| # | job | status | env.A | env.B | image | best val_loss | test_acc |"), "{md}");
-    assert!(md.contains("**Best: g_A-1_B-x** — val_loss 0.3500 @ epoch 3 with `env.A = 1`, `env.B = x`"), "{md}");
-    assert!(md.contains("| val_loss=0.35 val_acc=0.65 |"), "final: the monitor and a validation metric, not lr:\n{md}");
+    assert!(
+        md.contains("| # | job | status | env.A | env.B | image | best val_loss | test_acc |"),
+        "{md}"
+    );
+    assert!(
+        md.contains("**Best: g_A-1_B-x** — val_loss 0.3500 @ epoch 3 with `env.A = 1`, `env.B = x`"),
+        "{md}"
+    );
+    assert!(
+        md.contains("| val_loss=0.35 val_acc=0.65 |"),
+        "final: the monitor and a validation metric, not lr:\n{md}"
+    );
 
     csv_matches_json(&dir);
     what_mattered_is_recomputed(&r);
@@ -160,7 +179,10 @@ fn the_html_overlays_every_job(w: &Work, dir: &Path, names: &[String]) {
     let first = overlays.split("</figure>").next().unwrap();
     assert!(first.contains("val_loss, every job"), "the monitor's overlay first");
     for name in names {
-        assert!(first.contains(name.as_str()), "{name} missing from the overlay's legend");
+        assert!(
+            first.contains(name.as_str()),
+            "{name} missing from the overlay's legend"
+        );
     }
     assert!(first.contains("g_A-1_B-x (best)"));
     let bottom: u32 = dom
@@ -169,8 +191,17 @@ fn the_html_overlays_every_job(w: &Work, dir: &Path, names: &[String]) {
         .and_then(|s| s.split('"').next())
         .and_then(|s| s.parse().ok())
         .expect("the page measured its best box");
-    assert!(bottom <= 800, "the best configuration ends at {bottom}px, below the first screen");
-    let best = dom.split("id=\"best\"").nth(1).unwrap().split("</section>").next().unwrap();
+    assert!(
+        bottom <= 800,
+        "the best configuration ends at {bottom}px, below the first screen"
+    );
+    let best = dom
+        .split("id=\"best\"")
+        .nth(1)
+        .unwrap()
+        .split("</section>")
+        .next()
+        .unwrap();
     assert!(best.contains("env.A = 1") && best.contains("env.B = x"), "{best}");
 
     let png = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-compare.png");

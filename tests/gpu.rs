@@ -76,6 +76,7 @@ fn a_device_request_names_exactly_the_assigned_gpu() {
         train: None,
         args: Default::default(),
         metrics: Default::default(),
+        prune: None,
         swept: Default::default(),
     };
     let batch_id = format!("test-devreq-{}", std::process::id());

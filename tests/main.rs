@@ -3,13 +3,14 @@
 
 mod backends;
 mod cli;
-mod compare;
 mod common;
+mod compare;
 mod faults;
 mod gpu;
 mod image;
 mod interrupt;
 mod output;
+mod prune;
 mod report;
 mod retry;
 mod run;

@@ -158,6 +158,13 @@ fn slurm_cancel_one_job_then_the_rest_without_a_supervisor() {
 }
 
 /// This user's Slurm jobs of the newest batch, as squeue lists them.
+#[test]
+#[ignore = "needs the Slurm test cluster: make test-slurm"]
+fn slurm_asha_prunes_with_scancel() {
+    cluster();
+    let _ = crate::prune::asha_scenario("slurm");
+}
+
 fn submitted(w: &Work) -> Vec<String> {
     let id = w.batch_dir().file_name().unwrap().to_string_lossy().into_owned();
     let out = std::process::Command::new("squeue")

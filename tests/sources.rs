@@ -233,7 +233,10 @@ fn a_job_that_logs_nothing_is_reported_with_where_tb_looked() {
     }
     let md = std::fs::read_to_string(w.batch_dir().join("report.md")).unwrap();
     assert!(
-        md.contains("quiet_seed-1: no metrics found; tb looked for metrics.jsonl, TensorBoard event files"),
+        md.contains(
+            "No metrics found for 3 jobs (quiet_seed-1, quiet_seed-2, quiet_seed-3); tb looked for metrics.jsonl, \
+             TensorBoard event files"
+        ),
         "{md}"
     );
     let status = w.run(&["status"]);

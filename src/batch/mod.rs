@@ -120,8 +120,25 @@ pub struct JobFields {
     pub args: Option<Spanned<toml::Table>>,
     /// How the job's metrics are read and judged.
     pub metrics: Option<MetricsFields>,
+    /// Stop the sweep's hopeless trials early.
+    pub prune: Option<PruneFields>,
     pub sweep: Option<Spanned<toml::Value>>,
     pub cv: Option<Spanned<toml::Value>>,
+}
+
+/// `[job.prune]` (or `[defaults.prune]`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneFields {
+    /// `asha` (the default) or `median`.
+    pub method: Option<crate::prune::Method>,
+    /// Default: the job's monitor.
+    pub metric: Option<String>,
+    pub mode: Option<crate::metrics::Mode>,
+    pub grace: Option<u64>,
+    pub reduction: Option<u64>,
+    /// Default: `train.max_epochs`.
+    pub max_epochs: Option<u64>,
 }
 
 /// `[job.metrics]` (or `[defaults.metrics]`).

@@ -43,19 +43,21 @@ pub fn run(args: &LsArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         "JOBS",
         "SUCCEEDED",
         "FAILED",
+        "PRUNED",
         "RUNNING",
         "PENDING",
         "CREATED",
     ]);
     for r in &rows {
         let n = |s: Status| r.counts.get(s.as_str()).copied().unwrap_or(0);
-        let failed = r.jobs - n(Status::Succeeded) - n(Status::Running) - n(Status::Pending);
+        let failed = r.jobs - n(Status::Succeeded) - n(Status::Pruned) - n(Status::Running) - n(Status::Pending);
         table.add_row([
             r.id.clone(),
             r.status.clone(),
             r.jobs.to_string(),
             n(Status::Succeeded).to_string(),
             failed.to_string(),
+            n(Status::Pruned).to_string(),
             n(Status::Running).to_string(),
             n(Status::Pending).to_string(),
             r.created_at

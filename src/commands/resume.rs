@@ -31,6 +31,7 @@ pub fn run(args: &ResumeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         let mut states = dir.read_states(&names)?;
         let survey = backend.survey(&dir, &names, &states).await?;
         backend.discard(&survey.leftovers).await?;
+        let pruning = crate::prune::Table::load(&dir.path)?;
 
         let mut work = Work::default();
         let mut ended = Vec::new();
@@ -38,7 +39,8 @@ pub fn run(args: &ResumeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
             let name = &names[index];
             let state = &mut states[index];
             let handle = found.as_ref().map(|f| f.handle.clone());
-            match take_up(name, state, found) {
+            let pruned = pruning.stopped(name).map(|d| d.describe());
+            match take_up(name, state, found, pruned.as_deref()) {
                 Next::Follow(found) => work.follow.push((index, found)),
                 Next::Launch => work.launch.push(index),
                 Next::Nothing => {
@@ -77,8 +79,9 @@ enum Next {
     Nothing,
 }
 
-/// Reconciles a job's recorded state with what the backend still holds.
-fn take_up(name: &str, state: &mut JobState, found: Option<Found>) -> Next {
+/// Reconciles a job's recorded state with what the backend still holds
+/// (and, for a vanished run, with the pruning decision that stopped it).
+fn take_up(name: &str, state: &mut JobState, found: Option<Found>, pruned: Option<&str>) -> Next {
     match (state.status(), found) {
         (Status::Running, Some(mut f)) => {
             f.started_at = f.started_at.or(state.started_at());
@@ -95,6 +98,11 @@ fn take_up(name: &str, state: &mut JobState, found: Option<Found>) -> Next {
         }
         // Queued in a cluster: it starts when the cluster says so.
         (Status::Pending, Some(f)) => Next::Follow(f),
+        (Status::Running, None) if let Some(why) = pruned => {
+            tracing::info!("{name}: its run vanished after a pruning decision stopped it; marking it pruned");
+            state.pruned_while_away(why);
+            Next::Nothing
+        }
         (Status::Running, None) => {
             tracing::warn!("{name}: its run vanished while no supervisor ran; marking it lost");
             state.lost("its run vanished while no supervisor was running".into());
@@ -126,29 +134,37 @@ mod tests {
         let mut pending = JobState::pending();
         pending.begin_attempt(None);
         let mut s = pending.clone();
-        assert_eq!(take_up("a", &mut s, Some(found(true))), Next::Follow(found(true)));
+        assert_eq!(take_up("a", &mut s, Some(found(true)), None), Next::Follow(found(true)));
         assert_eq!(
             (s.status(), s.attempt(), s.gpus()),
             (Status::Running, 1, &["0".to_string()][..])
         );
 
         let mut s = pending.clone();
-        assert_eq!(take_up("a", &mut s, Some(found(false))), Next::Follow(found(false)));
+        assert_eq!(
+            take_up("a", &mut s, Some(found(false)), None),
+            Next::Follow(found(false))
+        );
         assert_eq!(s.status(), Status::Pending);
 
         let mut s = pending.clone();
-        assert_eq!(take_up("a", &mut s, None), Next::Launch);
+        assert_eq!(take_up("a", &mut s, None, None), Next::Launch);
 
         let mut running = pending.clone();
         running.started(RunHandle::Container { id: "c".into() }, Utc::now(), vec![]);
         let mut s = running.clone();
-        assert_eq!(take_up("a", &mut s, None), Next::Nothing);
+        assert_eq!(take_up("a", &mut s, None, None), Next::Nothing);
         assert_eq!(s.status(), Status::Lost);
+        // Gone after a pruning decision stopped it: pruned, not lost.
+        let mut s = running.clone();
+        assert_eq!(take_up("a", &mut s, None, Some("pruned at rung 3")), Next::Nothing);
+        assert_eq!(s.status(), Status::Pruned);
+        assert!(s.error().unwrap().starts_with("pruned at rung 3"));
 
         // A tb that recorded attempts only once they ran: attempt 0 pending,
         // its container labelled attempt 1.
         let mut s = JobState::pending();
-        take_up("a", &mut s, Some(found(true)));
+        take_up("a", &mut s, Some(found(true)), None);
         assert_eq!((s.status(), s.attempt()), (Status::Running, 1));
     }
 }

@@ -25,20 +25,32 @@ pub fn run(args: &RetryArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
             return Err(hinted(format!("batch {} has no job `{name}`", dir.id), hint));
         }
     }
+    let mut pruning = crate::prune::Table::load(&dir.path)?;
     let launch: Vec<usize> = (0..names.len())
         .filter(|&i| {
             let status = states[i].status();
+            // A pruned trial stays pruned unless named (also one whose run
+            // vanished after the decision, recorded lost by an older tb).
+            let pruned = pruning.pruned(&names[i]);
             if !args.jobs.is_empty() {
                 args.jobs.contains(&names[i])
             } else if args.failed_only {
-                matches!(status, Status::Failed | Status::Oom | Status::Timeout | Status::Lost)
+                matches!(status, Status::Failed | Status::Oom | Status::Timeout | Status::Lost) && !pruned
             } else {
-                status != Status::Succeeded
+                !status.is_fine() && !pruned
             }
         })
         .collect();
     if launch.is_empty() {
-        eprintln!("batch {}: nothing to retry (every selected job succeeded)", dir.id);
+        let pruned = states.iter().filter(|s| s.status() == Status::Pruned).count();
+        if pruned > 0 && args.jobs.is_empty() {
+            eprintln!(
+                "batch {}: nothing to retry ({pruned} pruned job(s) stay pruned; name one with --job to run it again)",
+                dir.id
+            );
+        } else {
+            eprintln!("batch {}: nothing to retry (every selected job succeeded)", dir.id);
+        }
         return Ok(Exit::Success);
     }
     let runs_dir = std::path::absolute(&global.runs_dir)?;
@@ -70,6 +82,21 @@ pub fn run(args: &RetryArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
             dir.id,
             selected.join(", ")
         );
+        // Named pruned trials go on: the decisions that stopped them no
+        // longer stand (they stay in prune.json, marked withdrawn).
+        let mut withdrawn = false;
+        for &i in &launch {
+            if pruning.withdraw(&names[i], chrono::Utc::now()) {
+                tracing::info!(
+                    "{}: its pruning decision is withdrawn; it goes on from where it stopped",
+                    names[i]
+                );
+                withdrawn = true;
+            }
+        }
+        if withdrawn {
+            pruning.save(&dir.path)?;
+        }
         for &i in &launch {
             let mut state = states[i].clone();
             state.identify(crate::identity::of(&plan.jobs[i], ready.image_ids[i].as_deref()));

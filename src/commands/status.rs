@@ -18,10 +18,16 @@ struct Row {
     attempt: u32,
     elapsed_seconds: Option<f64>,
     epoch: Option<u64>,
+    /// The last step, for a job that logs steps but no epochs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step: Option<u64>,
     best: Option<Best>,
     /// Where its metrics come from: `jsonl`, `tensorboard`, `csv`, `stdout`;
     /// none when it logged none (yet).
     metrics: Option<String>,
+    /// Where it was told to look (`[job.metrics] source`).
+    #[serde(skip)]
+    source: metrics::SourceChoice,
     exit_code: Option<i64>,
     error: Option<String>,
     container_id: Option<String>,
@@ -32,6 +38,8 @@ struct Best {
     metric: String,
     value: f64,
     epoch: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    step: Option<u64>,
 }
 
 pub fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
@@ -39,7 +47,7 @@ pub fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     if args.watch {
         return watch(&dir);
     }
-    let (batch, rows) = load(&dir)?;
+    let (batch, rows) = load(&dir, &mut Readers::new())?;
     if args.json {
         println!(
             "{}",
@@ -51,16 +59,22 @@ pub fn run(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     }
     println!("{}", table(&rows));
     eprintln!("batch {} ({})", batch.id, batch_status(&dir, &batch));
-    let silent: Vec<&str> = rows
+    // Jobs that ended without metrics, by where tb looked for them.
+    let mut silent: Vec<(metrics::SourceChoice, Vec<&str>)> = Vec::new();
+    for r in rows
         .iter()
         .filter(|r| r.metrics.is_none() && r.status != "pending" && r.status != "running")
-        .map(|r| r.job.as_str())
-        .collect();
-    if !silent.is_empty() {
+    {
+        match silent.iter_mut().find(|(c, _)| *c == r.source) {
+            Some((_, jobs)) => jobs.push(&r.job),
+            None => silent.push((r.source, vec![&r.job])),
+        }
+    }
+    for (choice, jobs) in silent {
         eprintln!(
             "no metrics from {}: tb looked for {} (docs/metrics.md)",
-            silent.join(", "),
-            metrics::JobMetrics::looked(metrics::SourceChoice::Auto).join(", ")
+            jobs.join(", "),
+            metrics::JobMetrics::looked(choice).join(", ")
         );
     }
     Ok(Exit::Success)
@@ -77,8 +91,9 @@ const WATCH_EVERY: Duration = Duration::from_secs(2);
 fn watch(dir: &BatchDir) -> anyhow::Result<Exit> {
     let terminal = std::io::stdout().is_terminal();
     let mut shown: Option<Vec<String>> = None;
+    let mut readers = Readers::new();
     loop {
-        let (batch, rows) = load(dir)?;
+        let (batch, rows) = load(dir, &mut readers)?;
         let live = supervised(dir, &batch);
         let footer = format!("batch {} ({})", batch.id, batch_status(dir, &batch));
         let mut out = std::io::stdout().lock();
@@ -109,15 +124,44 @@ fn watch(dir: &BatchDir) -> anyhow::Result<Exit> {
     }
 }
 
-fn load(dir: &BatchDir) -> anyhow::Result<(BatchState, Vec<Row>)> {
+/// Each job's metrics reader: kept across `--watch` rounds, so that a
+/// round reads only what the jobs wrote since the last.
+type Readers = std::collections::HashMap<String, metrics::Reader>;
+
+fn load(dir: &BatchDir, readers: &mut Readers) -> anyhow::Result<(BatchState, Vec<Row>)> {
     let batch = dir.read_batch()?;
     let now = Utc::now();
-    let mut rows = Vec::new();
+    let mut jobs = Vec::with_capacity(batch.jobs.len());
     for name in &batch.jobs {
         let state = dir.read_job_state(name)?;
         let file = dir.read_job_file(name).ok();
-        rows.push(row(dir, name, &state, file.as_ref(), now));
+        let spec = file.as_ref().map(|f| f.spec.metrics.clone()).unwrap_or_default();
+        let reader = readers
+            .remove(name)
+            .unwrap_or_else(|| metrics::Reader::new(&dir.job_dir(name), spec.source));
+        jobs.push((name.clone(), state, file, reader));
     }
+    // Reading a large batch's metrics is the slow part: spread over the
+    // cores, in order.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
+    let chunk = jobs.len().div_ceil(threads).max(1);
+    let rows: Vec<Row> = std::thread::scope(|scope| {
+        let handles: Vec<_> = jobs
+            .chunks_mut(chunk)
+            .map(|part| {
+                scope.spawn(move || {
+                    part.iter_mut()
+                        .map(|(name, state, file, reader)| row(dir, name, state, file.as_ref(), reader, now))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("reading metrics does not panic"))
+            .collect()
+    });
+    readers.extend(jobs.into_iter().map(|(name, _, _, reader)| (name, reader)));
     Ok((batch, rows))
 }
 
@@ -133,12 +177,17 @@ fn table(rows: &[Row]) -> String {
             r.elapsed_seconds
                 .map(|s| crate::human::duration(chrono::Duration::milliseconds((s * 1000.0) as i64)))
                 .unwrap_or_else(|| "-".into()),
-            r.epoch.map(|e| e.to_string()).unwrap_or_else(|| "-".into()),
+            match (r.epoch, r.step) {
+                (Some(e), _) => e.to_string(),
+                (None, Some(s)) => format!("step {s}"),
+                (None, None) => "-".into(),
+            },
             r.best
                 .as_ref()
-                .map(|b| match b.epoch {
-                    Some(e) => format!("{}={:.4} @{e}", b.metric, b.value),
-                    None => format!("{}={:.4}", b.metric, b.value),
+                .map(|b| match (b.epoch, b.step) {
+                    (Some(e), _) => format!("{}={:.4} @{e}", b.metric, b.value),
+                    (None, Some(s)) => format!("{}={:.4} @step {s}", b.metric, b.value),
+                    (None, None) => format!("{}={:.4}", b.metric, b.value),
                 })
                 .unwrap_or_else(|| "-".into()),
         ]);
@@ -154,8 +203,8 @@ impl Row {
             self.job,
             self.status,
             self.attempt,
-            self.epoch,
-            self.best.as_ref().map(|b| (b.value, b.epoch))
+            self.epoch.or(self.step),
+            self.best.as_ref().map(|b| (b.value, b.epoch.or(b.step)))
         )
     }
 }
@@ -186,23 +235,34 @@ pub(crate) fn batch_status(dir: &BatchDir, batch: &BatchState) -> String {
     }
 }
 
-fn row(dir: &BatchDir, name: &str, state: &JobState, file: Option<&JobFile>, now: chrono::DateTime<Utc>) -> Row {
+fn row(
+    dir: &BatchDir,
+    name: &str,
+    state: &JobState,
+    file: Option<&JobFile>,
+    reader: &mut metrics::Reader,
+    now: chrono::DateTime<Utc>,
+) -> Row {
     let spec = file.map(|f| f.spec.metrics.clone()).unwrap_or_default();
     let train = file.and_then(|f| f.spec.train.as_ref());
     let live = !state.status().is_final();
-    let judged = metrics::judge(&dir.job_dir(name), &spec, train, live);
+    reader.poll(live);
+    let judged = metrics::judged(&dir.job_dir(name), &spec, train, reader.metrics());
     Row {
         job: name.to_string(),
         status: state.status().to_string(),
         attempt: state.attempt(),
         elapsed_seconds: state.elapsed(now).map(|d| d.num_milliseconds() as f64 / 1000.0),
-        epoch: judged.metrics.last_epoch(),
+        epoch: judged.metrics.last_epoch().filter(|_| !judged.metrics.by_step),
+        step: judged.metrics.last_epoch().filter(|_| judged.metrics.by_step),
         best: judged.best.map(|b| Best {
             metric: b.metric,
             value: b.value,
             epoch: b.epoch,
+            step: b.step,
         }),
         metrics: judged.metrics.source.map(|s| s.as_str().to_string()),
+        source: spec.source,
         exit_code: state.exit_code(),
         error: state.error().map(String::from),
         container_id: state.container_id().map(String::from),

@@ -58,6 +58,29 @@ pub fn print_plan(plan: &Plan) {
         table.add_row(row);
     }
     println!("{}", table.trim_fmt());
+    let mut groups: Vec<(&str, String)> = Vec::new();
+    for j in &plan.jobs {
+        if let Some(p) = &j.prune
+            && !groups.iter().any(|(g, _)| *g == p.group)
+        {
+            let n = plan
+                .jobs
+                .iter()
+                .filter(|o| o.prune.as_ref().is_some_and(|q| q.group == p.group))
+                .count();
+            let mut what = format!("{} ({n} jobs)", p.describe());
+            if p.max_epochs.is_none() {
+                what.push_str(
+                    "\n  the jobs' epochs are unknown: no rung is known to be the last, so a job may be stopped at \
+                     any; set `max_epochs` in [job.prune]",
+                );
+            }
+            groups.push((&p.group, what));
+        }
+    }
+    for (group, what) in groups {
+        println!("prune {group}: {what}");
+    }
 }
 
 fn fold(job: &crate::settings::JobSpec) -> Option<String> {

@@ -24,6 +24,11 @@ pub enum Input {
     Deadline,
     /// `tb cancel --job` asked to cancel this job.
     CancelRequested(usize),
+    /// The sweep's pruning rule stops this job (`why`, for its state).
+    Prune {
+        index: usize,
+        why: String,
+    },
 }
 
 /// What the loop does for a decision.
@@ -62,9 +67,11 @@ pub enum Halt {
 }
 
 /// Why the dispatcher itself asked a run to stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Reason {
     Cancel,
+    /// The sweep's pruning rule, and its decision in words.
+    Prune(String),
 }
 
 /// A job handed to the backend.
@@ -137,6 +144,14 @@ impl Dispatcher {
     /// When the next retry falls due, and for which job.
     pub fn next_retry(&self) -> Option<(Instant, usize)> {
         self.retry_at.first().copied()
+    }
+
+    /// The jobs running now that no one has asked to stop.
+    pub fn running(&self) -> impl Iterator<Item = usize> + '_ {
+        self.flights
+            .iter()
+            .filter(|(_, f)| f.started && f.requested.is_none())
+            .map(|(i, _)| *i)
     }
 
     /// Jobs whose cancel requests must be acted on soon: handed over, or
@@ -219,6 +234,14 @@ impl Dispatcher {
                 }
             }
             Input::CancelRequested(index) => self.on_cancel(index, &mut out),
+            Input::Prune { index, why } => {
+                if let Some(f) = self.flights.get_mut(&index)
+                    && f.requested.is_none()
+                {
+                    f.requested = Some(Reason::Prune(why));
+                    out.push(Action::Request(index, Request::Stop(Stop::Graceful)));
+                }
+            }
         }
         out
     }
@@ -268,12 +291,13 @@ impl Dispatcher {
                 let starting = self.starting();
                 let name = &self.names[index];
                 let state = &mut self.states[index];
-                match requested {
+                match &requested {
                     Some(Reason::Cancel) => state.stopped(&outcome, Status::Cancelled, "cancelled (tb cancel)"),
+                    Some(Reason::Prune(why)) => state.stopped(&outcome, Status::Pruned, why),
                     None => state.ended(&outcome),
                 }
                 out.push(Action::Note(Note::AttemptEnded(index)));
-                if requested.is_some() {
+                if requested == Some(Reason::Cancel) {
                     out.push(Action::ClearCancel(index));
                 }
                 let retry = starting
@@ -391,6 +415,7 @@ pub fn log_end(name: &str, state: &JobState) {
         .unwrap_or_default();
     match (state.status(), state.error()) {
         (Status::Succeeded, _) => tracing::info!("{name} succeeded{took}"),
+        (Status::Pruned, Some(e)) => tracing::info!("{name}: pruned{took}: {e}"),
         (status, Some(e)) => tracing::warn!("{name}: {status}{took}: {e}"),
         (status, None) => tracing::warn!("{name}: {status}{took}"),
     }
@@ -619,6 +644,38 @@ mod tests {
             (Status::Failed, Some(1))
         );
         assert!(d.done());
+    }
+
+    #[test]
+    fn a_pruned_run_is_stopped_and_recorded_pruned_not_retried() {
+        let mut d = dispatcher(2, 3);
+        let now = Instant::now();
+        hand(&mut d, 0);
+        d.handle(started(0), now);
+        assert_eq!(d.running().collect::<Vec<_>>(), [0]);
+        let why = "pruned at rung 1: value 0.5 against the cut-off 0.3".to_string();
+        let a = d.handle(
+            Input::Prune {
+                index: 0,
+                why: why.clone(),
+            },
+            now,
+        );
+        assert_eq!(a, [Action::Request(0, Request::Stop(Stop::Graceful))]);
+        assert!(d.running().next().is_none(), "asked to stop");
+        let a = d.handle(ended(0, Status::Cancelled, 143), now);
+        assert!(a.contains(&Action::Note(Note::Finished(0))), "never retried");
+        assert_eq!(d.states[0].status(), Status::Pruned);
+        assert_eq!(
+            d.states[0].error(),
+            Some(format!("{why}; exited with code 143").as_str())
+        );
+        // The decision came as the job finished on its own: it succeeded.
+        hand(&mut d, 1);
+        d.handle(started(1), now);
+        d.handle(Input::Prune { index: 1, why }, now);
+        d.handle(ended(1, Status::Succeeded, 0), now);
+        assert_eq!(d.states[1].status(), Status::Succeeded);
     }
 
     #[test]

@@ -56,8 +56,10 @@ impl Summary {
         self.jobs.iter().filter(|(_, s)| s.status() == status).count()
     }
 
-    pub fn all_succeeded(&self) -> bool {
-        self.jobs.iter().all(|(_, s)| s.status() == Status::Succeeded)
+    /// Every job succeeded (or was pruned: a sweep's losing trial, stopped
+    /// on purpose, is no failure of the batch).
+    pub fn all_fine(&self) -> bool {
+        self.jobs.iter().all(|(_, s)| s.status().is_fine())
     }
 }
 
@@ -125,7 +127,7 @@ pub async fn supervise(
     println!("{}", dir.path.display());
     Ok(if summary.interrupted {
         Exit::Interrupted
-    } else if summary.all_succeeded() {
+    } else if summary.all_fine() {
         Exit::Success
     } else {
         Exit::JobsFailed
@@ -165,6 +167,7 @@ pub async fn run(
         progress,
         unwritten: std::collections::HashSet::new(),
     };
+    let mut pruning = Pruning::load(plan, dir)?;
 
     progress.start(work.launch.len() + work.follow.len());
     for (index, found) in work.follow {
@@ -175,6 +178,12 @@ pub async fn run(
         if started {
             loop_.note(&d, Note::Started(index));
         }
+    }
+    // A run followed again that the rules had stopped before the last
+    // supervisor died: stopped again now, before it can end as anything else.
+    for input in pruning.decided(&d) {
+        let actions = d.handle(input, Instant::now());
+        loop_.carry_out(&mut d, backend, actions);
     }
     d.queue.extend(work.launch);
     let deadline = options.deadline;
@@ -221,12 +230,21 @@ pub async fn run(
                     let actions = d.handle(Input::CancelRequested(i), Instant::now());
                     loop_.carry_out(&mut d, backend, actions);
                 }
+                for input in pruning.look(&d) {
+                    let actions = d.handle(input, Instant::now());
+                    loop_.carry_out(&mut d, backend, actions);
+                }
                 continue;
             }
         };
+        if let Input::Backend(crate::backend::Event::Ended { index, .. }) = &input {
+            // What it logged up to its end counts for the jobs after it.
+            pruning.ended(*index);
+        }
         let actions = d.handle(input, Instant::now());
         loop_.carry_out(&mut d, backend, actions);
     }
+    pruning.save();
     backend.close(matches!(d.halt, Some(Halt::Gone(_)))).await;
     progress.finish();
     Ok(Summary {
@@ -235,6 +253,117 @@ pub async fn run(
         wall: began.elapsed(),
         halted: d.halt,
     })
+}
+
+/// The sweep's pruning while the batch runs: the running jobs' metrics,
+/// read as they grow, through the rules into `prune.json`.
+struct Pruning<'a> {
+    plan: &'a Plan,
+    dir: &'a BatchDir,
+    table: crate::prune::Table,
+    readers: std::collections::HashMap<usize, crate::metrics::Reader>,
+    /// When the table was last written.
+    saved: Instant,
+}
+
+/// How often a table with new values (and no new stop) is written: a stop
+/// is written before it is acted on; values in between can be read again
+/// from the jobs' files.
+const PRUNE_SAVE_EVERY: Duration = Duration::from_secs(5);
+
+impl<'a> Pruning<'a> {
+    /// The batch's table as an earlier supervisor left it (its decisions
+    /// stand), or a new one.
+    fn load(plan: &'a Plan, dir: &'a BatchDir) -> anyhow::Result<Pruning<'a>> {
+        Ok(Pruning {
+            plan,
+            dir,
+            table: crate::prune::Table::load(&dir.path)?,
+            readers: std::collections::HashMap::new(),
+            saved: Instant::now(),
+        })
+    }
+
+    fn curve(&mut self, index: usize, live: bool) -> Option<(&crate::prune::PruneSpec, Vec<(u64, f64)>)> {
+        let spec = &self.plan.jobs[index];
+        let prune = spec.prune.as_ref()?;
+        let reader = self
+            .readers
+            .entry(index)
+            .or_insert_with(|| crate::metrics::Reader::new(&self.dir.job_dir(&spec.name), spec.metrics.source));
+        reader.poll(live);
+        Some((prune, crate::prune::curve(&reader.metrics(), prune)))
+    }
+
+    /// The running jobs that a decision already stopped.
+    fn decided(&self, d: &Dispatcher) -> Vec<Input> {
+        d.running()
+            .filter_map(|index| {
+                let decision = self.table.stopped(&self.plan.jobs[index].name)?;
+                Some(Input::Prune {
+                    index,
+                    why: decision.describe(),
+                })
+            })
+            .collect()
+    }
+
+    /// Reads what the running jobs logged since the last look; the jobs the
+    /// rules stop, as inputs for the dispatcher (the table written first).
+    fn look(&mut self, d: &Dispatcher) -> Vec<Input> {
+        let mut stops = Vec::new();
+        for index in d.running().collect::<Vec<_>>() {
+            let Some((prune, curve)) = self.curve(index, true) else {
+                continue;
+            };
+            let prune = prune.clone();
+            let name = &self.plan.jobs[index].name;
+            if let Some(decision) = self.table.stopped(name) {
+                // Decided before (by a supervisor since killed): it stands.
+                stops.push(Input::Prune {
+                    index,
+                    why: decision.describe(),
+                });
+                continue;
+            }
+            for decision in self.table.observe(name, &prune, &curve, Utc::now()) {
+                let why = decision.describe();
+                if decision.stop {
+                    tracing::info!("{name}: {why}");
+                    stops.push(Input::Prune { index, why });
+                } else {
+                    tracing::debug!("{name}: {why}");
+                }
+            }
+        }
+        if !stops.is_empty() || self.saved.elapsed() >= PRUNE_SAVE_EVERY {
+            self.save();
+        }
+        stops
+    }
+
+    /// Job `index` ended: its last values are recorded, and its reader goes.
+    fn ended(&mut self, index: usize) {
+        if let Some((prune, curve)) = self.curve(index, false) {
+            let prune = prune.clone();
+            self.table.record(&self.plan.jobs[index].name, &prune, &curve);
+        }
+        self.readers.remove(&index);
+        if self.saved.elapsed() >= PRUNE_SAVE_EVERY {
+            self.save();
+        }
+    }
+
+    /// Writes the table if it changed.
+    fn save(&mut self) {
+        if !self.table.dirty() {
+            return;
+        }
+        self.saved = Instant::now();
+        if let Err(e) = self.table.save(&self.dir.path) {
+            tracing::error!("{e:#}");
+        }
+    }
 }
 
 /// What the loop carries out decisions with.

@@ -157,9 +157,9 @@ impl CsvReader {
                 let Some(value) = number(cell) else {
                     continue;
                 };
+                // Counted, and passed on: a diverged value is news for pruning.
                 if !value.is_finite() {
                     batch.non_finite += 1;
-                    continue;
                 }
                 batch.points.push(Point {
                     tag: tag.clone(),
@@ -244,8 +244,9 @@ mod tests {
         )
         .unwrap();
         let b = read_all(&path).unwrap();
+        let p = points(&b);
         assert_eq!(
-            points(&b),
+            p[..4],
             [
                 ("train_loss_step", Some(0), Some(0), 1.0),
                 ("val_acc", Some(3), Some(0), 0.5),
@@ -253,6 +254,9 @@ mod tests {
                 ("train_loss_step", Some(5), None, 0.25),
             ]
         );
+        // Not finite: counted, and passed on for pruning.
+        assert_eq!(p.len(), 6);
+        assert!(p[4].3.is_nan() && p[5].3.is_infinite());
         assert_eq!(
             (b.rows, b.skipped, b.non_finite, b.partial, b.restarted),
             (4, 0, 2, false, false)

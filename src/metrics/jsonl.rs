@@ -221,56 +221,114 @@ impl JsonlReader {
         if bytes.is_empty() {
             return;
         }
-        match serde_json::from_slice::<Record>(bytes) {
-            Ok(record) => {
-                batch.lines += 1;
-                for (name, value) in &record.metrics.0 {
-                    match value {
-                        Some(v) if v.is_finite() => {
-                            let tag = match self.names.get(name.as_ref()) {
-                                Some(t) => t.clone(),
-                                None => {
-                                    let t: Arc<str> = Arc::from(name.as_ref());
-                                    self.names.insert(t.clone());
-                                    t
-                                }
-                            };
-                            batch.points.push(Point {
-                                tag,
-                                step: record.step,
-                                epoch: Some(record.epoch),
-                                value: *v,
-                            });
-                        }
-                        Some(_) => batch.non_finite += 1,
-                        None => {}
-                    }
-                }
+        let e = match serde_json::from_slice::<Record>(bytes) {
+            Ok(record) => return self.take(&record, batch),
+            Err(e) => e,
+        };
+        // Python's `json.dumps` writes a diverged loss as `NaN`, which JSON
+        // has no number for: read the line with those values marked.
+        if terminated && non_finite(bytes) {
+            let marked = mark_non_finite(bytes);
+            if let Ok(record) = serde_json::from_slice::<Record>(&marked) {
+                return self.take(&record, batch);
             }
-            Err(e) => {
-                let reason = if !terminated {
-                    "truncated last line (the job was killed mid-write)".to_string()
-                } else if non_finite(bytes) {
-                    "NaN or Infinity, which JSON has no number for".to_string()
-                } else if e.is_data() {
-                    // serde's own words: "missing field `epoch`", "invalid type …"
-                    strip_position(&e.to_string())
-                } else {
-                    "not JSON".to_string()
-                };
-                batch.skipped += 1;
-                if self.examples < BAD_EXAMPLES {
-                    self.examples += 1;
-                    let text = String::from_utf8_lossy(&bytes[..bytes.len().min(120)]).into_owned();
-                    batch.bad.push(BadLine {
-                        line: self.line,
-                        reason,
-                        text,
-                    });
+        }
+        let reason = if !terminated {
+            "truncated last line (the job was killed mid-write)".to_string()
+        } else if e.is_data() {
+            // serde's own words: "missing field `epoch`", "invalid type …"
+            strip_position(&e.to_string())
+        } else {
+            "not JSON".to_string()
+        };
+        batch.skipped += 1;
+        if self.examples < BAD_EXAMPLES {
+            self.examples += 1;
+            let text = String::from_utf8_lossy(&bytes[..bytes.len().min(120)]).into_owned();
+            batch.bad.push(BadLine {
+                line: self.line,
+                reason,
+                text,
+            });
+        }
+    }
+
+    /// A well-formed line's points; a value that is not finite (or was
+    /// marked so) is counted, and passed on: a diverged value is news for
+    /// pruning.
+    fn take(&mut self, record: &Record, batch: &mut Batch) {
+        batch.lines += 1;
+        for (name, value) in &record.metrics.0 {
+            let Some(mut v) = *value else { continue };
+            if v == NON_FINITE {
+                v = f64::NAN;
+            }
+            if !v.is_finite() {
+                batch.non_finite += 1;
+            }
+            let tag = match self.names.get(name.as_ref()) {
+                Some(t) => t.clone(),
+                None => {
+                    let t: Arc<str> = Arc::from(name.as_ref());
+                    self.names.insert(t.clone());
+                    t
                 }
+            };
+            batch.points.push(Point {
+                tag,
+                step: record.step,
+                epoch: Some(record.epoch),
+                value: v,
+            });
+        }
+    }
+}
+
+/// What `NaN`, `Infinity` and `-Infinity` are read as: a number no metric
+/// is (the largest finite double), turned back into NaN.
+const NON_FINITE: f64 = f64::MAX;
+
+/// `bytes` with every `NaN`, `Infinity` and `-Infinity` outside a string
+/// replaced by [`NON_FINITE`].
+fn mark_non_finite(bytes: &[u8]) -> Vec<u8> {
+    let mark = format!("{NON_FINITE:e}");
+    let mut out = Vec::with_capacity(bytes.len() + 32);
+    let (mut i, mut in_string) = (0, false);
+    while i < bytes.len() {
+        let b = bytes[i];
+        if in_string {
+            out.push(b);
+            match b {
+                b'\\' if i + 1 < bytes.len() => {
+                    out.push(bytes[i + 1]);
+                    i += 1;
+                }
+                b'"' => in_string = false,
+                _ => {}
+            }
+            i += 1;
+            continue;
+        }
+        let token = [&b"-Infinity"[..], b"Infinity", b"NaN"]
+            .into_iter()
+            .find(|t| bytes[i..].starts_with(t));
+        match (b, token) {
+            (b'"', _) => {
+                in_string = true;
+                out.push(b);
+                i += 1;
+            }
+            (_, Some(t)) => {
+                out.extend_from_slice(mark.as_bytes());
+                i += t.len();
+            }
+            _ => {
+                out.push(b);
+                i += 1;
             }
         }
     }
+    out
 }
 
 fn non_finite(bytes: &[u8]) -> bool {
@@ -313,11 +371,17 @@ mod tests {
         std::fs::write(&path, MIXED).unwrap();
         let mut r = JsonlReader::new();
         let b = r.read_new(&path, true).unwrap();
+        let v = values(&b);
+        assert_eq!(v.len(), 4);
         assert_eq!(
-            values(&b),
+            [v[0], v[1], v[3]],
             [(Some(1), None, 0.5), (Some(2), None, 0.3), (Some(4), Some(40), 0.4)]
         );
-        assert_eq!((b.lines, b.skipped), (3, 3));
+        assert!(
+            v[2].2.is_nan() && v[2].0 == Some(3),
+            "a NaN line is read, its value marked"
+        );
+        assert_eq!((b.lines, b.skipped, b.non_finite), (4, 2, 1));
         let mut f = std::fs::OpenOptions::new().append(true).open(&path).unwrap();
         std::io::Write::write_all(&mut f, b"ics\": {\"val_loss\": 0.2}}\n").unwrap();
         let b = r.read_new(&path, true).unwrap();
@@ -331,18 +395,17 @@ mod tests {
         let path = dir.path().join("metrics.jsonl");
         std::fs::write(&path, MIXED).unwrap();
         let b = JsonlReader::new().read_new(&path, false).unwrap();
-        assert_eq!((b.lines, b.skipped), (3, 4));
+        assert_eq!((b.lines, b.skipped), (4, 3));
         let described: Vec<(u64, &str)> = b.bad.iter().map(|b| (b.line, b.reason.as_str())).collect();
         assert_eq!(
             described,
             [
                 (2, "not JSON"),
-                (4, "NaN or Infinity, which JSON has no number for"),
                 (7, "missing field `epoch`"),
                 (8, "truncated last line (the job was killed mid-write)"),
             ]
         );
-        assert_eq!(b.bad[3].text, "{\"epoch\": 5, \"metr");
+        assert_eq!(b.bad[2].text, "{\"epoch\": 5, \"metr");
     }
 
     #[test]
@@ -360,5 +423,16 @@ mod tests {
             .read_new(Path::new("/nonexistent/metrics.jsonl"), false)
             .unwrap();
         assert_eq!(b, Batch::default());
+    }
+
+    #[test]
+    fn nan_and_infinity_are_marked_outside_strings_only() {
+        let line =
+            br#"{"epoch": 2, "metrics": {"a": NaN, "b": -Infinity, "c": Infinity, "note\"NaN": "NaN", "d": 1.5}}"#;
+        let marked = String::from_utf8(mark_non_finite(line)).unwrap();
+        assert_eq!(marked.matches("1.7976931348623157e308").count(), 3, "{marked}");
+        assert!(marked.contains(r#""note\"NaN": "NaN""#), "{marked}");
+        let r: Record = serde_json::from_str(&marked).unwrap();
+        assert_eq!(r.metrics.get("d"), Some(1.5));
     }
 }

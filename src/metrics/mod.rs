@@ -206,10 +206,16 @@ pub struct JobMetrics {
     pub steps: BTreeMap<String, Vec<(u64, f64)>>,
     /// The x of `epochs` is the step: the source logged no epochs.
     pub by_step: bool,
+    /// Per metric, the epochs at which its (last) value was NaN or
+    /// infinite: left out of `epochs`, kept for pruning (a diverged trial
+    /// is the worst there is).
+    pub diverged: BTreeMap<String, Vec<u64>>,
     /// Well-formed records (lines, rows, events) read.
     pub records: u64,
-    /// Records skipped: malformed, truncated, corrupt, not finite.
+    /// Records skipped: malformed, truncated, corrupt.
     pub skipped: u64,
+    /// Values that were NaN or infinite (left out of `epochs`).
+    pub non_finite: u64,
     /// Skipped `metrics.jsonl` lines, described (the first few).
     pub bad: Vec<BadLine>,
 }
@@ -259,6 +265,9 @@ pub struct Best {
     pub metric: String,
     pub value: f64,
     pub epoch: Option<u64>,
+    /// Where it was, for a job that logged steps but no epochs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<u64>,
     /// `result.json` (the trainer's own verdict), or the metrics source.
     pub source: String,
 }
@@ -300,16 +309,23 @@ pub fn judged(job_dir: &Path, spec: &MetricsSpec, train: Option<&serde_json::Val
             metric: m.metric.clone(),
             value,
             epoch: best.epoch,
+            step: None,
             source: "result.json".into(),
         })
     });
     let best = from_result.or_else(|| {
         let m = monitor.as_ref()?;
-        let (value, epoch) = metrics.best(m)?;
+        let (value, x) = metrics.best(m)?;
+        let (epoch, step) = if metrics.by_step {
+            (None, Some(x))
+        } else {
+            (Some(x), None)
+        };
         Some(Best {
             metric: m.metric.clone(),
             value,
-            epoch: Some(epoch),
+            epoch,
+            step,
             source: metrics.source.map(|s| s.as_str()).unwrap_or_default().to_string(),
         })
     });
@@ -326,28 +342,40 @@ pub fn read(job_dir: &Path, choice: SourceChoice, live: bool) -> JobMetrics {
 
 /// How often a live job's directory is searched again for new files.
 const RESCAN_EVERY: Duration = Duration::from_secs(5);
-/// How deep, and how many entries, a search of a job directory goes.
+/// For this long after the first look, a job with no metrics yet is
+/// searched at every poll (its logger may create its file any moment).
+const EAGER_FOR: Duration = Duration::from_secs(30);
+/// How deep, and how many directories, a search of a job directory goes.
 const MAX_DEPTH: usize = 6;
-const MAX_ENTRIES: usize = 20_000;
+const MAX_DIRS: usize = 2_000;
+/// And how many entries it looks at in all: a flat directory of a million
+/// files is not read in full at every poll.
+const MAX_ENTRIES: usize = 50_000;
+/// Where loggers put their files: searched first.
+const LOG_DIRS: [&str; 5] = ["lightning_logs", "logs", "runs", "tb_logs", "tensorboard"];
 
 /// A job's metrics, read as they grow.
 pub struct Reader {
     dir: PathBuf,
     choice: SourceChoice,
+    first_look: Option<Instant>,
     scanned: Option<Instant>,
     found: BTreeMap<Source, Vec<PathBuf>>,
-    active: Option<Source>,
-    files: Vec<FileState>,
-    records: u64,
-    skipped: u64,
-    bad: Vec<BadLine>,
+    /// The sources read so far, with their files, by precedence.
+    sources: BTreeMap<Source, Vec<FileState>>,
+    /// What `metrics()` gave last, until more is read.
+    cache: std::cell::RefCell<Option<JobMetrics>>,
 }
 
-/// One file of the active source and what was read of it.
+/// One file of a source and what was read of it.
 struct FileState {
     path: PathBuf,
     reader: FileReader,
     points: Vec<Point>,
+    records: u64,
+    skipped: u64,
+    non_finite: u64,
+    bad: Vec<BadLine>,
 }
 
 enum FileReader {
@@ -362,94 +390,100 @@ impl Reader {
         Reader {
             dir: job_dir.to_path_buf(),
             choice,
+            first_look: None,
             scanned: None,
             found: BTreeMap::new(),
-            active: None,
-            files: Vec::new(),
-            records: 0,
-            skipped: 0,
-            bad: Vec::new(),
+            sources: BTreeMap::new(),
+            cache: std::cell::RefCell::new(None),
         }
     }
 
     /// Reads what was written since the last poll. Errors reading a file
     /// (it vanished, it is unreadable) count as nothing new.
     pub fn poll(&mut self, live: bool) {
-        // Until the job has written any metrics, look for files at every
-        // poll; then now and then (a new attempt's event file, say).
-        let nothing_yet = self.files.iter().all(|f| f.points.is_empty());
-        let rescan = !live || nothing_yet || self.scanned.is_none_or(|t| t.elapsed() >= RESCAN_EVERY);
+        let first = *self.first_look.get_or_insert_with(Instant::now);
+        let nothing_yet = self.chosen().is_none();
+        let rescan = !live
+            || self.scanned.is_none_or(|t| t.elapsed() >= RESCAN_EVERY)
+            || (nothing_yet && first.elapsed() < EAGER_FOR);
         if rescan {
             self.found = find(&self.dir);
             self.scanned = Some(Instant::now());
         }
-        let mut want = self.choose();
-        if want == Some(Source::Stdout) || (want.is_none() && self.choice == SourceChoice::Auto) {
-            // stdout only counts if it has metrics lines.
-            want = Some(Source::Stdout);
-        }
-        if want != self.active {
-            self.switch(want);
-        } else if rescan {
-            self.add_new_files();
-        }
-        for f in &mut self.files {
-            let batch = f.reader.read(&f.path, live);
-            let Ok(b) = batch else { continue };
-            if b.restarted {
-                f.points.clear();
+        // Each candidate in turn, until one has metrics: a source found but
+        // empty (a TensorBoard file holding only Lightning's hyperparameter
+        // record) does not hide the next.
+        for source in self.candidates() {
+            let files = self.sources.entry(source).or_default();
+            for path in self.found.get(&source).into_iter().flatten() {
+                if !files.iter().any(|f| &f.path == path) {
+                    files.push(FileState {
+                        path: path.clone(),
+                        reader: FileReader::new(source),
+                        points: Vec::new(),
+                        records: 0,
+                        skipped: 0,
+                        non_finite: 0,
+                        bad: Vec::new(),
+                    });
+                }
             }
-            self.records += b.records;
-            self.skipped += b.skipped;
-            if self.bad.len() < jsonl::BAD_EXAMPLES {
-                self.bad.extend(b.bad);
-                self.bad.truncate(jsonl::BAD_EXAMPLES);
+            files.sort_by_cached_key(|f| file_order(&self.dir, &f.path));
+            let mut changed = false;
+            for f in files.iter_mut() {
+                let Ok(b) = f.reader.read(&f.path, live) else { continue };
+                if b.restarted {
+                    f.points.clear();
+                    (f.records, f.skipped, f.non_finite) = (0, 0, 0);
+                    f.bad.clear();
+                    changed = true;
+                }
+                changed |= !b.points.is_empty() || b.skipped > 0;
+                f.records += b.records;
+                f.skipped += b.skipped;
+                f.non_finite += b.non_finite;
+                if f.bad.len() < jsonl::BAD_EXAMPLES {
+                    f.bad.extend(b.bad);
+                    f.bad.truncate(jsonl::BAD_EXAMPLES);
+                }
+                f.points.reserve(b.points.len());
+                f.points.extend(b.points);
             }
-            f.points.reserve(b.points.len());
-            f.points.extend(b.points);
+            if changed {
+                self.cache.replace(None);
+            }
+            if has_metric(files) {
+                break;
+            }
         }
     }
 
-    /// The source to read: the one asked for, or the first found.
-    fn choose(&self) -> Option<Source> {
+    /// The sources to read, in order: the one asked for, or those found by
+    /// precedence, stdout last.
+    fn candidates(&self) -> Vec<Source> {
         match self.choice.only() {
-            Some(s) => Some(s),
+            Some(s) => vec![s],
             None => Source::ALL
                 .into_iter()
-                .filter(|s| *s != Source::Stdout)
-                .find(|s| self.found.get(s).is_some_and(|f| !f.is_empty())),
+                .filter(|s| *s == Source::Stdout || self.found.get(s).is_some_and(|f| !f.is_empty()))
+                .collect(),
         }
     }
 
-    fn switch(&mut self, to: Option<Source>) {
-        self.active = to;
-        self.files.clear();
-        self.records = 0;
-        self.skipped = 0;
-        self.bad.clear();
-        self.add_new_files();
-    }
-
-    fn add_new_files(&mut self) {
-        let Some(source) = self.active else { return };
-        for path in self.found.get(&source).into_iter().flatten() {
-            if !self.files.iter().any(|f| &f.path == path) {
-                self.files.push(FileState {
-                    path: path.clone(),
-                    reader: FileReader::new(source),
-                    points: Vec::new(),
-                });
-            }
-        }
-        let dir = self.dir.clone();
-        self.files.sort_by_key(|f| file_order(&dir, &f.path));
+    /// The source the metrics come from: the first read that has any.
+    fn chosen(&self) -> Option<Source> {
+        self.sources
+            .iter()
+            .find(|(_, files)| has_metric(files))
+            .map(|(s, _)| *s)
     }
 
     /// Bytes consumed so far, over all the files read: what a poll reads
     /// is what this grew by.
     pub fn consumed(&self) -> u64 {
-        self.files
-            .iter()
+        self.sources
+            .values()
+            .flatten()
             .map(|f| match &f.reader {
                 FileReader::Jsonl(r) => r.offset(),
                 FileReader::Tensorboard(r) => r.offset(),
@@ -461,43 +495,62 @@ impl Reader {
 
     /// The model of what was read so far.
     pub fn metrics(&self) -> JobMetrics {
-        let mut m = JobMetrics {
-            records: self.records,
-            skipped: self.skipped,
-            bad: self.bad.clone(),
-            ..JobMetrics::default()
-        };
-        let any = self.files.iter().any(|f| !f.points.is_empty());
-        // stdout without a single metrics line is no source at all.
-        if self.active.is_some() && (any || self.active != Some(Source::Stdout)) {
-            m.source = self.active;
-            m.files = self
-                .files
-                .iter()
-                .map(|f| f.path.strip_prefix(&self.dir).unwrap_or(&f.path).display().to_string())
-                .collect();
+        if let Some(m) = self.cache.borrow().as_ref() {
+            return m.clone();
         }
+        let m = self.derive();
+        self.cache.replace(Some(m.clone()));
+        m
+    }
+
+    fn derive(&self) -> JobMetrics {
+        let mut m = JobMetrics::default();
+        let Some(source) = self.chosen() else {
+            m.unused = self
+                .found
+                .iter()
+                .filter(|(s, f)| **s != Source::Stdout && !f.is_empty())
+                .map(|(s, _)| *s)
+                .collect();
+            return m;
+        };
+        let files = &self.sources[&source];
+        m.source = Some(source);
+        m.files = files
+            .iter()
+            .map(|f| f.path.strip_prefix(&self.dir).unwrap_or(&f.path).display().to_string())
+            .collect();
         m.unused = self
             .found
             .iter()
-            .filter(|(s, f)| Some(**s) != m.source && **s != Source::Stdout && !f.is_empty())
+            .filter(|(s, f)| **s != source && **s != Source::Stdout && !f.is_empty())
             .map(|(s, _)| *s)
             .collect();
-        if m.source.is_none() {
-            return m;
-        }
+        m.records = files.iter().map(|f| f.records).sum();
+        m.skipped = files.iter().map(|f| f.skipped).sum();
+        m.non_finite = files.iter().map(|f| f.non_finite).sum();
+        m.bad = files
+            .iter()
+            .flat_map(|f| f.bad.iter().cloned())
+            .take(jsonl::BAD_EXAMPLES)
+            .collect();
         let mut series = Series::default();
-        for f in &self.files {
-            series.add_file(&f.points, m.source == Some(Source::Tensorboard));
+        for f in files {
+            series.add_file(&f.points);
         }
         series.finish(&mut m);
-        if m.epochs.is_empty() && m.steps.is_empty() {
-            // Files with no metric in them (a logger that only wrote its
-            // hyperparameters) are no metrics.
-            m.source = None;
-        }
         m
     }
+}
+
+/// Whether a source's files hold a value of any metric (not only the
+/// epoch scalar or Lightning's `hp_metric`).
+fn has_metric(files: &[FileState]) -> bool {
+    files.iter().any(|f| {
+        f.points
+            .iter()
+            .any(|p| !matches!(&*p.tag, "epoch" | "step" | "hp_metric"))
+    })
 }
 
 impl FileReader {
@@ -517,7 +570,8 @@ impl FileReader {
                 Read {
                     points: b.points,
                     records: b.lines,
-                    skipped: b.skipped + b.non_finite,
+                    skipped: b.skipped,
+                    non_finite: b.non_finite,
                     bad: b.bad,
                     restarted: b.restarted,
                 }
@@ -527,7 +581,8 @@ impl FileReader {
                 Read {
                     points: b.scalars.into_iter().map(Point::from).collect(),
                     records: b.records,
-                    skipped: b.skipped + b.non_finite,
+                    skipped: b.skipped,
+                    non_finite: b.non_finite,
                     bad: Vec::new(),
                     restarted: b.restarted,
                 }
@@ -537,7 +592,8 @@ impl FileReader {
                 Read {
                     points: b.points,
                     records: b.rows,
-                    skipped: b.skipped + b.non_finite,
+                    skipped: b.skipped,
+                    non_finite: b.non_finite,
                     bad: Vec::new(),
                     restarted: b.restarted,
                 }
@@ -547,7 +603,8 @@ impl FileReader {
                 Read {
                     points: b.points,
                     records: b.lines,
-                    skipped: b.non_finite,
+                    skipped: 0,
+                    non_finite: b.non_finite,
                     bad: Vec::new(),
                     restarted: b.restarted,
                 }
@@ -563,21 +620,50 @@ struct Read {
     skipped: u64,
     bad: Vec<BadLine>,
     restarted: bool,
+    non_finite: u64,
 }
 
 /// Files in the order their points are merged (later ones win): earlier
-/// attempts' output before the current one's, then by path (Lightning's
-/// `version_0` before `version_1`).
-fn file_order(dir: &Path, path: &Path) -> (u8, u64, PathBuf) {
+/// attempts' output before the current one's, then by path with numbers
+/// compared as numbers (Lightning's `version_9` before `version_10`).
+fn file_order(dir: &Path, path: &Path) -> (u8, u64, Vec<Part>) {
     let rel = path.strip_prefix(dir).unwrap_or(path);
+    let text = rel.to_string_lossy();
     let mut parts = rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned());
-    match (parts.next().as_deref(), parts.next()) {
-        (Some("attempts"), Some(n)) => (0, n.parse().unwrap_or(u64::MAX), rel.to_path_buf()),
-        _ => (1, 0, rel.to_path_buf()),
-    }
+    let (tier, attempt) = match (parts.next().as_deref(), parts.next()) {
+        (Some("attempts"), Some(n)) => (0, n.parse().unwrap_or(u64::MAX)),
+        _ => (1, 0),
+    };
+    (tier, attempt, natural(&text))
 }
 
-/// The metric files of each kind in a job directory.
+/// A piece of a name: text, or a number compared as one.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Part {
+    Text(String),
+    Number(u64),
+}
+
+fn natural(text: &str) -> Vec<Part> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        if digits > 0 {
+            out.push(Part::Number(rest[..digits].parse().unwrap_or(u64::MAX)));
+            rest = &rest[digits..];
+        } else {
+            let text_end = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+            out.push(Part::Text(rest[..text_end].to_string()));
+            rest = &rest[text_end..];
+        }
+    }
+    out
+}
+
+/// The metric files of each kind in a job directory: breadth first, where
+/// loggers write first, within a bound on directories (a job that unpacks
+/// a dataset into its output does not hide its logs).
 fn find(dir: &Path) -> BTreeMap<Source, Vec<PathBuf>> {
     let mut found: BTreeMap<Source, Vec<PathBuf>> = BTreeMap::new();
     let mut add = |s: Source, p: PathBuf| found.entry(s).or_default().push(p);
@@ -596,15 +682,17 @@ fn find(dir: &Path) -> BTreeMap<Source, Vec<PathBuf>> {
     if dir.join("stdout.log").is_file() {
         add(Source::Stdout, dir.join("stdout.log"));
     }
-    let mut seen = 0;
-    let mut stack = vec![(dir.to_path_buf(), 0usize)];
-    while let Some((d, depth)) = stack.pop() {
+    let mut queue = std::collections::VecDeque::from([(dir.to_path_buf(), 0usize)]);
+    let (mut dirs, mut seen) = (0, 0);
+    while let Some((d, depth)) = queue.pop_front() {
+        dirs += 1;
+        if dirs > MAX_DIRS || seen >= MAX_ENTRIES {
+            break;
+        }
         let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.flatten() {
+        let mut subdirs = Vec::new();
+        for e in entries.flatten().take(MAX_ENTRIES - seen) {
             seen += 1;
-            if seen > MAX_ENTRIES {
-                return found;
-            }
             let name = e.file_name();
             let name = name.to_string_lossy();
             let Ok(kind) = e.file_type() else { continue };
@@ -612,7 +700,7 @@ fn find(dir: &Path) -> BTreeMap<Source, Vec<PathBuf>> {
                 // tb's own: archived logs and checkpoints hold no metrics files.
                 let skip = depth == 0 && matches!(name.as_ref(), "attempts" | "checkpoints");
                 if !skip && depth + 1 < MAX_DEPTH {
-                    stack.push((e.path(), depth + 1));
+                    subdirs.push((!LOG_DIRS.contains(&name.as_ref()), e.path()));
                 }
             } else if name.starts_with("events.out.tfevents.") {
                 add(Source::Tensorboard, e.path());
@@ -620,12 +708,14 @@ fn find(dir: &Path) -> BTreeMap<Source, Vec<PathBuf>> {
                 add(Source::Csv, e.path());
             }
         }
+        subdirs.sort();
+        queue.extend(subdirs.into_iter().map(|(_, p)| (p, depth + 1)));
     }
     found
 }
 
-/// Points turned into series: suffixes read, TensorBoard steps placed on
-/// epochs, the last value of each epoch kept.
+/// Points turned into series: suffixes read, steps placed on epochs, the
+/// last value of each epoch kept.
 #[derive(Default)]
 struct Series {
     /// Interned names, and per name its epoch and step values as they come.
@@ -674,23 +764,23 @@ impl Series {
         }
     }
 
-    /// The points of one file, in its order. In a TensorBoard file the
-    /// epoch of a point is that of the `epoch` scalar at its step (Lightning
-    /// logs one with every call), else of the latest before it.
-    fn add_file(&mut self, points: &[Point], tensorboard: bool) {
+    /// The points of one file, in its order. A point without an epoch but
+    /// with a step (a TensorBoard scalar; a CSV row of LearningRateMonitor)
+    /// takes the epoch of that step, from the `epoch` scalars Lightning
+    /// logs and the points that carry both; a file with no epochs at all is
+    /// drawn against its steps.
+    fn add_file(&mut self, points: &[Point]) {
         let mut epoch_at: Vec<(u64, u64)> = Vec::new();
-        if tensorboard {
-            for p in points {
-                if &*p.tag == "epoch"
-                    && let Some(step) = p.step
-                    && p.value >= 0.0
-                {
-                    epoch_at.push((step, p.value as u64));
-                }
+        for p in points {
+            let Some(step) = p.step else { continue };
+            match (&*p.tag, p.epoch) {
+                ("epoch", _) if p.value >= 0.0 => epoch_at.push((step, p.value as u64)),
+                (_, Some(e)) => epoch_at.push((step, e)),
+                _ => {}
             }
-            if !epoch_at.is_sorted() {
-                epoch_at.sort_unstable();
-            }
+        }
+        if !epoch_at.is_sorted() {
+            epoch_at.sort_unstable();
         }
         // Points come tag after tag and step after step: the kind of the
         // last tag, and where the last step fell among the epochs, are
@@ -709,24 +799,26 @@ impl Series {
             if matches!(kind, Kind::EpochMarker | Kind::Ignored) {
                 continue;
             }
-            let epoch = match (p.epoch, tensorboard, p.step) {
-                (Some(e), _, _) => Some(e),
-                (None, true, Some(step)) if !epoch_at.is_empty() => {
-                    // The last epoch scalar at or before this step.
-                    if cursor > 0 && epoch_at[cursor - 1].0 > step {
-                        cursor = epoch_at.partition_point(|&(s, _)| s <= step);
+            let epoch = match (p.epoch, p.step) {
+                (Some(e), _) => Some(e),
+                (None, Some(step)) if !epoch_at.is_empty() => {
+                    // Lightning logs an epoch's end at the step of its last
+                    // batch: a step belongs to the first epoch that ends at
+                    // or after it, or, past them all, to the last known.
+                    if cursor > 0 && epoch_at[cursor - 1].0 >= step {
+                        cursor = epoch_at.partition_point(|&(s, _)| s < step);
                     }
-                    while cursor < epoch_at.len() && epoch_at[cursor].0 <= step {
+                    while cursor < epoch_at.len() && epoch_at[cursor].0 < step {
                         cursor += 1;
                     }
-                    Some(epoch_at[cursor.saturating_sub(1)].1)
+                    Some(epoch_at[cursor.min(epoch_at.len() - 1)].1)
                 }
                 _ => None,
             };
             match kind {
                 Kind::EpochMarker | Kind::Ignored => {}
                 Kind::Step(i) => {
-                    if let Some(step) = p.step {
+                    if let Some(step) = p.step.filter(|_| p.value.is_finite()) {
                         push_last(&mut self.steps[i], step, p.value);
                     }
                 }
@@ -753,6 +845,17 @@ impl Series {
         for ((name, mut epochs), steps) in self.names.into_iter().zip(self.epochs).zip(self.steps) {
             if !epochs.is_empty() {
                 sort_last(&mut epochs);
+                if epochs.iter().any(|p| !p.1.is_finite()) {
+                    let xs: Vec<u64> = epochs.iter().filter(|p| !p.1.is_finite()).map(|p| p.0).collect();
+                    epochs.retain(|p| p.1.is_finite());
+                    m.diverged.insert(name.clone(), xs);
+                }
+            }
+            if !epochs.is_empty() {
+                // Against steps, a curve may have a point per step: thinned.
+                if m.by_step {
+                    epochs = thin(epochs);
+                }
                 m.epochs.insert(name.clone(), epochs);
             }
             if !steps.is_empty() {
@@ -926,6 +1029,77 @@ mod tests {
             "val_loss",
             "a trainer job is judged by the trainer's default"
         );
+    }
+
+    #[test]
+    fn an_empty_source_does_not_hide_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        // Lightning's hyperparameter record only: a TensorBoard file with
+        // `hp_metric` and nothing else.
+        write(
+            dir.path(),
+            "lightning_logs/version_0/metrics.csv",
+            "epoch,step,val_loss\n0,4,0.5\n",
+        );
+        write(dir.path(), "stdout.log", "epoch=0 val_loss=0.9\n");
+        let m = read(dir.path(), SourceChoice::Auto, false);
+        assert_eq!(m.source, Some(Source::Csv));
+        write(
+            dir.path(),
+            "lightning_logs/version_0/metrics.csv",
+            "epoch,step,hp_metric\n0,0,-1\n",
+        );
+        let m = read(dir.path(), SourceChoice::Auto, false);
+        assert_eq!(m.source, Some(Source::Stdout), "a file with no metric falls through");
+        assert_eq!(m.unused, [Source::Csv]);
+    }
+
+    #[test]
+    fn step_only_points_take_the_epoch_of_their_step_and_versions_sort_as_numbers() {
+        let dir = tempfile::tempdir().unwrap();
+        // LearningRateMonitor rows carry a step and no epoch; the rows with
+        // both say which epoch each step belongs to.
+        write(
+            dir.path(),
+            "lightning_logs/version_10/metrics.csv",
+            "epoch,step,lr,val_loss\n,20,0.1,\n2,29,,0.2\n,30,0.05,\n3,39,,0.1\n",
+        );
+        write(
+            dir.path(),
+            "lightning_logs/version_9/metrics.csv",
+            "epoch,step,lr,val_loss\n,0,0.3,\n0,9,,0.6\n,10,0.2,\n1,19,,0.4\n",
+        );
+        let m = read(dir.path(), SourceChoice::Auto, false);
+        assert_eq!(
+            m.files,
+            [
+                "lightning_logs/version_9/metrics.csv",
+                "lightning_logs/version_10/metrics.csv"
+            ]
+        );
+        assert!(!m.by_step);
+        assert_eq!(m.epochs["val_loss"], [(0, 0.6), (1, 0.4), (2, 0.2), (3, 0.1)]);
+        assert_eq!(
+            m.epochs["lr"],
+            [(0, 0.3), (1, 0.2), (2, 0.1), (3, 0.05)],
+            "epoch 0 ends at step 9: step 10 is in epoch 1, which ends at 19"
+        );
+    }
+
+    #[test]
+    fn the_search_prefers_log_directories_over_a_deep_dataset() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..(MAX_DIRS + 10) {
+            std::fs::create_dir_all(dir.path().join(format!("data/d{i}"))).unwrap();
+        }
+        write(
+            dir.path(),
+            "zz/lightning_logs/version_0/metrics.csv",
+            "epoch,step,val_loss\n0,1,0.5\n",
+        );
+        write(dir.path(), "tb_logs/x/metrics.csv", "epoch,step,val_loss\n0,1,0.25\n");
+        let found = find(dir.path());
+        assert_eq!(found[&Source::Csv], [dir.path().join("tb_logs/x/metrics.csv")]);
     }
 
     #[test]

@@ -191,9 +191,9 @@ impl StdoutReader {
         };
         batch.lines += 1;
         for (name, value) in pairs {
+            // Counted, and passed on: a diverged value is news for pruning.
             if !value.is_finite() {
                 batch.non_finite += 1;
-                continue;
             }
             let tag = match self.names.get(name) {
                 Some(tag) => tag.clone(),

@@ -240,9 +240,9 @@ impl TfEventsReader {
         };
         for &(from, to, value) in &values {
             let number = f64::from(value);
+            // Counted, and passed on: a diverged value is news for pruning.
             if !number.is_finite() {
                 batch.non_finite += 1;
-                continue;
             }
             let name = self.tag(&data[from..to]).name.clone();
             batch.scalars.push(Scalar {
@@ -296,9 +296,9 @@ impl TfEventsReader {
                 }
                 None => continue,
             };
+            // Counted, and passed on: a diverged value is news for pruning.
             if !number.is_finite() {
                 batch.non_finite += 1;
-                continue;
             }
             batch.scalars.push(Scalar {
                 tag: name,
@@ -558,10 +558,14 @@ mod fast {
     }
 
     /// A protobuf varint.
-    fn varint(data: &[u8], at: &mut usize) -> Option<u64> {
+    pub(super) fn varint(data: &[u8], at: &mut usize) -> Option<u64> {
         let mut v = 0u64;
         for shift in (0..70).step_by(7) {
             let b = byte(data, at)?;
+            // The tenth byte holds the 64th bit only: more is not a u64.
+            if shift == 63 && b > 1 {
+                return None;
+            }
             v |= u64::from(b & 0x7f) << shift;
             if b < 0x80 {
                 return Some(v);
@@ -1015,7 +1019,7 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn non_finite_values_are_counted_not_returned() {
+    fn non_finite_values_are_counted_and_returned() {
         let dir = tempfile::tempdir().unwrap();
         let path = write(
             &dir,
@@ -1026,7 +1030,8 @@ pub(crate) mod tests {
             ],
         );
         let b = read_all(&path).unwrap();
-        assert_eq!(tags_and_values(&b), [("a", 2, 1.0)]);
+        let got: Vec<(u64, bool)> = b.scalars.iter().map(|s| (s.step as u64, s.value.is_finite())).collect();
+        assert_eq!(got, [(0, false), (1, false), (2, true)]);
         assert_eq!((b.records, b.non_finite), (3, 2));
     }
 
@@ -1178,7 +1183,8 @@ pub(crate) mod tests {
         // double one.
         assert_eq!(series(&b, "lr"), [(49, 0.5)]);
         assert_eq!(series(&b, "lr_double"), [(49, 0.1)]);
-        assert_eq!(b.scalars.len(), 17, "no text, histogram or NaN");
+        assert_eq!(b.scalars.len(), 18, "no text or histogram; the NaN counted and kept");
+        assert_eq!(b.scalars.iter().filter(|s| s.value.is_nan()).count(), 1);
         assert!(b.scalars.iter().all(|s| s.wall_time > 1.7e9));
     }
 
@@ -1225,7 +1231,13 @@ pub(crate) mod tests {
                 "cut at {cut}"
             );
             first.scalars.extend(second.scalars);
-            assert_eq!(first.scalars, all, "cut at {cut}");
+            // NaN is not equal to itself: compared by its bits.
+            let bits = |v: &[Scalar]| {
+                v.iter()
+                    .map(|s| (s.tag.clone(), s.step, s.value.to_bits()))
+                    .collect::<Vec<_>>()
+            };
+            assert_eq!(bits(&first.scalars), bits(&all), "cut at {cut}");
         }
     }
 
@@ -1279,5 +1291,14 @@ pub(crate) mod tests {
         for n in 0..data.len() {
             assert_eq!(crc32c(&data[..n]), crc32c::crc32c(&data[..n]), "length {n}");
         }
+    }
+
+    #[test]
+    fn a_varint_past_64_bits_is_refused() {
+        let max = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01];
+        assert_eq!(fast::varint(&max, &mut 0), Some(u64::MAX));
+        let over = [0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02];
+        assert_eq!(fast::varint(&over, &mut 0), None);
+        assert_eq!(fast::varint(&[0x96, 0x01], &mut 0), Some(150));
     }
 }

@@ -132,7 +132,10 @@ pub type Line<'a> = (&'a str, &'a [(u64, f64)], Ink);
 /// Every job's curve of one metric on one chart (`lines` best first); the
 /// coloured ones are named in the legend, the grey ones counted.
 pub fn overlay(title: &str, x: &str, lines: &[Line<'_>]) -> anyhow::Result<Option<String>> {
-    let values = lines.iter().flat_map(|(_, s, _)| s.iter().map(|p| p.1)).filter(|v| v.is_finite());
+    let values = lines
+        .iter()
+        .flat_map(|(_, s, _)| s.iter().map(|p| p.1))
+        .filter(|v| v.is_finite());
     let (lo, hi) = values.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), v| (lo.min(v), hi.max(v)));
     if lo > hi {
         return Ok(None);
@@ -192,7 +195,11 @@ pub fn overlay(title: &str, x: &str, lines: &[Line<'_>]) -> anyhow::Result<Optio
                     let width = if bold { 4 } else { 2 };
                     chart
                         .draw_series(LineSeries::new(points, color.stroke_width(width)))?
-                        .label(if bold { format!("{name} (best)") } else { name.to_string() })
+                        .label(if bold {
+                            format!("{name} (best)")
+                        } else {
+                            name.to_string()
+                        })
                         .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], color.stroke_width(width)));
                 }
             }
@@ -251,7 +258,8 @@ pub fn levels(key: &str, metric: &str, levels: &[(String, f64, Option<f64>)]) ->
         .map(|(_, m, s)| m - s.unwrap_or(0.0))
         .fold(f64::INFINITY, f64::min);
     let span = if top > bottom { top - bottom } else { top.abs().max(1.0) };
-    let (lo, hi) = (bottom.min(0.0) - span * 0.02, top + span * 0.2);
+    // Bars start at 0: the range holds it whatever the signs.
+    let (lo, hi) = (bottom.min(0.0) - span * 0.02, top.max(0.0) + span * 0.2);
     let longest = levels.iter().map(|l| l.0.chars().count()).max().unwrap_or(4).min(24);
     let mut svg = String::new();
     {
@@ -279,7 +287,10 @@ pub fn levels(key: &str, metric: &str, levels: &[(String, f64, Option<f64>)]) ->
         chart.draw_series(levels.iter().enumerate().map(|(rank, (_, mean, _))| {
             let i = n - 1 - rank as i32;
             let mut bar = Rectangle::new(
-                [(0.0f64.max(lo), SegmentValue::Exact(i)), (*mean, SegmentValue::Exact(i + 1))],
+                [
+                    (0.0f64.max(lo), SegmentValue::Exact(i)),
+                    (*mean, SegmentValue::Exact(i + 1)),
+                ],
                 BAR.mix(0.75).filled(),
             );
             bar.set_margin(4, 4, 0, 0);
@@ -289,7 +300,10 @@ pub fn levels(key: &str, metric: &str, levels: &[(String, f64, Option<f64>)]) ->
             if let Some(s) = std {
                 let i = n - 1 - rank as i32;
                 chart.draw_series(std::iter::once(PathElement::new(
-                    vec![(mean - s, SegmentValue::CenterOf(i)), (mean + s, SegmentValue::CenterOf(i))],
+                    vec![
+                        (mean - s, SegmentValue::CenterOf(i)),
+                        (mean + s, SegmentValue::CenterOf(i)),
+                    ],
                     BLACK.stroke_width(2),
                 )))?;
             }
@@ -407,9 +421,13 @@ mod tests {
         let svg = overlay("val_loss", "epoch", &lines).unwrap().unwrap();
         assert!(svg.contains("best_job (best)") && svg.contains("second"));
         assert!(svg.contains("2 others") && !svg.contains("third"));
-        let svg = levels("train.lr", "val_loss", &[("0.01".into(), 0.2, Some(0.01)), ("0.1".into(), 0.5, None)])
-            .unwrap()
-            .unwrap();
+        let svg = levels(
+            "train.lr",
+            "val_loss",
+            &[("0.01".into(), 0.2, Some(0.01)), ("0.1".into(), 0.5, None)],
+        )
+        .unwrap()
+        .unwrap();
         assert!(svg.contains("val_loss by train.lr") && svg.contains("0.2000 ± 0.0100"));
     }
 

@@ -11,7 +11,16 @@ use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 
 /// Keys of `job.json` that say what a job is (not where it ran or who it is).
-const JOB_KEYS: [&str; 8] = ["image", "gpus", "cpus", "memory", "shm_size", "time_limit", "network", "code"];
+const JOB_KEYS: [&str; 8] = [
+    "image",
+    "gpus",
+    "cpus",
+    "memory",
+    "shm_size",
+    "time_limit",
+    "network",
+    "code",
+];
 
 /// A job's configuration as flat keys, from its `job.json`: the job keys
 /// above, `command` (without the options `args` appended), `mounts`,
@@ -87,21 +96,25 @@ pub struct Columns {
 }
 
 /// A key tells jobs apart when two jobs have different values of it, or
-/// when it is a job key (`image`, `command`, …) that only some jobs set.
-/// A `train.*`, `args.*` or `env.*` key that only some jobs have, with one
-/// value, is a common setting of those jobs.
+/// when only some jobs have it — except a `train.*` key that every job
+/// with a `train` table has, with one value: a common setting of the
+/// trainer jobs (the others are not trainer jobs).
 pub fn columns(configs: &[&BTreeMap<String, Value>], swept: &[String]) -> Columns {
     let mut all: Vec<&String> = configs.iter().flat_map(|c| c.keys()).collect();
     all.sort();
     all.dedup();
+    let trainers = configs
+        .iter()
+        .filter(|c| c.keys().any(|k| k.starts_with("train.")))
+        .count();
     let mut differing = Vec::new();
     let mut out = Columns::default();
     for k in all {
         let present: Vec<&Value> = configs.iter().filter_map(|c| c.get(k)).collect();
         let one_value = present.windows(2).all(|w| w[0] == w[1]);
-        let nested = ["train.", "args.", "env."].iter().any(|p| k.starts_with(p));
         let everywhere = present.len() == configs.len();
-        if configs.len() > 1 && (!one_value || (!everywhere && !nested)) {
+        let in_every_trainer = k.starts_with("train.") && present.len() == trainers;
+        if configs.len() > 1 && (!one_value || (!everywhere && !in_every_trainer)) {
             differing.push(k.clone());
         } else if let Some(v) = present.first() {
             out.common.insert(k.clone(), (*v).clone());
@@ -136,7 +149,9 @@ pub fn is_test(name: &str) -> bool {
 
 /// A validation metric's name.
 pub fn is_validation(name: &str) -> bool {
-    ["val_", "val/", "valid_", "validation_"].iter().any(|p| name.starts_with(p))
+    ["val_", "val/", "valid_", "validation_"]
+        .iter()
+        .any(|p| name.starts_with(p))
 }
 
 /// Most test columns the tables show (report.json has them all).
@@ -196,14 +211,21 @@ pub fn sig4(v: f64) -> String {
 #[derive(Debug, Clone, Serialize)]
 pub struct Factor {
     pub key: String,
-    /// Best level first.
+    /// Best level first; a numeric key with many values (a random search)
+    /// is binned into ranges of about equally many jobs, in value order.
     pub levels: Vec<Level>,
     /// Between the best and the worst level's mean.
     pub spread: Option<f64>,
+    /// The share of the variance of the jobs' best values that lies
+    /// between the levels, corrected for chance (ω², 0 to 1): how much of
+    /// the differences this key explains. Factors are sorted by it.
+    pub explained: Option<f64>,
+    /// Whether the levels are ranges of values.
+    pub binned: bool,
 }
 
-/// One value of a swept key, and the best monitored values of the jobs
-/// that had it.
+/// One value of a swept key (or a range of them), and the best monitored
+/// values of the jobs that had it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Level {
     pub value: Value,
@@ -223,63 +245,161 @@ pub fn level_mean(l: &Level) -> String {
     }
 }
 
+/// More distinct numeric values than this and a key's levels are ranges.
+const MAX_LEVELS: usize = 8;
+/// How many ranges a binned key gets.
+const BINS: usize = 5;
+
 /// For each swept key with more than one value (a fold index is not a
 /// choice: it is left out), the mean ± std of the ranked jobs' best values
-/// per value; the keys that matter most first.
+/// per value; the keys that explain most of the differences first.
 pub fn mattered(jobs: &[JobReport], swept: &[String], ranking: Option<&Monitor>) -> Vec<Factor> {
     let Some(m) = ranking else { return Vec::new() };
     let mut factors = Vec::new();
     for key in swept.iter().filter(|k| *k != "train.cv.fold") {
-        let mut by_value: Vec<(Value, Vec<(f64, String)>)> = Vec::new();
-        for j in jobs {
-            let (Some(v), Some(b)) = (j.swept.get(key), &j.best) else { continue };
-            if b.metric != m.metric {
-                continue;
-            }
-            match by_value.iter_mut().find(|(x, _)| x == v) {
-                Some((_, list)) => list.push((b.value, j.name.clone())),
-                None => by_value.push((v.clone(), vec![(b.value, j.name.clone())])),
-            }
-        }
-        if by_value.len() < 2 {
-            continue;
-        }
-        let mut levels: Vec<Level> = by_value
-            .into_iter()
-            .map(|(value, list)| {
-                let values: Vec<f64> = list.iter().map(|(v, _)| *v).collect();
-                let (mean, std) = super::model::mean_std(&values);
-                let best = if m.mode.maximize() {
-                    values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
-                } else {
-                    values.iter().copied().fold(f64::INFINITY, f64::min)
-                };
-                Level {
-                    value,
-                    n: values.len(),
-                    mean: mean.expect("a level has a value"),
-                    std,
-                    best,
-                    jobs: list.into_iter().map(|(_, n)| n).collect(),
-                }
+        // Pruned jobs stopped early: their best is not comparable.
+        let points: Vec<(&Value, f64, &str)> = jobs
+            .iter()
+            .filter(|j| j.status != crate::run::Status::Pruned)
+            .filter_map(|j| {
+                let (v, b) = (j.swept.get(key)?, j.best.as_ref()?);
+                (b.metric == m.metric).then_some((v, b.value, j.name.as_str()))
             })
             .collect();
-        levels.sort_by(|a, b| {
-            if m.mode.maximize() {
-                b.mean.total_cmp(&a.mean)
-            } else {
-                a.mean.total_cmp(&b.mean)
-            }
-        });
-        let spread = Some((levels[0].mean - levels[levels.len() - 1].mean).abs());
+        let (groups, binned) = group_levels(&points);
+        if groups.len() < 2 {
+            continue;
+        }
+        let mut levels: Vec<Level> = groups.into_iter().map(|(value, list)| level(value, &list, m)).collect();
+        if !binned {
+            levels.sort_by(|a, b| {
+                if m.mode.maximize() {
+                    b.mean.total_cmp(&a.mean)
+                } else {
+                    a.mean.total_cmp(&b.mean)
+                }
+            });
+        }
+        let means = levels.iter().map(|l| l.mean);
+        let (lo, hi) = means.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), x| (lo.min(x), hi.max(x)));
         factors.push(Factor {
             key: key.clone(),
+            spread: Some(hi - lo),
+            explained: explained(&levels, &points),
             levels,
-            spread,
+            binned,
         });
     }
-    factors.sort_by(|a, b| b.spread.unwrap_or(0.0).total_cmp(&a.spread.unwrap_or(0.0)));
+    factors.sort_by(|a, b| {
+        let rank = |f: &Factor| (f.explained.unwrap_or(0.0), f.spread.unwrap_or(0.0));
+        let (ra, rb) = (rank(a), rank(b));
+        rb.0.total_cmp(&ra.0).then(rb.1.total_cmp(&ra.1))
+    });
     factors
+}
+
+/// One line on a factor: how much it explains, and how far its levels lie.
+pub fn factor_note(f: &Factor) -> String {
+    let mut parts = Vec::new();
+    if let Some(e) = f.explained {
+        parts.push(format!(
+            "{} explains {:.0}% of the variance between jobs (ω²)",
+            f.key,
+            e * 100.0
+        ));
+    }
+    if let Some(s) = f.spread {
+        parts.push(format!("best and worst level {} apart", super::fmt_value(s)));
+    }
+    if f.binned {
+        let jobs: usize = f.levels.iter().map(|l| l.n).sum();
+        parts.push(format!("{jobs} jobs in {} ranges of its values", f.levels.len()));
+    }
+    parts.join("; ")
+}
+
+type Group<'a> = (Value, Vec<(f64, &'a str)>);
+
+/// The jobs' best values by level: one per distinct value, in the order
+/// first seen; or, for a numeric key with more than `MAX_LEVELS` values,
+/// `BINS` ranges of about equally many jobs, in value order.
+fn group_levels<'a>(points: &[(&Value, f64, &'a str)]) -> (Vec<Group<'a>>, bool) {
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut groups: Vec<Group<'a>> = Vec::new();
+    for (v, best, name) in points {
+        let i = *index.entry(v.to_string()).or_insert_with(|| {
+            groups.push(((*v).clone(), Vec::new()));
+            groups.len() - 1
+        });
+        groups[i].1.push((*best, name));
+    }
+    let numeric = points.iter().all(|(v, _, _)| v.is_number());
+    if groups.len() <= MAX_LEVELS || !numeric {
+        return (groups, false);
+    }
+    let mut sorted: Vec<(f64, f64, &'a str)> = points
+        .iter()
+        .map(|(v, b, n)| (v.as_f64().unwrap_or(f64::NAN), *b, *n))
+        .collect();
+    sorted.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let mut bins: Vec<Group<'a>> = Vec::new();
+    let mut start = 0;
+    for b in 1..=BINS {
+        let mut end = sorted.len() * b / BINS;
+        // Equal values stay in one range.
+        while end < sorted.len() && end > 0 && sorted[end].0 == sorted[end - 1].0 {
+            end += 1;
+        }
+        if end <= start {
+            continue;
+        }
+        let slice = &sorted[start..end];
+        let (a, z) = (slice[0].0, slice[slice.len() - 1].0);
+        let label = if a == z {
+            sig4(a)
+        } else {
+            format!("{} – {}", sig4(a), sig4(z))
+        };
+        bins.push((Value::String(label), slice.iter().map(|(_, b, n)| (*b, *n)).collect()));
+        start = end;
+    }
+    (bins, true)
+}
+
+fn level(value: Value, list: &[(f64, &str)], m: &Monitor) -> Level {
+    let values: Vec<f64> = list.iter().map(|(v, _)| *v).collect();
+    let (mean, std) = super::model::mean_std(&values);
+    let best = if m.mode.maximize() {
+        values.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+    } else {
+        values.iter().copied().fold(f64::INFINITY, f64::min)
+    };
+    Level {
+        value,
+        n: values.len(),
+        mean: mean.expect("a level has a value"),
+        std,
+        best,
+        jobs: list.iter().map(|(_, n)| n.to_string()).collect(),
+    }
+}
+
+/// ω²: the share of the variance that lies between the levels, corrected
+/// for chance (η², the plain share, grows with the number of levels even
+/// when they do not matter: a swept seed with 8 values would "explain"
+/// half of 16 jobs' differences). None when the values do not vary, or
+/// with no two jobs at any level to measure the variance within.
+fn explained(levels: &[Level], points: &[(&Value, f64, &str)]) -> Option<f64> {
+    let (n, k) = (points.len() as f64, levels.len() as f64);
+    if n <= k {
+        return None;
+    }
+    let grand = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let total: f64 = points.iter().map(|p| (p.1 - grand).powi(2)).sum();
+    let between: f64 = levels.iter().map(|l| l.n as f64 * (l.mean - grand).powi(2)).sum();
+    let within_mean_square = (total - between).max(0.0) / (n - k);
+    let omega = (between - (k - 1.0) * within_mean_square) / (total + within_mean_square);
+    (total > 0.0 && total.is_finite()).then(|| omega.clamp(0.0, 1.0))
 }
 
 #[cfg(test)]
@@ -322,8 +442,18 @@ mod tests {
         let config = |pairs: &[(&str, Value)]| -> BTreeMap<String, Value> {
             pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
         };
-        let a = config(&[("image", json!("x")), ("train.lr", json!(0.1)), ("gpus", json!(1)), ("train.model", json!("unet"))]);
-        let b = config(&[("image", json!("y")), ("train.lr", json!(0.2)), ("gpus", json!(1)), ("train.model", json!("unet"))]);
+        let a = config(&[
+            ("image", json!("x")),
+            ("train.lr", json!(0.1)),
+            ("gpus", json!(1)),
+            ("train.model", json!("unet")),
+        ]);
+        let b = config(&[
+            ("image", json!("y")),
+            ("train.lr", json!(0.2)),
+            ("gpus", json!(1)),
+            ("train.model", json!("unet")),
+        ]);
         // A command job: no train table, a command of its own.
         let c = config(&[("image", json!("y")), ("gpus", json!(1)), ("command", json!("echo"))]);
         let cols = columns(&[&a, &b, &c], &["train.lr".to_string()]);
@@ -333,6 +463,21 @@ mod tests {
             config(&[("gpus", json!(1)), ("train.model", json!("unet"))])
         );
         assert_eq!(cols.common_in, BTreeMap::from([("train.model".to_string(), 2)]));
+        // An env variable or option only some jobs set tells them apart;
+        // a train key a trainer job lacks does too.
+        let d = config(&[
+            ("image", json!("x")),
+            ("train.lr", json!(0.1)),
+            ("env.SEED", json!("1")),
+        ]);
+        let e = config(&[
+            ("image", json!("x")),
+            ("train.lr", json!(0.1)),
+            ("train.model", json!("unet")),
+        ]);
+        let cols = columns(&[&d, &e], &[]);
+        assert_eq!(cols.keys, ["env.SEED", "train.model"]);
+        assert_eq!(cols.common, config(&[("image", json!("x")), ("train.lr", json!(0.1))]));
     }
 
     #[test]
@@ -348,12 +493,66 @@ mod tests {
     #[test]
     fn the_final_column_keeps_the_monitor_and_three_more() {
         let f: Map<String, Value> = serde_json::from_value(json!({"lr": 0.0, "train_loss": 0.1, "val_a": 1,
-            "val_b": 2, "val_c": 3, "val_d": 4, "val_loss": 0.5, "test_x": 9})).unwrap();
+            "val_b": 2, "val_c": 3, "val_d": 4, "val_loss": 0.5, "test_x": 9}))
+        .unwrap();
         let m = Monitor {
             metric: "val_loss".into(),
             mode: crate::metrics::Mode::Min,
         };
         let shown: Vec<String> = final_short(&f, Some(&m)).into_iter().map(|(k, _)| k).collect();
         assert_eq!(shown, ["val_loss", "test_x", "val_a", "val_b"]);
+    }
+
+    #[test]
+    fn many_numeric_values_are_binned_and_eta_squared_measures_them() {
+        let values: Vec<Value> = (0..20).map(|i| json!(i as f64 / 10.0)).collect();
+        let names: Vec<String> = (0..20).map(|i| format!("j{i}")).collect();
+        // The best value rises with the key: most of the variance lies
+        // between the ranges.
+        let points: Vec<(&Value, f64, &str)> = (0..20)
+            .map(|i| (&values[i], i as f64 + (i % 2) as f64 * 0.5, names[i].as_str()))
+            .collect();
+        let (groups, binned) = group_levels(&points);
+        assert!(binned);
+        assert_eq!(groups.len(), BINS);
+        assert_eq!(groups[0].0, json!("0 – 0.3"));
+        assert_eq!(groups.iter().map(|g| g.1.len()).sum::<usize>(), 20);
+        let m = Monitor {
+            metric: "val_loss".into(),
+            mode: crate::metrics::Mode::Min,
+        };
+        let levels: Vec<Level> = groups.into_iter().map(|(v, l)| level(v, &l, &m)).collect();
+        let e = explained(&levels, &points).unwrap();
+        assert!(e > 0.85 && e <= 1.0, "{e}");
+        // A key whose levels do not differ explains nothing.
+        let a = json!("a");
+        let b = json!("b");
+        let flat = [(&a, 1.0, "x"), (&b, 1.0, "y"), (&a, 2.0, "z"), (&b, 2.0, "w")];
+        let (groups, binned) = group_levels(&flat);
+        assert!(!binned);
+        let levels: Vec<Level> = groups.into_iter().map(|(v, l)| level(v, &l, &m)).collect();
+        assert_eq!(explained(&levels, &flat), Some(0.0));
+        let same = [(&a, 1.0, "x"), (&b, 1.0, "y"), (&b, 1.0, "z")];
+        let (groups, _) = group_levels(&same);
+        let levels: Vec<Level> = groups.into_iter().map(|(v, l)| level(v, &l, &m)).collect();
+        assert_eq!(explained(&levels, &same), None, "no variance to explain");
+        let one_each = [(&a, 1.0, "x"), (&b, 2.0, "y")];
+        let (groups, _) = group_levels(&one_each);
+        let levels: Vec<Level> = groups.into_iter().map(|(v, l)| level(v, &l, &m)).collect();
+        assert_eq!(
+            explained(&levels, &one_each),
+            None,
+            "one job a level: no variance within to compare"
+        );
+        // Noise alone: eight levels of two jobs each, values unrelated to
+        // the key, explain (almost) nothing.
+        let keys: Vec<Value> = (0..8).map(|i| json!(i)).collect();
+        let noise: Vec<(&Value, f64, &str)> = (0..16)
+            .map(|i| (&keys[i % 8], [0.3, 0.1, 0.4, 0.15, 0.5, 0.9, 0.2, 0.6][i / 2], "j"))
+            .collect();
+        let (groups, _) = group_levels(&noise);
+        let levels: Vec<Level> = groups.into_iter().map(|(v, l)| level(v, &l, &m)).collect();
+        let e = explained(&levels, &noise).unwrap();
+        assert!(e < 0.2, "{e}");
     }
 }

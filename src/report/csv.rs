@@ -8,7 +8,11 @@ pub fn render(r: &Report) -> anyhow::Result<Vec<u8>> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let mut header: Vec<String> = ["rank", "job", "status"].iter().map(|s| s.to_string()).collect();
     header.extend(r.config_keys.iter().cloned());
-    header.extend(["best_metric", "best", "best_epoch"].iter().map(|s| s.to_string()));
+    header.extend(
+        ["best_metric", "best", "best_epoch", "best_step"]
+            .iter()
+            .map(|s| s.to_string()),
+    );
     header.extend(r.test_keys.iter().cloned());
     header.push("duration_seconds".into());
     w.write_record(&header)?;
@@ -18,16 +22,25 @@ pub fn render(r: &Report) -> anyhow::Result<Vec<u8>> {
             j.name.clone(),
             j.status.to_string(),
         ];
-        row.extend(r.config_keys.iter().map(|k| j.config.get(k).map_or(String::new(), fmt_swept)));
+        row.extend(
+            r.config_keys
+                .iter()
+                .map(|k| j.config.get(k).map_or(String::new(), fmt_swept)),
+        );
         match &j.best {
             Some(b) => row.extend([
                 b.metric.clone(),
                 b.value.to_string(),
                 b.epoch.map_or(String::new(), |e| e.to_string()),
+                b.step.map_or(String::new(), |s| s.to_string()),
             ]),
-            None => row.extend([String::new(), String::new(), String::new()]),
+            None => row.extend([String::new(), String::new(), String::new(), String::new()]),
         }
-        row.extend(r.test_keys.iter().map(|k| j.test.get(k).map_or(String::new(), fmt_swept)));
+        row.extend(
+            r.test_keys
+                .iter()
+                .map(|k| j.test.get(k).map_or(String::new(), fmt_swept)),
+        );
         row.push(j.duration_seconds.map_or(String::new(), |d| d.to_string()));
         w.write_record(&row)?;
     }

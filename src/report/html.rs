@@ -3,7 +3,7 @@
 
 use super::compare::{self, level_mean, sig4};
 use super::markdown::mean_std;
-use super::{Report, at_epoch, charts, failures, fmt_seconds, fmt_swept, fmt_value, reason};
+use super::{Report, at, charts, failures, fmt_seconds, fmt_swept, fmt_value, reason};
 use std::fmt::Write;
 
 /// Jobs that get a learning curve and a bar in the comparison, best first;
@@ -130,9 +130,14 @@ fn best_section(o: &mut String, r: &Report) {
         esc(&best.name),
         esc(&b.metric),
         fmt_value(b.value),
-        esc(&at_epoch(b.epoch))
+        esc(&at(b))
     );
-    if let Some(second) = r.jobs.get(1).and_then(|j| j.best.as_ref()).filter(|s| s.metric == b.metric) {
+    if let Some(second) = r
+        .jobs
+        .get(1)
+        .and_then(|j| j.best.as_ref())
+        .filter(|s| s.metric == b.metric)
+    {
         let _ = write!(o, " · {} ahead of the next", fmt_value((second.value - b.value).abs()));
     }
     for k in &r.test_keys {
@@ -147,7 +152,11 @@ fn best_section(o: &mut String, r: &Report) {
         let shown: Vec<String> = r
             .config_keys
             .iter()
-            .filter_map(|k| best.config.get(k).map(|v| format!("<code>{} = {}</code>", esc(k), esc(&compare::show(v)))))
+            .filter_map(|k| {
+                best.config
+                    .get(k)
+                    .map(|v| format!("<code>{} = {}</code>", esc(k), esc(&compare::show(v))))
+            })
             .collect();
         o.push_str(&shown.join(" "));
         o.push_str("</p>");
@@ -234,15 +243,20 @@ fn jobs_table(o: &mut String, r: &Report) {
                     Some(m) if m.metric == b.metric => fmt_value(b.value),
                     _ => format!("{} {}", esc(&b.metric), fmt_value(b.value)),
                 };
-                (format!("<td class=\"n\" data-v=\"{}\">{shown}</td>", b.value), b.epoch)
+                let at = match (b.epoch, b.step) {
+                    (Some(e), _) => Some((e, e.to_string())),
+                    (None, Some(s)) => Some((s, format!("step {s}"))),
+                    _ => None,
+                };
+                (format!("<td class=\"n\" data-v=\"{}\">{shown}</td>", b.value), at)
             }
             None => ("<td class=\"n\" data-v=\"\">–</td>".to_string(), None),
         };
         let _ = write!(
             o,
             "{value}<td class=\"n\" data-v=\"{}\">{}</td>",
-            epoch.map_or(String::new(), |e| e.to_string()),
-            epoch.map_or("–".into(), |e| e.to_string()),
+            epoch.as_ref().map_or(String::new(), |e| e.0.to_string()),
+            epoch.map_or("–".into(), |e| e.1),
         );
         for k in &tests {
             match j.test.get(*k).and_then(|v| v.as_f64()) {
@@ -280,7 +294,9 @@ fn mattered_section(o: &mut String, r: &Report) -> anyhow::Result<()> {
     let _ = write!(
         o,
         "<section id=\"mattered\"><h2>What mattered</h2><p>For each swept key, the best <code>{}</code> of the jobs \
-         that share each of its values: mean ± sample standard deviation (n − 1), best value first.</p><div class=\"grid\">",
+         that share each of its values: mean ± sample standard deviation (n − 1), best value first (a numeric key \
+         with more than eight values: in ranges of about equally many jobs, in value order). The keys that explain \
+         most of the differences between jobs first.</p><div class=\"grid\">",
         esc(&m.metric)
     );
     for f in &r.mattered {
@@ -301,6 +317,7 @@ fn mattered_section(o: &mut String, r: &Report) -> anyhow::Result<()> {
             );
         }
         o.push_str("</tbody></table>");
+        let _ = write!(o, "<p class=\"note\">{}</p>", esc(&compare::factor_note(f)));
         let bars: Vec<(String, f64, Option<f64>)> =
             f.levels.iter().map(|l| (fmt_swept(&l.value), l.mean, l.std)).collect();
         if let Some(svg) = charts::levels(&f.key, &m.metric, &bars)? {
@@ -332,18 +349,27 @@ fn overlays_section(o: &mut String, r: &Report) -> anyhow::Result<()> {
         }
     }
     let mut drawn = Vec::new();
+    let (mut by_step_left_out, mut not_drawn) = (0, 0);
     for metric in metrics.iter().take(MAX_OVERLAYS) {
         // Best first: the ranking's order.
-        let with: Vec<&super::JobReport> = r.jobs.iter().filter(|j| j.series.contains_key(metric)).collect();
+        let mut with: Vec<&super::JobReport> = r.jobs.iter().filter(|j| j.series.contains_key(metric)).collect();
+        // Curves against epochs and against steps share no axis: with any
+        // job on epochs, the jobs that logged only steps are left out.
+        let by_step = with.iter().all(|j| j.metrics.by_step);
+        if !by_step {
+            let before = with.len();
+            with.retain(|j| !j.metrics.by_step);
+            by_step_left_out = by_step_left_out.max(before - with.len());
+        }
         if with.len() < 2 {
             continue;
         }
-        let x = if with.iter().all(|j| j.metrics.by_step) { "step" } else { "epoch" };
-        let lines: Vec<charts::Line<'_>> = with
+        let (shown, dropped) = sample_overlay(&with);
+        not_drawn = not_drawn.max(dropped);
+        let lines: Vec<charts::Line<'_>> = shown
             .iter()
-            .enumerate()
-            .map(|(i, j)| {
-                let ink = if i < COLOURED {
+            .map(|&(i, j)| {
+                let ink = if i < COLOURED && j.status != crate::run::Status::Pruned {
                     charts::Ink::Colour {
                         index: i,
                         bold: i == 0 && j.rank == Some(1),
@@ -354,6 +380,7 @@ fn overlays_section(o: &mut String, r: &Report) -> anyhow::Result<()> {
                 (j.name.as_str(), j.series[metric].as_slice(), ink)
             })
             .collect();
+        let x = if by_step { "step" } else { "epoch" };
         if let Some(svg) = charts::overlay(&format!("{metric}, every job"), x, &lines)? {
             drawn.push(svg);
         }
@@ -365,12 +392,50 @@ fn overlays_section(o: &mut String, r: &Report) -> anyhow::Result<()> {
     for svg in drawn {
         let _ = write!(o, "<figure class=\"overlay\">{svg}</figure>");
     }
-    let _ = writeln!(
+    let _ = write!(
         o,
         "</div><p class=\"note\">The best job's line is thickest; past {COLOURED} jobs, the best {COLOURED} are in colour \
-         and the others grey.</p></section>"
+         and the others grey; pruned jobs are grey."
     );
+    if not_drawn > 0 {
+        let _ = write!(
+            o,
+            " Past {MAX_GREY} grey lines, an even sample of them is drawn: {not_drawn} jobs' curves are not \
+             (each job's own charts below have them)."
+        );
+    }
+    if by_step_left_out > 0 {
+        let _ = write!(
+            o,
+            " {by_step_left_out} jobs logged steps but no epochs and are left out of these epoch charts."
+        );
+    }
+    o.push_str("</p></section>\n");
     Ok(())
+}
+
+/// Step-level metrics drawn at most in a job's step chart.
+const MAX_STEP_LINES: usize = 4;
+
+/// Grey lines drawn at most in one overlay.
+const MAX_GREY: usize = 200;
+
+/// The jobs an overlay draws, with their places in the ranking: the first
+/// `COLOURED`, then at most `MAX_GREY` of the rest, evenly spread over the
+/// ranking (the worst always). How many are left out.
+fn sample_overlay<'a>(with: &[&'a super::JobReport]) -> (Vec<(usize, &'a super::JobReport)>, usize) {
+    let rest = with.len().saturating_sub(COLOURED);
+    let mut shown: Vec<(usize, &super::JobReport)> = with.iter().copied().enumerate().take(COLOURED).collect();
+    if rest <= MAX_GREY {
+        shown.extend(with.iter().copied().enumerate().skip(COLOURED));
+        return (shown, 0);
+    }
+    for k in 0..MAX_GREY {
+        // From the first grey to the last, in MAX_GREY even steps.
+        let i = COLOURED + k * (rest - 1) / (MAX_GREY - 1);
+        shown.push((i, with[i]));
+    }
+    (shown, rest - MAX_GREY)
 }
 
 fn groups(o: &mut String, r: &Report) {
@@ -460,11 +525,23 @@ fn charts_section(o: &mut String, r: &Report) -> anyhow::Result<()> {
                 let _ = write!(o, "<figure>{svg}</figure>");
             }
         }
+        // Step-level values (Lightning's `*_step`): one chart, against steps.
+        if !j.metrics.by_step && !j.step_series.is_empty() {
+            let lines: Vec<(&str, &[(u64, f64)])> = j
+                .step_series
+                .iter()
+                .take(MAX_STEP_LINES)
+                .map(|(n, v)| (n.as_str(), v.as_slice()))
+                .collect();
+            if let Some(svg) = charts::curves("per step", "step", &lines)? {
+                let _ = write!(o, "<figure>{svg}</figure>");
+            }
+        }
         o.push_str("</div>\n");
         if groups.len() > charts::MAX_GROUPS {
             let _ = writeln!(
                 o,
-                "<p class=\"note\">{} more metric groups are in report.json's job files.</p>",
+                "<p class=\"note\">{} more metric groups are not drawn; the job's metric files have them.</p>",
                 groups.len() - charts::MAX_GROUPS
             );
         }
@@ -520,7 +597,7 @@ fn failures_section(o: &mut String, r: &Report) {
                 "<dt>best so far</dt><dd>{} {}{}</dd>",
                 esc(&b.metric),
                 fmt_value(b.value),
-                at_epoch(b.epoch)
+                at(b)
             );
         }
         for p in &j.problems {

@@ -4,7 +4,7 @@
 //! and the skipped metrics records.
 
 use super::compare::{self, level_mean};
-use super::{Report, at_epoch, failures, fmt_seconds, fmt_swept, fmt_value, is_failure, reason};
+use super::{Report, at, failures, fmt_seconds, fmt_swept, fmt_value, is_failure, reason};
 use std::fmt::Write;
 
 pub fn render(r: &Report) -> String {
@@ -37,14 +37,18 @@ pub fn render(r: &Report) -> String {
             out,
             "**Best: {}** — {} {}{}",
             cell(&best.name),
-            b.metric,
+            cell(&b.metric),
             fmt_value(b.value),
-            at_epoch(b.epoch)
+            at(b)
         );
         let cfg: Vec<String> = r
             .config_keys
             .iter()
-            .filter_map(|k| best.config.get(k).map(|v| format!("`{} = {}`", k, code(&compare::show(v)))))
+            .filter_map(|k| {
+                best.config
+                    .get(k)
+                    .map(|v| format!("`{} = {}`", code(k), code(&compare::show(v))))
+            })
             .collect();
         if !cfg.is_empty() {
             let _ = write!(out, " with {}", cfg.join(", "));
@@ -56,7 +60,7 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(
             out,
             "Ranked by best `{}` ({} is better).\n",
-            m.metric,
+            code(&m.metric),
             if m.mode.maximize() { "higher" } else { "lower" }
         );
     }
@@ -65,8 +69,13 @@ pub fn render(r: &Report) -> String {
             .common
             .iter()
             .map(|(k, v)| match r.common_in.get(k) {
-                Some(n) => format!("`{} = {}` ({n} of {} jobs)", k, code(&compare::show(v)), r.jobs.len()),
-                None => format!("`{} = {}`", k, code(&compare::show(v))),
+                Some(n) => format!(
+                    "`{} = {}` ({n} of {} jobs)",
+                    code(k),
+                    code(&compare::show(v)),
+                    r.jobs.len()
+                ),
+                None => format!("`{} = {}`", code(k), code(&compare::show(v))),
             })
             .collect();
         let _ = writeln!(out, "Common settings: {}\n", shown.join(", "));
@@ -74,7 +83,7 @@ pub fn render(r: &Report) -> String {
     let best_col = r
         .ranking
         .as_ref()
-        .map_or("best".to_string(), |m| format!("best {}", m.metric));
+        .map_or("best".to_string(), |m| format!("best {}", cell(&m.metric)));
     let tests: Vec<&String> = r.test_keys.iter().take(compare::MAX_TEST_COLUMNS).collect();
     out.push_str("| # | job | status |");
     for k in &r.config_keys {
@@ -92,9 +101,9 @@ pub fn render(r: &Report) -> String {
     for j in &r.jobs {
         let best = match &j.best {
             Some(b) if r.ranking.as_ref().is_some_and(|m| m.metric == b.metric) => {
-                format!("{}{}", fmt_value(b.value), at_epoch(b.epoch))
+                format!("{}{}", fmt_value(b.value), at(b))
             }
-            Some(b) => format!("{} {}{}", b.metric, fmt_value(b.value), at_epoch(b.epoch)),
+            Some(b) => format!("{} {}{}", cell(&b.metric), fmt_value(b.value), at(b)),
             None => "–".into(),
         };
         let _ = write!(
@@ -133,11 +142,17 @@ pub fn render(r: &Report) -> String {
         let _ = writeln!(
             out,
             "\n## What mattered\n\nFor each swept key, the best `{}` of the jobs that share each of its values \
-             (mean ± sample standard deviation, n − 1), best first.",
-            m.metric
+             (mean ± sample standard deviation, n − 1), best first; a numeric key with more than eight \
+             values in ranges of about equally many jobs. The keys that explain most of the differences first.",
+            code(&m.metric)
         );
         for f in &r.mattered {
-            let _ = writeln!(out, "\n| {} | jobs | mean ± std | best |\n|---|--:|--:|--:|", cell(&f.key));
+            let _ = writeln!(out, "\n{}\n", cell(&super::compare::factor_note(f)));
+            let _ = writeln!(
+                out,
+                "| {} | jobs | mean ± std | best |\n|---|--:|--:|--:|",
+                cell(&f.key)
+            );
             for l in &f.levels {
                 let _ = writeln!(
                     out,
@@ -175,7 +190,7 @@ pub fn render(r: &Report) -> String {
                 out,
                 "| {} | {} | {}/{} | {} | {} | {} |",
                 cell(&g.name),
-                g.monitor.as_ref().map_or("–", |m| m.metric.as_str()),
+                cell(g.monitor.as_ref().map_or("–", |m| m.metric.as_str())),
                 g.n,
                 g.folds,
                 mean_std(g.mean, g.std),

@@ -12,7 +12,7 @@ mod tail;
 
 pub use model::{Best, Group, JobReport, Mode, Monitor, Report, build, build_at};
 
-use crate::run::{BatchDir, Status, write_atomic};
+use crate::run::{BatchDir, write_atomic};
 use serde_json::Value;
 use std::path::PathBuf;
 
@@ -89,37 +89,83 @@ pub fn render(report: &Report, format: Format) -> anyhow::Result<Vec<u8>> {
 /// every job read the same kind of file, else one per job; and for each
 /// job without metrics, where tb looked and how a command can emit them.
 pub(crate) fn metrics_notes(report: &Report) -> Vec<String> {
-    let mut lines = Vec::new();
-    let sources: std::collections::BTreeSet<_> = report.jobs.iter().filter_map(|j| j.metrics.source).collect();
-    let mixed = sources.len() > 1 || report.jobs.iter().any(|j| !j.metrics.unused.is_empty());
-    if let (false, Some(only)) = (mixed, sources.first()) {
-        lines.push(format!("Metrics read from {}.", crate::metrics::Source::looked(*only)));
-    }
+    use crate::metrics::Source;
+    // Jobs by where their metrics came from (and what else was found), and
+    // the jobs with none by where tb looked: one line each, however many
+    // jobs (report.json has each job's files).
+    // (source, the others found) → jobs
+    type From<'a> = ((Source, Vec<Source>), Vec<&'a str>);
+    let mut from: Vec<From> = Vec::new();
+    let mut none: Vec<(Vec<&str>, Vec<&str>)> = Vec::new();
     for j in &report.jobs {
         match j.metrics.source {
-            Some(s) if mixed => {
-                let mut line = format!("{}: metrics from {}", j.name, j.metrics.files.join(", "));
-                if line.ends_with("from ") {
-                    line.push_str(s.as_str());
+            Some(s) => {
+                let key = (s, j.metrics.unused.clone());
+                match from.iter_mut().find(|(k, _)| *k == key) {
+                    Some((_, names)) => names.push(&j.name),
+                    None => from.push((key, vec![&j.name])),
                 }
-                if !j.metrics.unused.is_empty() {
-                    let also: Vec<&str> = j.metrics.unused.iter().map(|u| u.as_str()).collect();
-                    line.push_str(&format!(" (also found, not used: {})", also.join(", ")));
-                }
-                lines.push(line);
             }
-            Some(_) => {}
             None if !j.status.is_final() => {}
-            None => lines.push(format!(
-                "{}: no metrics found; tb looked for {}. A command reports metrics by printing \
-                 `epoch=N name=value` lines, logging with Lightning's TensorBoardLogger or CSVLogger, \
-                 or writing metrics.jsonl (docs/metrics.md).",
-                j.name,
-                j.metrics.looked.join(", ")
-            )),
+            None => match none.iter_mut().find(|(k, _)| *k == j.metrics.looked) {
+                Some((_, names)) => names.push(&j.name),
+                None => none.push((j.metrics.looked.clone(), vec![&j.name])),
+            },
         }
     }
+    let mut lines = Vec::new();
+    if let [((only, unused), _)] = from.as_slice()
+        && unused.is_empty()
+    {
+        lines.push(format!("Metrics read from {}.", only.looked()));
+    } else {
+        for ((source, unused), names) in &from {
+            let mut line = format!("Metrics from {} for {}", source.looked(), some_jobs(names));
+            if !unused.is_empty() {
+                let also: Vec<&str> = unused.iter().map(|u| u.as_str()).collect();
+                line.push_str(&format!(" (also found, not used: {})", also.join(", ")));
+            }
+            line.push('.');
+            lines.push(line);
+        }
+    }
+    let diverging: Vec<String> = report
+        .jobs
+        .iter()
+        .filter(|j| j.metrics.non_finite > 0)
+        .map(|j| format!("{} ({})", j.name, j.metrics.non_finite))
+        .collect();
+    if !diverging.is_empty() {
+        let shown: Vec<&str> = diverging.iter().map(String::as_str).collect();
+        lines.push(format!(
+            "Values that were NaN or infinite (a run diverging), left out of the curves, in {}.",
+            some_jobs(&shown)
+        ));
+    }
+    for (looked, names) in none {
+        lines.push(format!(
+            "No metrics found for {}; tb looked for {}. A command reports metrics by printing \
+             `epoch=N name=value` lines, logging with Lightning's TensorBoardLogger or CSVLogger, \
+             or writing metrics.jsonl (docs/metrics.md).",
+            some_jobs(&names),
+            looked.join(", ")
+        ));
+    }
     lines
+}
+
+/// Jobs named in a note at most.
+const NAMED_JOBS: usize = 8;
+
+/// `a, b and c`; `1 job (a)`; past [`NAMED_JOBS`], `40 jobs (a, b, … and 32 more)`.
+fn some_jobs(names: &[&str]) -> String {
+    let n = names.len();
+    let listed = if n <= NAMED_JOBS {
+        names.join(", ")
+    } else {
+        format!("{}, … and {} more", names[..NAMED_JOBS].join(", "), n - NAMED_JOBS)
+    };
+    format!("{n} job{} ({listed})", if n == 1 { "" } else { "s" })
 }
 
 /// Failures the summary names one by one; the rest are counted.
@@ -136,7 +182,7 @@ pub fn summary_lines(report: &Report, written: &[PathBuf]) -> Vec<String> {
             best.name,
             b.metric,
             fmt_value(b.value),
-            at_epoch(b.epoch)
+            at(b)
         ));
     }
     let failures: Vec<&JobReport> = failures(report).collect();
@@ -186,7 +232,7 @@ pub(crate) fn failures(report: &Report) -> impl Iterator<Item = &JobReport> {
 
 /// Ended, and not by succeeding.
 pub(crate) fn is_failure(j: &JobReport) -> bool {
-    j.status.is_final() && j.status != Status::Succeeded
+    j.status.is_final() && !j.status.is_fine()
 }
 
 /// Why a job did not succeed, in one line.
@@ -226,8 +272,13 @@ pub(crate) fn fmt_seconds(s: f64) -> String {
     crate::human::duration(chrono::Duration::milliseconds((s * 1000.0) as i64))
 }
 
-pub(crate) fn at_epoch(epoch: Option<u64>) -> String {
-    epoch.map(|e| format!(" @ epoch {e}")).unwrap_or_default()
+/// ` @ epoch 7`, ` @ step 1200` (a job that logged no epochs), or nothing.
+pub(crate) fn at(b: &crate::metrics::Best) -> String {
+    match (b.epoch, b.step) {
+        (Some(e), _) => format!(" @ epoch {e}"),
+        (None, Some(s)) => format!(" @ step {s}"),
+        (None, None) => String::new(),
+    }
 }
 
 #[cfg(test)]

@@ -80,6 +80,7 @@ pub struct Counts {
     pub timeout: usize,
     pub cancelled: usize,
     pub lost: usize,
+    pub pruned: usize,
     pub running: usize,
     pub pending: usize,
 }
@@ -93,13 +94,14 @@ impl Counts {
             Status::Timeout => &mut self.timeout,
             Status::Cancelled => &mut self.cancelled,
             Status::Lost => &mut self.lost,
+            Status::Pruned => &mut self.pruned,
             Status::Running => &mut self.running,
             Status::Pending => &mut self.pending,
         } += 1;
     }
 
-    /// Status and count, the six final ones always, running and pending
-    /// only when there are any.
+    /// Status and count, the six final ones always; pruned, running and
+    /// pending only when there are any.
     pub fn listed(&self) -> Vec<(&'static str, usize)> {
         let mut v = vec![
             ("succeeded", self.succeeded),
@@ -110,9 +112,13 @@ impl Counts {
             ("lost", self.lost),
         ];
         v.extend(
-            [("running", self.running), ("pending", self.pending)]
-                .into_iter()
-                .filter(|(_, n)| *n > 0),
+            [
+                ("pruned", self.pruned),
+                ("running", self.running),
+                ("pending", self.pending),
+            ]
+            .into_iter()
+            .filter(|(_, n)| *n > 0),
         );
         v
     }
@@ -158,6 +164,9 @@ pub struct JobReport {
     /// epochs), for the charts.
     #[serde(skip)]
     pub series: BTreeMap<String, Vec<(u64, f64)>>,
+    /// Step-level values (`*_step`, thinned), for one chart per job.
+    #[serde(skip)]
+    pub step_series: BTreeMap<String, Vec<(u64, f64)>>,
 }
 
 /// Where a job's metrics came from, and what reading them found.
@@ -174,8 +183,10 @@ pub struct MetricsInfo {
     pub by_step: bool,
     /// Records (lines, rows, events) read.
     pub lines: u64,
-    /// Records skipped: malformed, truncated, corrupt, not finite.
+    /// Records skipped: malformed, truncated, corrupt.
     pub bad_lines: u64,
+    /// Values that were NaN or infinite: left out of the curves.
+    pub non_finite: u64,
     /// The first few skipped `metrics.jsonl` lines: number, reason, text.
     pub bad: Vec<BadLine>,
     /// For a job without metrics: where tb looked.
@@ -266,6 +277,14 @@ pub fn build_at(dir: &BatchDir, now: DateTime<Utc>) -> anyhow::Result<Report> {
         j.config.retain(|k, _| config_keys.contains(k));
     }
     let ranking = rank(&mut jobs);
+    // Step charts are drawn for the best-ranked jobs with curves only.
+    for j in jobs
+        .iter_mut()
+        .filter(|j| !j.series.is_empty())
+        .skip(super::html::CHART_JOBS)
+    {
+        j.step_series = BTreeMap::new();
+    }
     let groups = order_groups(groups, ranking.as_ref());
     let test_keys = compare::test_keys(&jobs);
     let mattered = compare::mattered(&jobs, &swept_keys, ranking.as_ref());
@@ -374,6 +393,7 @@ fn read_job(dir: &BatchDir, name: &str, now: DateTime<Utc>) -> anyhow::Result<(J
         by_step: m.by_step,
         lines: m.records,
         bad_lines: m.skipped,
+        non_finite: m.non_finite,
         bad: m.bad.clone(),
         looked: if m.source.is_none() {
             metrics::JobMetrics::looked(spec.source)
@@ -381,7 +401,7 @@ fn read_job(dir: &BatchDir, name: &str, now: DateTime<Utc>) -> anyhow::Result<(J
             Vec::new()
         },
     };
-    let stderr_tail = if state.status().is_final() && state.status() != Status::Succeeded {
+    let stderr_tail = if state.status().is_final() && !state.status().is_fine() {
         let path = jd.join("stderr.log");
         tail::tail(&path, STDERR_TAIL).unwrap_or_else(|e| {
             problems.push(format!("stderr.log unreadable: {e}"));
@@ -405,7 +425,12 @@ fn read_job(dir: &BatchDir, name: &str, now: DateTime<Utc>) -> anyhow::Result<(J
             duration_seconds: state.elapsed(now).map(|d| d.num_milliseconds() as f64 / 1000.0),
             gpus: state.gpus().len(),
             monitor: judged.monitor,
-            stop_reason: result.stop_reason,
+            // A pruned job's trainer saw only an interruption.
+            stop_reason: if state.status() == Status::Pruned {
+                Some("pruned".into())
+            } else {
+                result.stop_reason
+            },
             epochs: result.epochs.or(epochs),
             best: judged.best,
             final_metrics,
@@ -417,6 +442,7 @@ fn read_job(dir: &BatchDir, name: &str, now: DateTime<Utc>) -> anyhow::Result<(J
             problems,
             stderr_tail,
             series: m.epochs,
+            step_series: m.steps,
         },
         key,
     ))
@@ -442,13 +468,17 @@ fn read_result(path: &Path, problems: &mut Vec<String>) -> ResultFile {
 }
 
 /// The part of `job.json` that folds of one configuration share, for a job
-/// with `train.cv`; its name, attempt and fold left out.
+/// with `train.cv`; its name, attempt and fold (also the fold's pruning
+/// group) left out.
 fn fold_key(job: &Value) -> Option<String> {
     job.get("train")?.get("cv")?.get("fold")?;
     let mut job = job.clone();
     let obj = job.as_object_mut()?;
     obj.remove("name");
     obj.remove("attempt");
+    if let Some(prune) = obj.get_mut("prune").and_then(Value::as_object_mut) {
+        prune.remove("group");
+    }
     if let Some(cv) = obj
         .get_mut("train")
         .and_then(|t| t.get_mut("cv"))
@@ -482,8 +512,10 @@ fn group(jobs: &mut [(JobReport, Option<String>)]) -> Vec<Group> {
         let (monitor, mut swept) = (jobs[idx[0]].0.monitor.clone(), jobs[idx[0]].0.swept.clone());
         let doc: Value = serde_json::from_str(&key).unwrap_or_default();
         let folds = doc["train"]["cv"]["folds"].as_u64().unwrap_or(idx.len() as u64);
+        // A pruned fold stopped early: its best is not comparable.
         let values: Vec<f64> = idx
             .iter()
+            .filter(|&&i| jobs[i].0.status != Status::Pruned)
             .filter_map(|&i| jobs[i].0.best.as_ref().map(|b| b.value))
             .collect();
         let (mean, std) = mean_std(&values);
@@ -561,14 +593,27 @@ fn rank(jobs: &mut [JobReport]) -> Option<Monitor> {
     }
     // The first-seen monitor wins a tie: max_by_key keeps the last maximum.
     let primary = tally.iter().rev().max_by_key(|(_, n)| *n).map(|(m, _)| m.clone());
+    // On the common monitor: the jobs that completed (or still run), then
+    // the pruned ones (stopped early by design: their best is not
+    // comparable), then those that failed, timed out, were cancelled or
+    // lost partway; then jobs ranked on another metric; then the rest.
     let signed = |j: &JobReport| -> (u8, String, f64) {
         match (key(j), &primary) {
             (Some(m), Some(p)) => {
                 let v = j.best.as_ref().map_or(0.0, |b| b.value);
                 let v = if m.mode.maximize() { -v } else { v };
-                ((m != *p) as u8, m.metric, v)
+                let tier = if m != *p {
+                    3
+                } else {
+                    match j.status {
+                        Status::Succeeded | Status::Running | Status::Pending => 0,
+                        Status::Pruned => 1,
+                        _ => 2,
+                    }
+                };
+                (tier, m.metric, v)
             }
-            _ => (2, String::new(), 0.0),
+            _ => (4, String::new(), 0.0),
         }
     };
     // Stable: equal values keep the batch's order.
@@ -621,9 +666,11 @@ mod tests {
     #[test]
     fn fold_key_ignores_name_attempt_and_fold_only() {
         let a = serde_json::json!({"name": "a_fold-0", "attempt": 1, "image": "i",
-            "train": {"lr": 0.1, "cv": {"folds": 3, "fold": 0}}, "swept": {"train.lr": 0.1}});
+            "train": {"lr": 0.1, "cv": {"folds": 3, "fold": 0}}, "swept": {"train.lr": 0.1},
+            "prune": {"method": "asha", "group": "a/fold-0"}});
         let mut b = a.clone();
         b["name"] = "a_fold-1".into();
+        b["prune"]["group"] = "a/fold-1".into();
         b["attempt"] = 2.into();
         b["train"]["cv"]["fold"] = 1.into();
         assert_eq!(fold_key(&a), fold_key(&b));
@@ -655,6 +702,7 @@ mod tests {
                 metric: metric.into(),
                 value,
                 epoch: None,
+                step: None,
                 source: "result.json".into(),
             }),
             final_metrics: Map::new(),
@@ -666,6 +714,7 @@ mod tests {
             problems: Vec::new(),
             stderr_tail: Vec::new(),
             series: BTreeMap::new(),
+            step_series: BTreeMap::new(),
         }
     }
 

@@ -49,13 +49,18 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
 /// Reads a state file; a corrupt file or one from a newer tb is an error,
 /// never a silent reset.
 pub fn read_versioned<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    read_version(path, VERSION)
+}
+
+/// [`read_versioned`] for a file with a format version of its own.
+pub fn read_version<T: DeserializeOwned>(path: &Path, known: u32) -> anyhow::Result<T> {
     let bytes = std::fs::read(path).with_context(|| format!("failed to read `{}`", path.display()))?;
     let probe: serde_json::Value =
         serde_json::from_slice(&bytes).with_context(|| format!("`{}` is corrupt (not JSON)", path.display()))?;
     match probe.get("version").and_then(|v| v.as_u64()) {
-        Some(v) if v <= u64::from(VERSION) => {}
+        Some(v) if v <= u64::from(known) => {}
         Some(v) => bail!(
-            "`{}` has format version {v}, newer than this tb understands ({VERSION}); upgrade tb",
+            "`{}` has format version {v}, newer than this tb understands ({known}); upgrade tb",
             path.display()
         ),
         None => bail!("`{}` is corrupt (no \"version\")", path.display()),

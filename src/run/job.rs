@@ -23,11 +23,13 @@ pub enum Status {
     Cancelled,
     /// The container vanished, or its engine or cluster lost it.
     Lost,
+    /// Stopped early by the sweep's pruning rule: it was not going to win.
+    Pruned,
 }
 
 impl Status {
     /// Every status, in the order reports list them.
-    pub const ALL: [Status; 8] = [
+    pub const ALL: [Status; 9] = [
         Status::Pending,
         Status::Running,
         Status::Succeeded,
@@ -36,6 +38,7 @@ impl Status {
         Status::Timeout,
         Status::Cancelled,
         Status::Lost,
+        Status::Pruned,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +51,7 @@ impl Status {
             Status::Timeout => "timeout",
             Status::Cancelled => "cancelled",
             Status::Lost => "lost",
+            Status::Pruned => "pruned",
         }
     }
 
@@ -55,9 +59,16 @@ impl Status {
         !matches!(self, Status::Pending | Status::Running)
     }
 
+    /// Ended as well as a job can: it succeeded, or was pruned (a sweep's
+    /// losing trial stopped on purpose is not a failure of the batch).
+    pub fn is_fine(self) -> bool {
+        matches!(self, Status::Succeeded | Status::Pruned)
+    }
+
     /// Whether an attempt that ended so runs again under `[batch] retries`:
     /// a failure, an OOM, a lost run, and a timeout when the batch says
-    /// `continue_on_timeout`. A cancelled job is never retried on its own.
+    /// `continue_on_timeout`. A cancelled or pruned job is never retried on
+    /// its own.
     pub fn is_retryable(self, continue_on_timeout: bool) -> bool {
         matches!(self, Status::Failed | Status::Oom | Status::Lost) || (self == Status::Timeout && continue_on_timeout)
     }
@@ -418,11 +429,12 @@ impl JobState {
         self.finished_at = Some(outcome.finished_at);
     }
 
-    /// The attempt ended, and by request (`tb cancel`, a pruning decision)
-    /// rather than on its own: `status` says which, whatever the exit code.
+    /// The attempt ended after a request to stop it (`tb cancel`, a
+    /// pruning decision): `status` says which — unless it succeeded, when
+    /// the request came too late to matter.
     pub fn stopped(&mut self, outcome: &Outcome, status: Status, why: &str) {
         self.ended(outcome);
-        if self.status != Status::Succeeded || status != Status::Cancelled {
+        if self.status != Status::Succeeded {
             self.status = status;
             let code = self
                 .exit_code
@@ -445,6 +457,14 @@ impl JobState {
     /// attempt began).
     pub fn withdraw(&mut self, before: JobState) {
         *self = before;
+    }
+
+    /// The run is gone, and a pruning decision had stopped it: it ended
+    /// pruned, whatever it did after.
+    pub fn pruned_while_away(&mut self, why: &str) {
+        self.status = Status::Pruned;
+        self.error = Some(format!("{why} (its run was gone when tb came back)"));
+        self.finished_at = Some(Utc::now());
     }
 
     /// The run is gone and nobody can say how it ended.
@@ -613,7 +633,13 @@ mod tests {
         for s in [Status::Failed, Status::Oom, Status::Lost] {
             assert!(s.is_retryable(false), "{s}");
         }
-        for s in [Status::Succeeded, Status::Cancelled, Status::Pending, Status::Running] {
+        for s in [
+            Status::Succeeded,
+            Status::Cancelled,
+            Status::Pruned,
+            Status::Pending,
+            Status::Running,
+        ] {
             assert!(!s.is_retryable(true), "{s}");
         }
         assert!(!Status::Timeout.is_retryable(false));

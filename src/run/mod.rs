@@ -7,7 +7,7 @@ mod files;
 pub mod job;
 mod lock;
 
-pub use files::{VERSION, create_reserve, read_versioned, release_reserve, write_atomic, write_json};
+pub use files::{VERSION, create_reserve, read_version, read_versioned, release_reserve, write_atomic, write_json};
 pub use job::{AttemptRecord, JobState, Outcome, RunHandle, Status, short};
 pub use lock::Lock;
 
