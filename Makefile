@@ -53,7 +53,7 @@ test-slurm: base-image
 	tests/slurm/cluster.sh start $$state >/dev/null; \
 	. $$state/env; cargo test --locked --test main slurm -- --ignored --test-threads 1
 
-bench: build base-image image ## benchmarks: tb against a docker-run loop and the bare engine API; the report at 10k jobs; a real sweep with and without pruning (~25 min); the trainer against a plain PyTorch loop
+bench: build base-image image ## benchmarks: tb against a docker-run loop and the bare engine API; the report at 10k jobs; a real sweep with and without pruning (~35 min); the trainer against a plain PyTorch loop
 	cargo bench --locked --bench supervisor
 	cargo bench --locked --bench report
 	cargo bench --locked --bench prune

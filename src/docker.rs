@@ -61,6 +61,16 @@ pub struct ExitInfo {
     pub oom_killed: bool,
     /// The engine's own error (e.g. the runtime failed to start the process).
     pub error: Option<String>,
+    /// When it stopped, as the engine recorded it.
+    pub finished_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// The engine's `FinishedAt` ("0001-01-01T00:00:00Z" for never).
+fn finished_at(text: Option<&str>) -> Option<chrono::DateTime<chrono::Utc>> {
+    let t = chrono::DateTime::parse_from_rfc3339(text?)
+        .ok()?
+        .with_timezone(&chrono::Utc);
+    (t.timestamp() > 0).then_some(t)
 }
 
 /// The engine could not be reached (it went away, or its socket did): the
@@ -291,6 +301,7 @@ impl Engine {
                     exit: ExitInfo {
                         exit_code: state.exit_code,
                         oom_killed: state.oom_killed.unwrap_or(false),
+                        finished_at: finished_at(state.finished_at.as_deref()),
                         error: state.error.filter(|e| !e.is_empty()),
                     },
                 }))
@@ -329,6 +340,7 @@ impl Engine {
         Ok(ExitInfo {
             exit_code: state.exit_code,
             oom_killed: state.oom_killed.unwrap_or(false),
+            finished_at: finished_at(state.finished_at.as_deref()),
             error: state.error.filter(|e| !e.is_empty()),
         })
     }

@@ -82,6 +82,10 @@ pub struct Launch {
     pub stop_grace: Duration,
     /// How long to wait for an engine that went away.
     pub engine_wait: Duration,
+    /// Since when tb has not seen the engine (a run taken up after an
+    /// earlier supervisor gave up on it): a run a signal stopped after
+    /// this was stopped by the engine coming back.
+    pub away_since: Option<DateTime<Utc>>,
 }
 
 /// A created container with its output attached, not yet started.
@@ -326,16 +330,6 @@ pub async fn reattach(
     follow(engine, id, output, files, launch, stop, started_at).await
 }
 
-/// How long tb waits for an engine that went away before it gives the
-/// jobs up (`TB_ENGINE_WAIT` seconds overrides it).
-pub fn engine_wait() -> Duration {
-    std::env::var("TB_ENGINE_WAIT")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(300))
-}
-
 /// Waits, with backoff, until the engine answers again or `limit` passes.
 pub async fn wait_for_engine(engine: &Engine, limit: Duration) -> bool {
     let until = Instant::now() + limit;
@@ -375,6 +369,7 @@ async fn follow(
     let mut drain_deadline: Option<Instant> = None;
     let mut lost: Option<String> = None;
     let mut engine_gone = false;
+    let mut away_since = launch.away_since;
     let elapsed = (Utc::now() - started_at).to_std().unwrap_or_default();
     let limit_at = launch
         .job
@@ -434,6 +429,7 @@ async fn follow(
                     }
                     Err(e) if crate::docker::is_unreachable(&e) => {
                         tracing::warn!("job {name}: {e:#}; waiting for the engine to come back");
+                        away_since.get_or_insert_with(Utc::now);
                         let back = tokio::select! {
                             back = wait_for_engine(engine, launch.engine_wait) => back,
                             _ = stop.wait_for(|s| *s != Stop::Run) => {
@@ -517,21 +513,37 @@ async fn follow(
 
     // A clean exit needs no inspection: OOM and engine errors only explain
     // failures, and the round trip would delay the next job's start.
-    let (exit_code, oom_killed, engine_error) = if exit_code == Some(0) && wait_error.is_none() {
-        (exit_code, false, None)
+    let (exit_code, oom_killed, engine_error, ended_at) = if exit_code == Some(0) && wait_error.is_none() {
+        (exit_code, false, None, None)
     } else {
         match engine.exit_info(id).await {
-            Ok(i) => (i.exit_code.or(exit_code), i.oom_killed, i.error),
+            Ok(i) => (i.exit_code.or(exit_code), i.oom_killed, i.error, i.finished_at),
             Err(e) => (
                 exit_code,
                 false,
                 Some(wait_error.clone().unwrap_or_else(|| format!("{e:#}"))),
+                None,
             ),
         }
     };
     // `tb cancel --job` asks through the job directory.
     if stopping.is_none() && launch.job_dir.join(CANCEL_REQUEST).exists() {
         stopping = Some(Status::Cancelled);
+    }
+    if stopping.is_none()
+        && !oom_killed
+        && let Some(why) = stopped_by_engine(exit_code, ended_at, away_since)
+    {
+        tracing::warn!("job {name}: {why}");
+        return Finish::of(Outcome {
+            status: Status::Lost,
+            exit_code,
+            oom_killed,
+            error: Some(why),
+            container_id: Some(id.to_string()),
+            started_at: Some(started_at),
+            finished_at,
+        });
     }
     let (status, error) = judge(
         exit_code,
@@ -550,6 +562,27 @@ async fn follow(
         container_id: Some(id.to_string()),
         started_at: Some(started_at),
         finished_at,
+    })
+}
+
+/// Why a run that a signal stopped after tb lost sight of the engine
+/// (`away_since`) was lost rather than failed: an engine that restarts
+/// stops the containers it finds running (SIGTERM, then SIGKILL). A run
+/// that ended any other way meanwhile keeps its real exit status.
+fn stopped_by_engine(
+    exit_code: Option<i64>,
+    ended_at: Option<DateTime<Utc>>,
+    away_since: Option<DateTime<Utc>>,
+) -> Option<String> {
+    let (code, since) = (exit_code?, away_since?);
+    // What the engine sends; a crash (SIGSEGV, SIGABRT) is the job's own.
+    let by_engine = matches!(code, 137 | 143);
+    (by_engine && ended_at.is_none_or(|t| t >= since)).then(|| {
+        format!(
+            "stopped by the Docker engine while tb could not reach it (an engine restart stops the containers \
+             it finds running): {}",
+            describe_exit(code)
+        )
     })
 }
 
@@ -685,7 +718,36 @@ mod tests {
             batch_dir: PathBuf::from("/runs/b"),
             stop_grace: STOP_GRACE,
             engine_wait: Duration::from_secs(1),
+            away_since: None,
         }
+    }
+
+    #[test]
+    fn a_signal_after_the_engine_went_away_is_the_engines() {
+        let away = Utc::now();
+        let after = Some(away + chrono::TimeDelta::seconds(5));
+        let before = Some(away - chrono::TimeDelta::seconds(5));
+        assert!(stopped_by_engine(Some(143), after, Some(away)).is_some());
+        assert!(
+            stopped_by_engine(Some(137), None, Some(away)).is_some(),
+            "when unknown, the engine's"
+        );
+        assert!(
+            stopped_by_engine(Some(143), before, Some(away)).is_none(),
+            "ended before tb lost it"
+        );
+        assert!(
+            stopped_by_engine(Some(3), after, Some(away)).is_none(),
+            "its own exit status"
+        );
+        assert!(
+            stopped_by_engine(Some(139), after, Some(away)).is_none(),
+            "a crash is the job's own"
+        );
+        assert!(
+            stopped_by_engine(Some(143), after, None).is_none(),
+            "the engine never went away"
+        );
     }
 
     #[test]

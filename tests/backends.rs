@@ -172,6 +172,11 @@ pub fn cancel_scenario(backend: &str) {
     wait_until(90, "the queued job to take the free slot", || {
         w.state("queued")["status"] == "succeeded"
     });
+    // Its container is removed just after its end is written: let that
+    // happen before the supervisor dies, as it would have by then.
+    wait_until(30, "the ended runs to be removed", || {
+        w.leftover_containers().len() == 1
+    });
 
     kill9(&mut tb);
     let out = w.run(&["cancel"]);

@@ -345,7 +345,7 @@ fn the_engine_going_away_and_back_mid_job_loses_nothing() {
 }
 
 #[test]
-fn an_engine_that_stays_away_ends_the_night_with_a_clear_message() {
+fn an_engine_that_stays_away_ends_the_night_with_one_next_step_that_finishes_it() {
     let _guard = unsupervised();
     let w = Work::new();
     let sock = w.path().join("engine.sock");
@@ -368,14 +368,43 @@ fn an_engine_that_stays_away_ends_the_night_with_a_clear_message() {
     std::io::Read::read_to_string(tb.0.stderr.as_mut().unwrap(), &mut err).unwrap();
     assert_eq!(status.code(), Some(1), "{err}");
     assert!(err.contains("the Docker engine has been unreachable for 3s"), "{err}");
-    assert!(err.contains("tb resume"), "{err}");
+    // One next step, and it is the one that finishes the batch.
+    assert!(err.contains("Run `tb resume"), "{err}");
+    assert!(!err.contains("tb retry"), "{err}");
+    // Out of sight, not lost: its container (on the real engine, which
+    // never went away) runs on.
     let a = w.state("a");
-    assert_eq!(a["status"], "lost", "{a}");
+    assert_eq!(a["status"], "running", "{a}");
     assert_eq!(w.state("b")["status"], "pending");
-    // The real engine never went away: its container still runs. Clean up.
-    for id in w.leftover_containers() {
-        let _ = std::process::Command::new("docker").args(["rm", "-f", &id]).output();
-    }
+    let id = a["container_id"].as_str().unwrap().to_string();
+    assert!(
+        w.leftover_containers()
+            .iter()
+            .any(|c| id.starts_with(c.as_str()) || c.starts_with(&id)),
+        "the run is kept for resume"
+    );
+
+    // The engine is back: resume records how `a` ended, with all of its
+    // output, and runs `b`.
+    let _back = Proxy::start(&sock);
+    let out = w
+        .tb()
+        .args(["resume"])
+        .env("DOCKER_HOST", format!("unix://{}", sock.display()))
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    assert_eq!(w.state("a")["status"], "succeeded");
+    assert_eq!(w.stdout_of("a"), expected("a", 30), "output lost or doubled");
+    assert_eq!(w.state("b")["status"], "succeeded");
+    assert_eq!(ran(&w), ["a", "b"], "nothing ran twice");
+    assert!(w.leftover_containers().is_empty(), "{:?}", w.leftover_containers());
+    let batch: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(w.batch_dir().join("batch.json")).unwrap()).unwrap();
+    assert!(
+        batch.get("engine_lost_at").is_none(),
+        "cleared once the engine is seen again: {batch}"
+    );
 }
 
 #[test]

@@ -96,6 +96,7 @@ fn a_device_request_names_exactly_the_assigned_gpu() {
         batch_dir: w.path().to_path_buf(),
         stop_grace: std::time::Duration::from_secs(1),
         engine_wait: std::time::Duration::from_secs(5),
+        away_since: None,
     };
     // The container is made by hand, with no supervisor: keep `tb clean` off it.
     let _guard = unsupervised();

@@ -77,6 +77,8 @@ struct Session {
     removals: Removals,
     gate: StartGate,
     engine_wait: Duration,
+    /// When an earlier supervisor gave up on the engine (batch.json).
+    engine_lost_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// How the dispatcher reaches one attempt's task.
@@ -211,6 +213,7 @@ impl Backend for Local {
             tasks: JoinSet::new(),
             gate,
             engine_wait: engine_wait(),
+            engine_lost_at: dir.read_batch().ok().and_then(|b| b.engine_lost_at),
         });
         Ok(())
     }
@@ -289,7 +292,8 @@ impl Backend for Local {
         s.free_gpus.retain(|g| !found.gpus.contains(g));
         s.gpus_of.insert(index, found.gpus.clone());
         s.handed += 1;
-        let launch = s.launch_of(attempt, found.gpus.clone());
+        let mut launch = s.launch_of(attempt, found.gpus.clone());
+        launch.away_since = s.engine_lost_at;
         let (controls, _, stop) = Controls::new();
         s.runs.insert(index, controls);
         // A container taken over counts against the slots like any other;
@@ -366,6 +370,7 @@ impl Session {
             batch_dir: self.dir.path.clone(),
             stop_grace: executor::STOP_GRACE,
             engine_wait: self.engine_wait,
+            away_since: None,
         }
     }
 }
@@ -404,6 +409,10 @@ impl Report {
         let index = self.index;
         if finish.engine_gone && finish.outcome.started_at.is_none() {
             self.send(Event::Withdrawn { index });
+        } else if finish.engine_gone && finish.outcome.status == crate::run::Status::Lost {
+            // Out of sight, not over: the container may still run, or have
+            // ended with a real exit status, for `tb resume` to record.
+            self.send(Event::Abandoned { index });
         } else {
             self.send(Event::Ended {
                 index,

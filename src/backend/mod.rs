@@ -44,6 +44,9 @@ pub enum Event {
     Ended { index: usize, outcome: Outcome },
     /// It never started and nothing of it remains: as before its launch.
     Withdrawn { index: usize },
+    /// It started, and the backend lost sight of it (its engine stayed
+    /// away): how it ends is for `tb resume` to record.
+    Abandoned { index: usize },
     /// The backend can run nothing more (its engine or cluster is gone past
     /// waiting for it): `why`, for the user.
     Gone { why: String },

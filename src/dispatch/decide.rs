@@ -251,7 +251,8 @@ impl Dispatcher {
             Event::Queued { index, .. }
             | Event::Started { index, .. }
             | Event::Ended { index, .. }
-            | Event::Withdrawn { index } => Some(*index),
+            | Event::Withdrawn { index }
+            | Event::Abandoned { index } => Some(*index),
             Event::Gone { .. } => None,
         };
         if let Some(i) = index
@@ -339,6 +340,17 @@ impl Dispatcher {
                 } else {
                     self.queue.push_front(index);
                 }
+                out.push(Action::Collect(index));
+            }
+            Event::Abandoned { index } => {
+                // Its state stays `running`, its run where it is: `tb
+                // resume` follows it or records how it ended.
+                self.flights.remove(&index);
+                tracing::warn!(
+                    "{}: out of sight while the backend is away; left running for `tb resume`",
+                    self.names[index]
+                );
+                out.push(Action::Note(Note::Finished(index)));
                 out.push(Action::Collect(index));
             }
             Event::Gone { why } => {

@@ -107,12 +107,21 @@ pub async fn supervise(
         BatchStatus::Finished
     };
     state.finished_at = Some(Utc::now());
+    state.engine_lost_at = match &summary.halted {
+        // Given up on now: what a signal stops from here on, the engine
+        // stopped as it came back.
+        Some(Halt::Gone(_)) => Some(Utc::now()),
+        _ => None,
+    };
     dir.write_batch(&state)?;
     close::close(plan, dir, &summary);
     let pending = summary.count(Status::Pending);
+    let running = summary.count(Status::Running);
     match &summary.halted {
+        // One next step, the one that finishes the batch.
         Some(Halt::Gone(why)) => tracing::error!(
-            "{why}: tb stopped; the {pending} job(s) that had not run are pending. Run `tb resume {}` once it is back",
+            "{why}: tb stopped with {running} job(s) left running and {pending} pending. Run `tb resume {}` once it \
+             is back: it records how the running ones ended (exit status and output) and runs the rest",
             dir.id
         ),
         Some(Halt::Deadline) => tracing::info!(
@@ -438,7 +447,10 @@ impl Loop<'_> {
                     );
                     backend.collect(i, None);
                 }
-                Action::Collect(i) => backend.collect(i, d.states[i].handle()),
+                // Only a run whose end is recorded may be removed.
+                Action::Collect(i) => {
+                    backend.collect(i, d.states[i].handle().filter(|_| d.states[i].status().is_final()))
+                }
                 Action::Unarchive(i, n) => {
                     if let Err(e) = self.dir.unarchive_attempt(&self.plan.jobs[i].name, n) {
                         tracing::warn!("{e:#}");

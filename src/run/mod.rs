@@ -70,6 +70,12 @@ pub struct BatchState {
     /// Where files written before the settings held it kept the concurrency.
     #[serde(default, skip_serializing)]
     concurrency: Option<usize>,
+    /// When a supervisor lost its engine for good: a run that a signal
+    /// stopped after this (the engine stopping its containers as it came
+    /// back) was lost, not failed. Cleared once a supervisor sees the
+    /// engine again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine_lost_at: Option<DateTime<Utc>>,
 }
 
 /// `jobs/<job>/job.json`: the resolved job as the container sees it.
@@ -161,6 +167,7 @@ impl BatchDir {
             jobs: plan.jobs.iter().map(|j| j.name.clone()).collect(),
             settings: plan.settings.clone(),
             concurrency: None,
+            engine_lost_at: None,
         };
         dir.write_batch(&state)?;
         for job in &plan.jobs {

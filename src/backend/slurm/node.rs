@@ -93,6 +93,7 @@ pub fn run(job_dir: &Path) -> anyhow::Result<Exit> {
         batch_dir: dir.path.clone(),
         stop_grace: executor::STOP_GRACE,
         engine_wait: crate::backend::local::engine_wait(),
+        away_since: None,
     };
     let record_path = job_dir.join(RECORD);
     crate::runtime()?.block_on(async {
