@@ -21,6 +21,7 @@ pub mod progress;
 pub mod prune;
 pub mod report;
 pub mod run;
+pub mod sanitize;
 pub mod settings;
 pub mod signal;
 
