@@ -37,8 +37,8 @@ pub fn hinted(message: impl fmt::Display, hint: impl Into<String>) -> anyhow::Er
 }
 
 /// Renders `err` to stderr as `error: …`, its causes, and any hints, made
-/// safe for the terminal (no control character, no endless line:
-/// [`crate::sanitize`]).
+/// safe for the terminal (no secret, no control character, no endless
+/// line: [`crate::sanitize`]).
 pub fn render(err: &anyhow::Error) {
     eprint!(
         "{}",

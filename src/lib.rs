@@ -22,6 +22,7 @@ pub mod prune;
 pub mod report;
 pub mod run;
 pub mod sanitize;
+pub mod secrets;
 pub mod settings;
 pub mod signal;
 

@@ -1,7 +1,7 @@
 //! tb's own log: people's messages on stderr (above any progress bar), and
 //! every batch's `supervisor.log`, with timestamps, once its directory exists.
-//! Every line goes through [`crate::sanitize`] first: no control character
-//! and no endless line reaches either.
+//! Every line goes through [`crate::sanitize`] first: no secret, no control
+//! character, no endless line reaches either.
 
 use crate::cli::GlobalArgs;
 use crate::sanitize::{self, Policy};

@@ -1,12 +1,13 @@
 //! The one step between tb's text and a person's screen or log: every log
 //! writer (stderr, `supervisor.log`) and the error printer go through
-//! [`text`]. Control characters other than newline and tab are escaped
-//! (`\u{1b}`), so that a
+//! [`text`]. Registered secrets become `***` ([`crate::secrets`]); control
+//! characters other than newline and tab are escaped (`\u{1b}`), so that a
 //! name or value from a batch file cannot drive the terminal; and an
 //! overlong line is cut, saying how much was cut. A TOML excerpt's caret
 //! line is cut and widened with its source line, so that it still points
 //! at the column it marks.
 
+use crate::secrets;
 use std::borrow::Cow;
 
 /// How text is rendered for one destination.
@@ -39,7 +40,8 @@ impl Policy {
 
 /// `s` made safe to show under `policy`.
 pub fn text(s: &str, policy: Policy) -> String {
-    let lines: Vec<&str> = s.split('\n').collect();
+    let redacted = secrets::redact(s);
+    let lines: Vec<&str> = redacted.split('\n').collect();
     let mut out = Vec::with_capacity(lines.len());
     let mut i = 0;
     while i < lines.len() {
@@ -288,5 +290,14 @@ mod tests {
     fn a_short_excerpt_is_left_alone() {
         let e = "  |\n3 | memroy = \"8g\"\n  | ^^^^^^\nunknown field";
         assert_eq!(text(e, Policy::TERMINAL), e);
+    }
+
+    #[test]
+    fn secrets_go_before_anything_is_cut() {
+        crate::secrets::register("s3cret-a7Q2-value");
+        let line = format!("{} s3cret-a7Q2-value", "y".repeat(295));
+        let shown = text(&line, Policy::TERMINAL);
+        assert!(!shown.contains("a7Q2"), "{shown}");
+        assert!(shown.ends_with("***"), "{shown}");
     }
 }

@@ -14,6 +14,7 @@ mod prune;
 mod report;
 mod retry;
 mod run;
+mod secrets;
 mod slurm;
 mod sources;
 mod sweep;

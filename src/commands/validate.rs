@@ -14,6 +14,7 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         backend: args.backend.clone(),
     };
     let plan = settings::resolve(&args.file, &overrides, Inventory::detect())?;
+    crate::secrets::register_plan(&plan);
     let runs_dir = std::path::absolute(&global.runs_dir)?;
     let ready = crate::runtime()?.block_on(async {
         let mut backend = crate::backend::for_plan(&plan);

@@ -259,7 +259,8 @@ impl BatchDir {
 
     /// The plan of a batch that already has a directory (for `tb retry`,
     /// `tb resume`, `tb cancel`): the jobs as resolved when it was created,
-    /// with the GPUs of this host.
+    /// with the GPUs of this host. Their `pass_env` values in tb's
+    /// environment are secrets from now on.
     pub fn plan(&self, gpus: Inventory) -> anyhow::Result<Plan> {
         let batch = self.read_batch()?;
         let jobs = batch
@@ -280,14 +281,16 @@ impl BatchDir {
                 "run it on the host the batch was made for, or set TB_GPUS",
             ));
         }
-        Ok(Plan {
+        let plan = Plan {
             file: batch.file.clone(),
             text: std::fs::read_to_string(self.path.join("batch.toml")).unwrap_or_default(),
             name: batch.name.clone(),
             settings: batch.settings,
             gpus,
             jobs,
-        })
+        };
+        crate::secrets::register_plan(&plan);
+        Ok(plan)
     }
 
     /// Moves the output of attempt `n` of `job` under `attempts/<n>/`, with
