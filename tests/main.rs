@@ -5,6 +5,7 @@ mod backends;
 mod cli;
 mod common;
 mod compare;
+mod concurrent;
 mod faults;
 mod gpu;
 mod image;

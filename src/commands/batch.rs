@@ -11,6 +11,7 @@ use crate::logging;
 use crate::run::BatchDir;
 use crate::settings::{self, Overrides, Plan};
 use anyhow::Context;
+use std::path::Path;
 
 pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let overrides = Overrides {
@@ -34,11 +35,13 @@ pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
             return Ok(Exit::Success);
         }
         ensure_downloads(&plan)?;
+        let live = crate::run::supervised_under(&runs_dir);
         let dir = BatchDir::create(&runs_dir, &plan)?;
         // Taken before anything runs, so that a `tb resume` racing a
         // detached start cannot supervise the batch twice.
         let lock = if args.detach { None } else { Some(dir.lock()?) };
         logging::attach_supervisor_log(&dir.path.join("supervisor.log"))?;
+        warn_if_running(&plan, &live);
 
         let done = if args.skip_done {
             crate::identity::succeeded_under(&runs_dir, &dir.path)
@@ -78,6 +81,34 @@ pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         };
         dispatch::supervise(&plan, &dir, backend, &ready, work, options, lock).await
     })
+}
+
+/// Warns when the batch file (or a batch of the same name) already runs
+/// under another supervisor: that is allowed, and both run every job.
+fn warn_if_running(plan: &Plan, live: &[crate::run::Live]) {
+    for other in live {
+        let what = if same_file(&other.state.file, &plan.file) {
+            format!("`{}`", plan.file.display())
+        } else if other.state.name == plan.name {
+            format!("a batch named `{}`", plan.name)
+        } else {
+            continue;
+        };
+        let s = &other.supervisor;
+        tracing::warn!(
+            "{what} is already running as batch {} under another supervisor (pid {} on {}); both run every job",
+            other.dir.id,
+            s.pid,
+            s.host
+        );
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 /// Creates the downloads cache, or says why it cannot be.

@@ -348,6 +348,35 @@ impl BatchDir {
     }
 }
 
+/// A batch whose supervisor runs now.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub dir: BatchDir,
+    pub state: BatchState,
+    pub supervisor: Supervisor,
+}
+
+/// The batches under `runs_dir` whose supervisor lock is held now.
+pub fn supervised_under(runs_dir: &Path) -> Vec<Live> {
+    let Ok(entries) = std::fs::read_dir(runs_dir) else {
+        return Vec::new();
+    };
+    let mut live: Vec<Live> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        // `latest` is a link to one of the others.
+        .filter(|p| !p.is_symlink() && p.join("batch.json").is_file())
+        .filter_map(|p| {
+            let dir = BatchDir::at(&p).ok()?;
+            let supervisor = dir.supervisor()?;
+            let state = dir.read_batch().ok()?;
+            Some(Live { dir, state, supervisor })
+        })
+        .collect();
+    live.sort_by(|a, b| a.dir.id.cmp(&b.dir.id));
+    live
+}
+
 fn newest_named(runs_dir: &Path, name: &str) -> Option<PathBuf> {
     let entries = std::fs::read_dir(runs_dir).ok()?;
     let suffix = format!("_{name}");
