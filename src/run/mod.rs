@@ -377,6 +377,26 @@ pub fn supervised_under(runs_dir: &Path) -> Vec<Live> {
     live
 }
 
+/// Whether the batch that `job_dir` (`<batch>/jobs/<job>`) belongs to has a
+/// supervisor now.
+pub fn supervised(job_dir: &Path) -> bool {
+    job_dir
+        .parent()
+        .and_then(Path::parent)
+        .and_then(|b| BatchDir::at(b).ok())
+        .is_some_and(|b| b.supervisor().is_some())
+}
+
+/// The id of the batch that `job_dir` (`<batch>/jobs/<job>`) belongs to.
+pub fn batch_of(job_dir: &Path) -> String {
+    job_dir
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
 fn newest_named(runs_dir: &Path, name: &str) -> Option<PathBuf> {
     let entries = std::fs::read_dir(runs_dir).ok()?;
     let suffix = format!("_{name}");
