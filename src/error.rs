@@ -36,9 +36,14 @@ pub fn hinted(message: impl fmt::Display, hint: impl Into<String>) -> anyhow::Er
     with_hint(anyhow::anyhow!("{message}"), hint)
 }
 
-/// Renders `err` to stderr as `error: …`, its causes, and any hints.
+/// Renders `err` to stderr as `error: …`, its causes, and any hints, made
+/// safe for the terminal (no secret, no control character, no endless
+/// line: [`crate::sanitize`]).
 pub fn render(err: &anyhow::Error) {
-    eprint!("{}", format(err));
+    eprint!(
+        "{}",
+        crate::sanitize::text(&format(err), crate::sanitize::Policy::TERMINAL)
+    );
 }
 
 /// The text [`render`] prints.

@@ -155,9 +155,9 @@ pub fn container_spec(launch: &Launch) -> ContainerSpec {
         env.push(format!("{k}={v}"));
     }
     for name in &spec.pass_env {
-        match std::env::var(name) {
-            Ok(v) => env.push(format!("{name}={v}")),
-            Err(_) => tracing::warn!(
+        match crate::secrets::read_pass_env(name) {
+            Some(v) => env.push(format!("{name}={v}")),
+            None => tracing::warn!(
                 "job {}: pass_env `{name}` is not set in tb's environment; not passed",
                 spec.name
             ),

@@ -73,6 +73,24 @@ pub fn succeeded_under(runs_dir: &Path, skip: &Path) -> HashMap<String, PathBuf>
     found.into_iter().map(|(k, (_, p))| (k, p)).collect()
 }
 
+/// Job directories of `live` batches whose job runs right now, by identity.
+pub fn running_in(live: &[crate::run::Live]) -> HashMap<String, PathBuf> {
+    let mut found = HashMap::new();
+    for batch in live {
+        for job in &batch.state.jobs {
+            let Ok(state) = batch.dir.read_job_state(job) else {
+                continue;
+            };
+            if state.status() == Status::Running
+                && let Some(id) = state.identity()
+            {
+                found.insert(id.to_string(), batch.dir.job_dir(job));
+            }
+        }
+    }
+    found
+}
+
 /// Marks `job` of `dir` as done by the run in `origin`: its state says so,
 /// and its metrics, result and logs are copied (checkpoints stay where they
 /// are, named by `reused_from`).

@@ -21,6 +21,8 @@ pub mod progress;
 pub mod prune;
 pub mod report;
 pub mod run;
+pub mod sanitize;
+pub mod secrets;
 pub mod settings;
 pub mod signal;
 

@@ -1,9 +1,13 @@
 //! tb's own log: people's messages on stderr (above any progress bar), and
 //! every batch's `supervisor.log`, with timestamps, once its directory exists.
+//! Every line goes through [`crate::sanitize`] first: no secret, no control
+//! character, no endless line reaches either.
 
 use crate::cli::GlobalArgs;
+use crate::sanitize::{self, Policy};
 use std::io::{IsTerminal, Write};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::prelude::*;
@@ -11,6 +15,8 @@ use tracing_subscriber::{EnvFilter, Layer};
 
 static SUPERVISOR_LOG: Mutex<Option<std::fs::File>> = Mutex::new(None);
 static OUTPUT: OnceLock<OutputMode> = OnceLock::new();
+/// stderr's lines carry tracing's colours.
+static COLORS: AtomicBool = AtomicBool::new(false);
 
 /// How stderr is used, decided once from the flags and the terminal.
 #[derive(Debug, Clone, Copy)]
@@ -33,6 +39,7 @@ pub fn output_mode() -> OutputMode {
 pub fn init(global: &GlobalArgs) {
     let color = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let bars = std::io::stderr().is_terminal() && !global.no_progress && global.verbose == 0 && !global.quiet;
+    COLORS.store(color, Ordering::Relaxed);
     let _ = OUTPUT.set(OutputMode {
         bars,
         verbose: global.verbose,
@@ -127,14 +134,19 @@ impl Write for Event {
 impl Drop for Event {
     fn drop(&mut self) {
         let bytes = std::mem::take(&mut self.0);
+        let text = String::from_utf8_lossy(&bytes);
         match self.1 {
-            Sink::Stderr => crate::progress::above_bars(|| {
-                let _ = std::io::stderr().write_all(&bytes);
-            }),
+            Sink::Stderr => {
+                let shown = sanitize::text(&text, Policy::TERMINAL.with_colors(COLORS.load(Ordering::Relaxed)));
+                crate::progress::above_bars(|| {
+                    let _ = std::io::stderr().write_all(shown.as_bytes());
+                })
+            }
             Sink::SupervisorLog => {
                 if let Some(f) = SUPERVISOR_LOG.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                    let shown = sanitize::text(&text, Policy::FILE);
                     // A full disk must not take the supervisor down with it.
-                    let _ = f.write_all(&bytes);
+                    let _ = f.write_all(shown.as_bytes());
                 }
             }
         }

@@ -131,8 +131,33 @@ fn a_deadline_in_the_past_leaves_jobs_pending_for_resume() {
     assert_eq!(w.state("b")["status"], "succeeded");
 }
 
+/// Bytes free on the filesystem holding `path`.
+#[allow(clippy::unnecessary_cast)] // statvfs's field types differ between platforms
+fn free_bytes(path: &Path) -> u64 {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: a valid C string and a zeroed struct for statvfs to fill.
+    let mut s: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(c.as_ptr(), &mut s) }, 0);
+    s.f_bavail as u64 * s.f_frsize as u64
+}
+
+/// The reserve of `dir` and any temporary one: each must be whole (1 MiB).
+fn reserves(dir: &Path) -> Vec<(String, u64)> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".tb-reserve"))
+        .map(|e| {
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                e.metadata().unwrap().len(),
+            )
+        })
+        .collect()
+}
+
 #[test]
-fn a_full_disk_fails_the_job_that_filled_it_and_the_others_finish() {
+fn a_full_disk_fails_the_job_that_filled_it_the_others_finish_and_retry_runs_after() {
     // SAFETY: a plain getter.
     assert_eq!(
         unsafe { libc::geteuid() },
@@ -155,18 +180,18 @@ fn a_full_disk_fails_the_job_that_filled_it_and_the_others_finish() {
         }
     }
     let _unmount = Unmount(runs.clone());
+    // `big` fills the disk while the flag is there; then it is fixed.
+    std::fs::create_dir_all(w.path().join("downloads")).unwrap();
+    let flag = w.path().join("downloads/fill");
+    std::fs::write(&flag, "").unwrap();
     let f = w.batch(
         "full.toml",
         "[batch]\ndownloads = \"./downloads\"\n[defaults]\nimage = \"tb-base:bookworm\"\n\
-         [[job]]\nname = \"big\"\ncommand = [\"sh\", \"-c\", \"yes | head -c 8000000\"]\n\
+         [[job]]\nname = \"big\"\ncommand = [\"sh\", \"-c\", \"if [ -e /downloads/fill ]; then yes | head -c 8000000; else echo fixed; fi\"]\n\
          [[job]]\nname = \"small\"\ncommand = [\"echo\", \"fine\"]\n",
     );
-    let out = w
-        .tb()
-        .args(["batch", f.to_str().unwrap()])
-        .env("TB_RUNS_DIR", &runs)
-        .output()
-        .unwrap();
+    let tb = |args: &[&str]| w.tb().args(args).env("TB_RUNS_DIR", &runs).output().unwrap();
+    let out = tb(&["batch", f.to_str().unwrap()]);
     assert_exit(&out, 1);
     let dir = std::fs::canonicalize(runs.join("latest")).unwrap();
     let state = |j: &str| -> serde_json::Value {
@@ -190,6 +215,32 @@ fn a_full_disk_fails_the_job_that_filled_it_and_the_others_finish() {
         "{}",
         text(&out.stderr)
     );
+    assert!(reserves(&dir).is_empty(), "{:?}", reserves(&dir));
+
+    // The job is fixed, the disk still almost full: too full for a new
+    // reserve, not for the states. No part of a reserve may take the rest.
+    std::fs::remove_file(&flag).unwrap();
+    let free = free_bytes(&dir);
+    assert!(free < 1 << 20, "{free} bytes free: the disk is not almost full");
+    let out = tb(&["retry"]);
+    assert_exit(&out, 0);
+    assert!(
+        text(&out.stderr).contains("could not set aside tb's 1 MiB reserve"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(reserves(&dir).is_empty(), "a partial reserve: {:?}", reserves(&dir));
+    assert_eq!(state("big")["status"], "succeeded", "{}", state("big"));
+    assert_eq!(
+        std::fs::read_to_string(dir.join("jobs/big/stdout.log")).unwrap(),
+        "fixed\n"
+    );
+
+    // Space freed (the failed attempt's output), the reserve is whole again.
+    std::fs::remove_file(dir.join("jobs/big/attempts/1/stdout.log")).unwrap();
+    let out = tb(&["retry"]);
+    assert_exit(&out, 0);
+    assert_eq!(reserves(&dir), [(".tb-reserve".to_string(), 1 << 20)]);
 }
 
 #[test]

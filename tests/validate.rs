@@ -115,3 +115,68 @@ fn status_without_a_batch_says_how_to_start_one() {
     assert!(err.starts_with("error: no batch under"), "{err}");
     assert!(err.contains("hint: start one with `tb batch FILE`"), "{err}");
 }
+
+/// The text of the excerpt's source line from its caret's column on.
+fn caret_points_at(err: &str) -> String {
+    let lines: Vec<&str> = err.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.trim_start().starts_with("| ") && l.contains('^'))
+        .unwrap_or_else(|| panic!("no caret line: {err}"));
+    let col = lines[at].chars().position(|c| c == '^').unwrap();
+    lines[at - 1].chars().skip(col).collect()
+}
+
+#[test]
+fn control_characters_from_the_file_are_shown_escaped() {
+    let w = Work::new();
+    let f = w.batch(
+        "x.toml",
+        "[defaults]\nimage = \"tb-base:bookworm\"\n[[job]]\nname = \"a\\u001b[31mred\"\n",
+    );
+    let out = w.run(&["validate", f.to_str().unwrap()]);
+    assert_exit(&out, 2);
+    let err = text(&out.stderr);
+    assert!(!out.stderr.contains(&0x1b), "a raw ESC reached the terminal: {err:?}");
+    assert!(err.contains("job name `a\\u{1b}[31mred` contains `\\u{1b}`"), "{err}");
+
+    // A raw ESC in the file is a TOML error: its excerpt shows the line,
+    // with the caret still under the (now escaped) character.
+    std::fs::write(
+        &f,
+        b"[defaults]\nimage = \"tb-base:bookworm\"\n[[job]]\nname = \"a\x1b[31mred\"\n",
+    )
+    .unwrap();
+    let out = w.run(&["validate", f.to_str().unwrap()]);
+    assert_exit(&out, 2);
+    let err = text(&out.stderr);
+    assert!(!out.stderr.contains(&0x1b), "a raw ESC reached the terminal: {err:?}");
+    assert!(caret_points_at(&err).starts_with("\\u{1b}[31mred\""), "{err}");
+}
+
+#[test]
+fn a_10000_character_value_is_cut_wherever_it_is_shown() {
+    let w = Work::new();
+    let long = "x".repeat(10_000);
+    // toml quotes the value in its message and shows its line with carets;
+    // tb's own check quotes a name.
+    let files = [
+        format!("[defaults]\nimage = \"tb-base:bookworm\"\ncpus = \"{long}\"\n[[job]]\nname = \"a\"\n"),
+        format!("[defaults]\nimage = \"tb-base:bookworm\"\n[[job]]\nname = \"{long}\"\n"),
+    ];
+    for body in &files {
+        let f = w.batch("x.toml", body);
+        let out = w.run(&["validate", f.to_str().unwrap()]);
+        assert_exit(&out, 2);
+        let err = text(&out.stderr);
+        assert!(err.len() < 2_000, "{} bytes of error", err.len());
+        assert!(err.contains(" characters cut)"), "{err}");
+        assert!(err.lines().all(|l| l.chars().count() < 360), "{err}");
+    }
+    let f = w.batch("x.toml", &files[0]);
+    let err = text(&w.run(&["validate", f.to_str().unwrap()]).stderr);
+    assert!(
+        caret_points_at(&err).starts_with("\"xxx"),
+        "the caret moved off the value: {err}"
+    );
+}

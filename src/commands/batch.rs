@@ -1,7 +1,7 @@
 //! `tb batch FILE`: validate, create the batch directory, and hand the
 //! jobs to the dispatcher on the plan's backend.
 
-use crate::backend;
+use crate::backend::{self, Ready};
 use crate::cli::{BatchArgs, GlobalArgs};
 use crate::dispatch::{self, Options, Work};
 use crate::error::hinted;
@@ -11,6 +11,8 @@ use crate::logging;
 use crate::run::BatchDir;
 use crate::settings::{self, Overrides, Plan};
 use anyhow::Context;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 
 pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let overrides = Overrides {
@@ -19,6 +21,7 @@ pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         backend: args.backend.clone(),
     };
     let plan = settings::resolve(&args.file, &overrides, Inventory::detect())?;
+    crate::secrets::register_plan(&plan);
     let runs_dir = std::path::absolute(&global.runs_dir)?;
     crate::runtime()?.block_on(async {
         let mut backend = backend::for_plan(&plan);
@@ -33,37 +36,23 @@ pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
             return Ok(Exit::Success);
         }
         ensure_downloads(&plan)?;
+        let live = crate::run::supervised_under(&runs_dir);
         let dir = BatchDir::create(&runs_dir, &plan)?;
         // Taken before anything runs, so that a `tb resume` racing a
         // detached start cannot supervise the batch twice.
         let lock = if args.detach { None } else { Some(dir.lock()?) };
         logging::attach_supervisor_log(&dir.path.join("supervisor.log"))?;
+        warn_if_running(&plan, &live, args.skip_done);
 
-        let done = if args.skip_done {
-            crate::identity::succeeded_under(&runs_dir, &dir.path)
-        } else {
-            Default::default()
-        };
-        let mut launch = Vec::new();
-        for (i, job) in plan.jobs.iter().enumerate() {
-            let identity = crate::identity::of(job, ready.image_ids[i].as_deref());
-            let mut state = dir.read_job_state(&job.name)?;
-            state.identify(identity.clone());
-            match done.get(&identity) {
-                Some(origin) => {
-                    crate::identity::reuse(&dir, &job.name, origin, &mut state)?;
-                    tracing::info!(
-                        "{}: already succeeded in {}; reusing that result",
-                        job.name,
-                        origin.display()
-                    );
-                }
-                None => {
-                    dir.write_job_state(&job.name, &state)?;
-                    launch.push(i);
-                }
+        let elsewhere = if args.skip_done {
+            Elsewhere {
+                done: crate::identity::succeeded_under(&runs_dir, &dir.path),
+                running: crate::identity::running_in(&live),
             }
-        }
+        } else {
+            Elsewhere::default()
+        };
+        let launch = prepare_jobs(&plan, &dir, &ready, &elsewhere)?;
         let Some(lock) = lock else {
             logging::detach_supervisor_log();
             return detach(&dir, global);
@@ -77,6 +66,81 @@ pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         };
         dispatch::supervise(&plan, &dir, backend, &ready, work, options, lock).await
     })
+}
+
+/// What `--skip-done` found of this batch's jobs in other batches, by
+/// identity: job directories where they succeeded, and where they run now.
+#[derive(Default)]
+struct Elsewhere {
+    done: HashMap<String, PathBuf>,
+    running: HashMap<String, PathBuf>,
+}
+
+/// Records each job's identity; a job done elsewhere takes that result, and
+/// one running elsewhere is marked to wait for it. The jobs to hand to the
+/// dispatcher, by index.
+fn prepare_jobs(plan: &Plan, dir: &BatchDir, ready: &Ready, elsewhere: &Elsewhere) -> anyhow::Result<Vec<usize>> {
+    let mut launch = Vec::new();
+    for (i, job) in plan.jobs.iter().enumerate() {
+        let identity = crate::identity::of(job, ready.image_ids[i].as_deref());
+        let mut state = dir.read_job_state(&job.name)?;
+        state.identify(identity.clone());
+        if let Some(origin) = elsewhere.done.get(&identity) {
+            crate::identity::reuse(dir, &job.name, origin, &mut state)?;
+            tracing::info!(
+                "{}: already succeeded in {}; reusing that result",
+                job.name,
+                origin.display()
+            );
+            continue;
+        }
+        if let Some(other) = elsewhere.running.get(&identity) {
+            tracing::info!(
+                "{}: skipped while it runs in batch {}: its result is reused if it succeeds there, \
+                 else it runs here (--skip-done)",
+                job.name,
+                crate::run::batch_of(other)
+            );
+            state.wait_for(other.clone());
+        }
+        dir.write_job_state(&job.name, &state)?;
+        launch.push(i);
+    }
+    Ok(launch)
+}
+
+/// Warns when the batch file (or a batch of the same name) already runs
+/// under another supervisor: that is allowed, and both run every job,
+/// unless `--skip-done` makes this one wait for the jobs running there.
+fn warn_if_running(plan: &Plan, live: &[crate::run::Live], skip_done: bool) {
+    for other in live {
+        let what = if same_file(&other.state.file, &plan.file) {
+            format!("`{}`", plan.file.display())
+        } else if other.state.name == plan.name {
+            format!("a batch named `{}`", plan.name)
+        } else {
+            continue;
+        };
+        let s = &other.supervisor;
+        let then = if skip_done {
+            "its jobs that run there now are waited for, not run twice"
+        } else {
+            "both run every job (`--skip-done` waits for the ones running there instead)"
+        };
+        tracing::warn!(
+            "{what} is already running as batch {} under another supervisor (pid {} on {}); {then}",
+            other.dir.id,
+            s.pid,
+            s.host
+        );
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 /// Creates the downloads cache, or says why it cannot be.

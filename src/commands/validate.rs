@@ -3,6 +3,7 @@
 use crate::cli::{GlobalArgs, ValidateArgs};
 use crate::exit::Exit;
 use crate::gpu::Inventory;
+use crate::sanitize;
 use crate::settings::{self, Overrides, Plan};
 use comfy_table::{Table, presets::NOTHING};
 
@@ -13,6 +14,7 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         backend: args.backend.clone(),
     };
     let plan = settings::resolve(&args.file, &overrides, Inventory::detect())?;
+    crate::secrets::register_plan(&plan);
     let runs_dir = std::path::absolute(&global.runs_dir)?;
     let ready = crate::runtime()?.block_on(async {
         let mut backend = crate::backend::for_plan(&plan);
@@ -55,7 +57,8 @@ pub fn print_plan(plan: &Plan) {
             }
             row.push(values.join(" "));
         }
-        table.add_row(row);
+        // A command's text is the user's: it must not drive the terminal.
+        table.add_row(row.iter().map(|cell| sanitize::escape_controls(cell).into_owned()));
     }
     println!("{}", table.trim_fmt());
     let mut groups: Vec<(&str, String)> = Vec::new();

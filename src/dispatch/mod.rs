@@ -8,6 +8,7 @@
 
 mod close;
 pub mod decide;
+mod elsewhere;
 
 pub use decide::{Halt, backoff, log_end};
 
@@ -158,6 +159,7 @@ pub async fn run(
     let began = std::time::Instant::now();
     let names: Vec<String> = plan.jobs.iter().map(|j| j.name.clone()).collect();
     let states = dir.read_states(&names)?;
+    let held = elsewhere::Held::of(&work.launch, &states);
     let job_dirs = names.iter().map(|n| dir.job_dir(n)).collect();
     let mut d = Dispatcher::new(
         names,
@@ -175,6 +177,7 @@ pub async fn run(
         ready,
         progress,
         unwritten: std::collections::HashSet::new(),
+        held,
     };
     let mut pruning = Pruning::load(plan, dir)?;
 
@@ -239,6 +242,7 @@ pub async fn run(
                     let actions = d.handle(Input::CancelRequested(i), Instant::now());
                     loop_.carry_out(&mut d, backend, actions);
                 }
+                loop_.settle_held(&mut d);
                 for input in pruning.look(&d) {
                     let actions = d.handle(input, Instant::now());
                     loop_.carry_out(&mut d, backend, actions);
@@ -384,6 +388,8 @@ struct Loop<'a> {
     /// Jobs whose last state write failed: their runs are left to the
     /// backend (not cleaned up), for `tb resume` to record.
     unwritten: std::collections::HashSet<usize>,
+    /// Queued jobs waiting for the same job's run in another batch.
+    held: elsewhere::Held,
 }
 
 impl Loop<'_> {
@@ -392,7 +398,11 @@ impl Loop<'_> {
     /// none). Each begins a new attempt, written before it is handed over.
     fn fill(&mut self, d: &mut Dispatcher, backend: &mut dyn Backend) {
         while d.starting() {
-            let Some(pos) = d.queue.iter().position(|&i| backend.has_room(&self.plan.jobs[i])) else {
+            let Some(pos) = d
+                .queue
+                .iter()
+                .position(|&i| !self.held.holds(i) && backend.has_room(&self.plan.jobs[i]))
+            else {
                 return;
             };
             let index = d.queue[pos];
@@ -432,6 +442,43 @@ impl Loop<'_> {
             self.write(d, index);
             backend.launch(index, Attempt { job });
         }
+    }
+
+    /// Held jobs whose run in another batch is over: they take its result,
+    /// or are let go to run here.
+    fn settle_held(&mut self, d: &mut Dispatcher) {
+        for (index, ended) in self.held.look(|i| d.queue.contains(&i)) {
+            let reused = match ended {
+                elsewhere::Ended::Succeeded(origin) => self.reuse(d, index, &origin),
+                elsewhere::Ended::Not(why) => {
+                    tracing::info!("{}: {why}; running it here", self.plan.jobs[index].name);
+                    false
+                }
+            };
+            if !reused {
+                d.states[index].stop_waiting();
+                self.write(d, index);
+            }
+        }
+    }
+
+    /// Queued job `index` takes the result of the run in `origin` and is
+    /// done; whether it could.
+    fn reuse(&self, d: &mut Dispatcher, index: usize, origin: &std::path::Path) -> bool {
+        let name = &self.plan.jobs[index].name;
+        let mut state = d.states[index].clone();
+        if let Err(e) = crate::identity::reuse(self.dir, name, origin, &mut state) {
+            tracing::error!("{name}: {e:#}; running it here");
+            return false;
+        }
+        tracing::info!(
+            "{name}: succeeded in batch {}; reusing that result",
+            crate::run::batch_of(origin)
+        );
+        d.states[index] = state;
+        d.queue.retain(|&i| i != index);
+        self.progress.job_finished(name, Status::Succeeded);
+        true
     }
 
     fn carry_out(&mut self, d: &mut Dispatcher, backend: &mut dyn Backend, actions: Vec<Action>) {

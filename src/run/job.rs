@@ -175,6 +175,7 @@ pub struct JobState {
     gpus: Vec<String>,
     identity: Option<String>,
     reused_from: Option<PathBuf>,
+    waits_for: Option<PathBuf>,
     attempts: Vec<AttemptRecord>,
 }
 
@@ -217,6 +218,8 @@ struct Wire {
     identity: Option<String>,
     #[serde(default)]
     reused_from: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    waits_for: Option<PathBuf>,
     #[serde(default)]
     slurm_job_id: Option<String>,
     #[serde(default)]
@@ -238,6 +241,7 @@ impl From<Wire> for JobState {
             gpus: w.gpus,
             identity: w.identity,
             reused_from: w.reused_from,
+            waits_for: w.waits_for,
             attempts: w.attempts,
         }
     }
@@ -259,6 +263,7 @@ impl From<JobState> for Wire {
             gpus: s.gpus,
             identity: s.identity,
             reused_from: s.reused_from,
+            waits_for: s.waits_for,
             slurm_job_id: s.handle.as_ref().and_then(|h| h.slurm_job_id()).map(String::from),
             attempts: s.attempts,
         }
@@ -288,6 +293,7 @@ impl JobState {
             gpus: Vec::new(),
             identity: None,
             reused_from: None,
+            waits_for: None,
             attempts: Vec::new(),
         }
     }
@@ -334,6 +340,11 @@ impl JobState {
     /// Where the result came from when `--skip-done` found it already done.
     pub fn reused_from(&self) -> Option<&Path> {
         self.reused_from.as_deref()
+    }
+    /// The job directory, in another batch, of the run of the same job
+    /// that `--skip-done` holds this one back for.
+    pub fn waits_for(&self) -> Option<&Path> {
+        self.waits_for.as_deref()
     }
     /// How each earlier attempt ended, oldest first.
     pub fn attempts(&self) -> &[AttemptRecord] {
@@ -393,6 +404,7 @@ impl JobState {
         }
         self.status = Status::Pending;
         self.clear_run();
+        self.waits_for = None;
         if image_id.is_some() {
             self.image_id = image_id;
         }
@@ -490,12 +502,25 @@ impl JobState {
         }
         self.status = Status::Succeeded;
         self.reused_from = Some(origin);
+        self.waits_for = None;
+    }
+
+    /// `--skip-done` found the same job running in another batch, in
+    /// `other`: it waits for that run rather than running twice.
+    pub fn wait_for(&mut self, other: PathBuf) {
+        self.waits_for = Some(other);
+    }
+
+    /// The run waited for ended without a result to reuse: it runs here.
+    pub fn stop_waiting(&mut self) {
+        self.waits_for = None;
     }
 
     /// `tb retry` is about to run the job again: a result reused from an
     /// earlier batch no longer stands for it.
     pub fn prepare_retry(&mut self) {
         self.reused_from = None;
+        self.waits_for = None;
     }
 }
 

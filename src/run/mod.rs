@@ -266,7 +266,8 @@ impl BatchDir {
 
     /// The plan of a batch that already has a directory (for `tb retry`,
     /// `tb resume`, `tb cancel`): the jobs as resolved when it was created,
-    /// with the GPUs of this host.
+    /// with the GPUs of this host. Their `pass_env` values in tb's
+    /// environment are secrets from now on.
     pub fn plan(&self, gpus: Inventory) -> anyhow::Result<Plan> {
         let batch = self.read_batch()?;
         let jobs = batch
@@ -287,14 +288,16 @@ impl BatchDir {
                 "run it on the host the batch was made for, or set TB_GPUS",
             ));
         }
-        Ok(Plan {
+        let plan = Plan {
             file: batch.file.clone(),
             text: std::fs::read_to_string(self.path.join("batch.toml")).unwrap_or_default(),
             name: batch.name.clone(),
             settings: batch.settings,
             gpus,
             jobs,
-        })
+        };
+        crate::secrets::register_plan(&plan);
+        Ok(plan)
     }
 
     /// Moves the output of attempt `n` of `job` under `attempts/<n>/`, with
@@ -350,6 +353,55 @@ impl BatchDir {
     pub fn clear_cancel_request(&self, job: &str) {
         let _ = std::fs::remove_file(self.job_dir(job).join(CANCEL_REQUEST));
     }
+}
+
+/// A batch whose supervisor runs now.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub dir: BatchDir,
+    pub state: BatchState,
+    pub supervisor: Supervisor,
+}
+
+/// The batches under `runs_dir` whose supervisor lock is held now.
+pub fn supervised_under(runs_dir: &Path) -> Vec<Live> {
+    let Ok(entries) = std::fs::read_dir(runs_dir) else {
+        return Vec::new();
+    };
+    let mut live: Vec<Live> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        // `latest` is a link to one of the others.
+        .filter(|p| !p.is_symlink() && p.join("batch.json").is_file())
+        .filter_map(|p| {
+            let dir = BatchDir::at(&p).ok()?;
+            let supervisor = dir.supervisor()?;
+            let state = dir.read_batch().ok()?;
+            Some(Live { dir, state, supervisor })
+        })
+        .collect();
+    live.sort_by(|a, b| a.dir.id.cmp(&b.dir.id));
+    live
+}
+
+/// Whether the batch that `job_dir` (`<batch>/jobs/<job>`) belongs to has a
+/// supervisor now.
+pub fn supervised(job_dir: &Path) -> bool {
+    job_dir
+        .parent()
+        .and_then(Path::parent)
+        .and_then(|b| BatchDir::at(b).ok())
+        .is_some_and(|b| b.supervisor().is_some())
+}
+
+/// The id of the batch that `job_dir` (`<batch>/jobs/<job>`) belongs to.
+pub fn batch_of(job_dir: &Path) -> String {
+    job_dir
+        .parent()
+        .and_then(Path::parent)
+        .and_then(Path::file_name)
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn newest_named(runs_dir: &Path, name: &str) -> Option<PathBuf> {
