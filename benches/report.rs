@@ -166,26 +166,33 @@ fn progress_tail(root: &Path) {
     let at = |epoch: u64, reader: &mut tb::metrics::Reader, file: &mut std::fs::File| {
         let before = file.metadata().unwrap().len();
         let appended = append_epoch(file, epoch);
+        let read_before = reader.bytes_read();
         let t = Instant::now();
         reader.poll(true);
         let m = reader.metrics();
         let took = t.elapsed().as_secs_f64();
+        let read = reader.bytes_read() - read_before;
         assert_eq!(m.last_epoch(), Some(epoch), "the poll saw the new epoch");
-        (before, appended, took)
+        (before, appended, read, took)
     };
     for e in 0..EPOCHS as u64 {
-        let (before, appended, took) = at(e, &mut reader, &mut file);
+        let (before, appended, read, took) = at(e, &mut reader, &mut file);
         if e == 9 || e == EPOCHS as u64 - 1 {
-            sizes.push((e + 1, before, appended, took));
+            sizes.push((e + 1, before, appended, read, took));
         }
     }
-    for (epochs, before, appended, took) in &sizes {
+    for (epochs, before, appended, read, took) in &sizes {
         println!(
-            "progress poll at epoch {epochs}: file {:.2} MB, appended {:.1} KB since the last poll, read {:.1} KB, poll {:.2} ms",
+            "progress poll at epoch {epochs}: file {:.2} MB, appended {:.1} KB since the last poll, the reader read {:.1} KB, poll {:.2} ms {}",
             (*before + *appended) as f64 / 1e6,
             *appended as f64 / 1e3,
-            *appended as f64 / 1e3,
-            took * 1e3
+            *read as f64 / 1e3,
+            took * 1e3,
+            if read == appended {
+                "(only what was appended)"
+            } else {
+                "(MORE than was appended)"
+            }
         );
     }
 }

@@ -495,3 +495,67 @@ fn engine_message(e: &BollardError) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finished_at_reads_the_engines_time_and_its_never() {
+        let t = finished_at(Some("2026-11-30T19:20:16.123456789Z")).unwrap();
+        assert_eq!(t.timestamp(), 1_796_066_416);
+        assert_eq!(finished_at(Some("0001-01-01T00:00:00Z")), None, "never finished");
+        assert_eq!(finished_at(Some("yesterday")), None);
+        assert_eq!(finished_at(None), None);
+    }
+
+    #[test]
+    fn lost_connections_are_unreachable_and_answers_are_final() {
+        let gone = lift(BollardError::SocketNotFoundError("/run/docker.sock".into()));
+        assert!(is_unreachable(&gone));
+        assert!(
+            is_unreachable(&gone.context("failed to start container x")),
+            "anywhere in the chain"
+        );
+        assert!(is_unreachable(&lift(BollardError::RequestTimeoutError)));
+        let answer = lift(BollardError::DockerResponseServerError {
+            status_code: 404,
+            message: "No such image: nope:latest".into(),
+        });
+        assert!(!is_unreachable(&answer));
+        assert_eq!(
+            answer.to_string(),
+            "No such image: nope:latest",
+            "the engine's words, nothing around them"
+        );
+    }
+
+    #[test]
+    fn trim_front_skips_what_was_already_captured_across_messages() {
+        let mut skip = 5;
+        assert_eq!(
+            trim_front(&mut skip, Bytes::from_static(b"abc")),
+            None,
+            "all of it was captured"
+        );
+        assert_eq!(skip, 2);
+        assert_eq!(
+            trim_front(&mut skip, Bytes::from_static(b"defgh")),
+            Some(Bytes::from_static(b"fgh"))
+        );
+        assert_eq!(skip, 0);
+        assert_eq!(
+            trim_front(&mut skip, Bytes::from_static(b"ij")),
+            Some(Bytes::from_static(b"ij"))
+        );
+        let mut exact = 3;
+        assert_eq!(trim_front(&mut exact, Bytes::from_static(b"xyz")), None);
+        assert_eq!(exact, 0);
+    }
+
+    #[test]
+    fn short_ids_are_twelve_characters_at_most() {
+        assert_eq!(short("6bd756e74362aaaaffff"), "6bd756e74362");
+        assert_eq!(short("abc"), "abc");
+    }
+}

@@ -3,7 +3,6 @@
 //! limit, wait, and say how it ended. It knows one job and nothing of the
 //! batch, so a cluster node (`tb exec`) runs it as well as the local backend.
 
-use crate::backend::Stop;
 use crate::batch::GpuMode;
 use crate::docker::{Chunk, ContainerSpec, Engine, OutputStream};
 use crate::run::{CANCEL_REQUEST, JobFile, Outcome, Status, short};
@@ -16,6 +15,17 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
+
+/// How a running attempt is stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stop {
+    /// Keep running.
+    Run,
+    /// SIGTERM, the grace period, then SIGKILL.
+    Graceful,
+    /// SIGKILL now.
+    Kill,
+}
 
 /// How long a container has between SIGTERM and SIGKILL: long enough for a
 /// trainer to write its last checkpoint.

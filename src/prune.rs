@@ -209,7 +209,7 @@ impl Table {
         if !path.exists() {
             return Ok(Table::new());
         }
-        Ok(crate::run::read_version::<Table>(&path, VERSION)?.loaded())
+        Ok(crate::durable::read_version::<Table>(&path, VERSION)?.loaded())
     }
 
     /// Written atomically, compact (a median sweep of thousands of jobs
@@ -217,7 +217,7 @@ impl Table {
     pub fn save(&mut self, batch_dir: &std::path::Path) -> anyhow::Result<()> {
         let mut bytes = serde_json::to_vec(self)?;
         bytes.push(b'\n');
-        crate::run::write_atomic(&batch_dir.join(FILE), &bytes)?;
+        crate::durable::write_atomic(&batch_dir.join(FILE), &bytes)?;
         self.dirty = false;
         Ok(())
     }

@@ -25,11 +25,12 @@ pub fn read_pass_env(name: &str) -> Option<String> {
     Some(value)
 }
 
-/// Registers the values that `plan`'s jobs pass from tb's environment, as
-/// soon as the plan is resolved; says which are too short to hide.
-pub fn register_plan(plan: &crate::settings::Plan) {
+/// Registers the values of the environment variables `names` (a plan's
+/// `pass_env`), as soon as the plan is resolved; says which are too short
+/// to hide.
+pub fn register_pass_env<'a>(names: impl IntoIterator<Item = &'a String>) {
     let mut short = std::collections::BTreeSet::new();
-    for name in plan.jobs.iter().flat_map(|j| &j.pass_env) {
+    for name in names {
         if let Ok(value) = std::env::var(name)
             && !register(&value)
             && !value.is_empty()

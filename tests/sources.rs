@@ -103,6 +103,15 @@ fn check(w: &Work, source: &str, truth: impl Fn(&str) -> f64) {
             "no curves for {name} in report.html"
         );
     }
+    // The ranking is by the files' own minima: the truth, sorted.
+    let mut truths: Vec<(f64, &str)> = jobs.iter().map(|(n, _, _)| (truth(n), n.as_str())).collect();
+    truths.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let order: Vec<&str> = jobs.iter().map(|(n, _, _)| n.as_str()).collect();
+    assert_eq!(
+        order,
+        truths.iter().map(|t| t.1).collect::<Vec<_>>(),
+        "ranked not by the files' minima"
+    );
     assert!(curves.matches("<svg").count() >= 3, "no curve charts drawn");
     let md = std::fs::read_to_string(w.batch_dir().join("report.md")).unwrap();
     assert!(md.contains("Ranked by best `val_loss` (lower is better)."), "{md}");

@@ -61,16 +61,8 @@ pub enum Request {
     Stop(Stop),
 }
 
-/// How a running attempt is stopped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Stop {
-    /// Keep running.
-    Run,
-    /// SIGTERM, the grace period, then SIGKILL.
-    Graceful,
-    /// SIGKILL now.
-    Kill,
-}
+/// How a running attempt is stopped (the executor's, for every backend).
+pub use crate::executor::Stop;
 
 /// One attempt of one job, as the dispatcher hands it over.
 #[derive(Debug, Clone)]

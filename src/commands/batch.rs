@@ -21,7 +21,7 @@ pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         backend: args.backend.clone(),
     };
     let plan = settings::resolve(&args.file, &overrides, Inventory::detect())?;
-    crate::secrets::register_plan(&plan);
+    crate::secrets::register_pass_env(plan.jobs.iter().flat_map(|j| &j.pass_env));
     let runs_dir = std::path::absolute(&global.runs_dir)?;
     crate::runtime()?.block_on(async {
         let mut backend = backend::for_plan(&plan);

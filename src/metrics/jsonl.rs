@@ -172,6 +172,11 @@ impl JsonlReader {
         self.tail.offset()
     }
 
+    /// Bytes read so far (see [`super::tail::Tail::bytes_read`]).
+    pub fn bytes_read(&self) -> u64 {
+        self.tail.bytes_read()
+    }
+
     pub fn new() -> JsonlReader {
         JsonlReader::default()
     }

@@ -493,6 +493,21 @@ impl Reader {
             .sum()
     }
 
+    /// Bytes read from the files so far, re-reads included: what a poll
+    /// read is what this grew by.
+    pub fn bytes_read(&self) -> u64 {
+        self.sources
+            .values()
+            .flatten()
+            .map(|f| match &f.reader {
+                FileReader::Jsonl(r) => r.bytes_read(),
+                FileReader::Tensorboard(r) => r.bytes_read(),
+                FileReader::Csv(r) => r.bytes_read(),
+                FileReader::Stdout(r) => r.bytes_read(),
+            })
+            .sum()
+    }
+
     /// The model of what was read so far.
     pub fn metrics(&self) -> JobMetrics {
         if let Some(m) = self.cache.borrow().as_ref() {

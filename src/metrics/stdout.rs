@@ -78,6 +78,11 @@ impl StdoutReader {
         self.tail.offset()
     }
 
+    /// Bytes read so far (see [`super::tail::Tail::bytes_read`]).
+    pub fn bytes_read(&self) -> u64 {
+        self.tail.bytes_read()
+    }
+
     pub fn new() -> Self {
         Self::default()
     }

@@ -16,6 +16,9 @@ pub(crate) struct Tail {
     /// another file even when it has grown past the old offset. Best effort:
     /// the file system may hand the new file the old inode.
     id: Option<(u64, u64)>,
+    /// Bytes handed to reads so far (what each [`Tail::open`] left between
+    /// the offset and the end), over restarts: what following costs.
+    read: u64,
 }
 
 /// The file as it is now, opened for one read.
@@ -39,9 +42,18 @@ impl Tail {
         self.offset = offset;
     }
 
-    /// Forgets the file, as if it had never been read.
+    /// Bytes read so far, over every open and restart.
+    pub(crate) fn bytes_read(&self) -> u64 {
+        self.read
+    }
+
+    /// Forgets the file, as if it had never been read (what reading it
+    /// cost so far stays counted).
     pub(crate) fn reset(&mut self) {
-        *self = Tail::default();
+        *self = Tail {
+            read: self.read,
+            ..Tail::default()
+        };
     }
 
     pub(crate) fn open(&mut self, path: &Path) -> io::Result<Opened> {
@@ -66,6 +78,7 @@ impl Tail {
             self.offset = 0;
         }
         self.id = Some(id);
+        self.read += meta.len().saturating_sub(self.offset);
         Ok(Opened {
             file: Some(file),
             len: meta.len(),

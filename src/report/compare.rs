@@ -31,7 +31,12 @@ pub fn config_of(job: &Value) -> BTreeMap<String, Value> {
     let Some(obj) = job.as_object() else { return out };
     for k in JOB_KEYS {
         if let Some(v) = obj.get(k).filter(|v| !v.is_null()) {
-            out.insert(k.to_string(), v.clone());
+            // Sizes as a person reads them (job.json keeps bytes).
+            let shown = match (k, v.as_u64()) {
+                ("memory" | "shm_size", Some(b)) => Value::String(crate::human::bytes(b)),
+                _ => v.clone(),
+            };
+            out.insert(k.to_string(), shown);
         }
     }
     let args = obj.get("args").and_then(Value::as_object);

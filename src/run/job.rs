@@ -5,7 +5,7 @@
 //! that impossible combinations (a pending job with an exit code, a running
 //! one with a finish time) cannot be written.
 
-use super::files::VERSION;
+use crate::durable::VERSION;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -673,7 +673,7 @@ mod tests {
 
     #[test]
     fn version_1_job_state_fixture_loads() {
-        let s: JobState = super::super::files::read_versioned(Path::new("tests/fixtures/state/v1_state.json")).unwrap();
+        let s: JobState = crate::durable::read_versioned(Path::new("tests/fixtures/state/v1_state.json")).unwrap();
         assert_eq!(s.status(), Status::Oom);
         assert_eq!(s.exit_code(), Some(137));
         assert!(s.oom_killed());

@@ -3,7 +3,8 @@
 //! who holds it. The kernel drops it when the process dies, however it
 //! dies, so a stale lock file is simply taken over.
 
-use super::{BatchDir, Supervisor, files::create_reserve};
+use super::{BatchDir, Supervisor};
+use crate::durable::create_reserve;
 use crate::error::hinted;
 use anyhow::Context;
 use chrono::Utc;

@@ -3,11 +3,12 @@
 //! tb processes leave for the supervisor. Job state itself, with its named
 //! transitions, is in [`job`].
 
-mod files;
 pub mod job;
 mod lock;
 
-pub use files::{VERSION, create_reserve, read_version, read_versioned, release_reserve, write_atomic, write_json};
+pub use crate::durable::{
+    VERSION, create_reserve, read_version, read_versioned, release_reserve, write_atomic, write_json,
+};
 pub use job::{AttemptRecord, JobState, Outcome, RunHandle, Status, short};
 pub use lock::Lock;
 
@@ -296,7 +297,7 @@ impl BatchDir {
             gpus,
             jobs,
         };
-        crate::secrets::register_plan(&plan);
+        crate::secrets::register_pass_env(plan.jobs.iter().flat_map(|j| &j.pass_env));
         Ok(plan)
     }
 
