@@ -9,7 +9,7 @@ IMAGE_TAG  ?= tb-trainer:latest
 # of the Debian-built base, e.g. make image BASE_IMAGE=python:3.11-slim
 BASE_IMAGE ?=
 
-.PHONY: help build base-image image demo check test test-rust test-trainer test-slurm bench clean-images
+.PHONY: help build base-image image demo check test test-rust test-trainer test-slurm bench clean-images mlflow-venv
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -37,8 +37,18 @@ check: ## formatting and lints
 
 test: test-rust test-trainer test-slurm ## every test: Rust unit + integration (real Docker), trainer pytest in its image, Slurm backend
 
-test-rust: base-image image
+test-rust: base-image image mlflow-venv
 	cargo test --locked
+
+# A real MLflow tracking server for the MLflow tests (tests/mlflow.rs), from
+# PyPI, pinned (3.18.0 does not install from PyPI today). Only the tests
+# use it: tb itself speaks MLflow's REST API, with no Python on the host.
+MLFLOW_VENV := target/mlflow-venv
+mlflow-venv: $(MLFLOW_VENV)/bin/mlflow ## the venv with mlflow==3.17.2 the MLflow tests start a server from
+$(MLFLOW_VENV)/bin/mlflow:
+	@python3 -c "import ensurepip, venv" 2>/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }
+	rm -rf $(MLFLOW_VENV) && python3 -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/pip install -q --disable-pip-version-check mlflow==3.17.2
 
 test-trainer: image
 	docker run --rm --network none --user 12345:12345 $(IMAGE_TAG) \

@@ -49,7 +49,7 @@ pub enum Command {
     Status(StatusArgs),
     /// Continue a batch whose supervisor stopped: follow its containers that still run, run its pending jobs.
     #[command(
-        after_help = "Safe after tb was killed, even with SIGKILL: no job runs twice, and the output written\nmeanwhile is recovered from the engine.\n\nExamples:\n  tb resume\n  tb resume 2026-11-22_230000_night"
+        after_help = "Safe after tb was killed, even with SIGKILL: no job runs twice, and the output written\nmeanwhile is recovered from the engine.\n\nExamples:\n  tb resume\n  tb resume 2026-11-22_230000_night\n  tb resume --deadline 07:00      start no job after 7 o'clock"
     )]
     Resume(ResumeArgs),
     /// Stop running jobs gracefully (SIGTERM, a grace period, then SIGKILL).
@@ -72,11 +72,22 @@ pub enum Command {
         after_help = "Jobs with a checkpoints/last.ckpt resume from it.\n\nExamples:\n  tb retry\n  tb retry --failed-only\n  tb retry 2026-11-22_230000_night --job lr_r03"
     )]
     Retry(RetryArgs),
-    /// Write the batch report (report.md, report.json, report.html) again, and print its path.
+    /// Write the batch report (report.md, report.json, report.html, report.csv) again, and print their paths.
     #[command(
         after_help = "Works while the batch still runs (running jobs are shown as such).\n\nExamples:\n  tb report\n  tb report 2026-11-22_230000_night --format html"
     )]
     Report(ReportArgs),
+    /// Send a batch to MLflow now: what a server that was down missed, or a batch run without [batch.mlflow].
+    #[command(
+        name = "mlflow-sync",
+        after_help = "Idempotent: runs are found by their tb.job_id tag and no point is sent twice.\nCredentials come from MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME and\nMLFLOW_TRACKING_PASSWORD.\n\nExamples:\n  tb mlflow-sync\n  tb mlflow-sync 2026-11-22_230000_night --tracking-uri http://mlflow.lab:5000"
+    )]
+    MlflowSync(MlflowSyncArgs),
+    /// Start TensorBoard over every job of a batch (from the trainer image), print its URL; Ctrl-C stops it.
+    #[command(
+        after_help = "Each job is a run named after it. The container uses host networking, mounts the\nbatch read-only, and is removed when TensorBoard stops.\n\nExamples:\n  tb board\n  tb board 2026-11-22_230000_night --port 6007"
+    )]
+    Board(BoardArgs),
     /// Print (or follow) a job's captured stdout or stderr; with no job, every job's.
     #[command(
         after_help = "A single name is a job of the newest batch if it has one, else a batch.\n`-f` follows a job across its attempts (retries) until it ends; with no job\nit follows every running job of the batch, each line prefixed `job | `.\n\nExamples:\n  tb logs baseline\n  tb logs baseline -f --stderr\n  tb logs -f\n  tb logs 2026-11-22_230000_night baseline --attempt 1"
@@ -132,10 +143,34 @@ pub struct ExecArgs {
 pub struct ResumeArgs {
     /// A batch directory or its name (default: the newest batch).
     pub batch: Option<String>,
+    /// No job starts after this local time ("07:00", the next 7 o'clock, or
+    /// "2026-11-23 07:00"); default: none (the file's deadline bound the
+    /// night it was written for).
+    #[arg(long, value_name = "TIME")]
+    pub deadline: Option<DeadlineArg>,
     /// Set by `tb batch --detach`: this is the batch's first supervisor, so
     /// its deadline applies.
     #[arg(long, hide = true)]
     pub started_detached: bool,
+}
+
+/// A `--deadline` as written; checked when it is used.
+#[derive(Debug, Clone)]
+pub struct DeadlineArg(pub String);
+
+impl std::str::FromStr for DeadlineArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<DeadlineArg, String> {
+        crate::settings::deadline_of(s, chrono::Local::now())?;
+        Ok(DeadlineArg(s.to_string()))
+    }
+}
+
+impl DeadlineArg {
+    /// The time it names, from now.
+    pub fn parse_deadline(&self) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+        crate::settings::deadline_of(&self.0, chrono::Local::now()).map_err(|e| anyhow::anyhow!("--deadline: {e}"))
+    }
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +196,33 @@ pub struct ReportArgs {
     /// Write only this format (md, json, html, or csv: the jobs table); default: all four.
     #[arg(long, value_name = "FORMAT", value_parser = ["md", "json", "html", "csv"])]
     pub format: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct MlflowSyncArgs {
+    /// A batch directory or its name (default: the newest batch).
+    pub batch: Option<String>,
+    /// The tracking server (default: the batch's [batch.mlflow], else MLFLOW_TRACKING_URI).
+    #[arg(long, value_name = "URI")]
+    pub tracking_uri: Option<String>,
+    /// The experiment (default: the batch's [batch.mlflow], else the batch's name).
+    #[arg(long, value_name = "NAME")]
+    pub experiment: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct BoardArgs {
+    /// A batch directory or its name (default: the newest batch).
+    pub batch: Option<String>,
+    /// The port (default: 6006, or a free one if 6006 is taken).
+    #[arg(long)]
+    pub port: Option<u16>,
+    /// The address TensorBoard listens on; 0.0.0.0 for every interface.
+    #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]
+    pub host: String,
+    /// An image with TensorBoard in it.
+    #[arg(long, default_value = "tb-trainer:latest", value_name = "IMAGE")]
+    pub image: String,
 }
 
 #[derive(Debug, Args)]

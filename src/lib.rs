@@ -7,6 +7,7 @@ pub mod cli;
 pub mod commands;
 pub mod dispatch;
 pub mod docker;
+pub mod durable;
 pub mod error;
 pub mod executor;
 pub mod exit;
@@ -15,6 +16,7 @@ pub mod human;
 pub mod identity;
 pub mod logging;
 pub mod metrics;
+pub mod mlflow;
 pub mod notify;
 pub mod preflight;
 pub mod progress;
@@ -35,6 +37,8 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Batch(args) => commands::batch::run(args, &cli.global),
         Command::Validate(args) => commands::validate::run(args, &cli.global),
         Command::Report(args) => commands::report::run(args, &cli.global),
+        Command::MlflowSync(args) => commands::mlflow_sync::run(args, &cli.global),
+        Command::Board(args) => commands::board::run(args, &cli.global),
         Command::Resume(args) => commands::resume::run(args, &cli.global),
         Command::Cancel(args) => commands::cancel::run(args, &cli.global),
         Command::Clean(args) => commands::clean::run(args),

@@ -56,6 +56,9 @@ pub struct BatchSettings {
     /// Run once when the batch ends: program and arguments (never empty).
     #[serde(default)]
     pub on_finish: Option<Vec<String>>,
+    /// Where the night goes in MLflow (`[batch.mlflow]`).
+    #[serde(default)]
+    pub mlflow: Option<batch::mlflow::MlflowSpec>,
 }
 
 /// One job, resolved: `[defaults]` applied, paths absolute, GPUs counted.
@@ -317,8 +320,100 @@ impl Checker<'_> {
             slurm,
             deadline,
             on_finish,
+            mlflow: None,
         };
-        (name, settings)
+        let mlflow = section.mlflow.as_ref().and_then(|m| self.mlflow(m, &name));
+        (name, BatchSettings { mlflow, ..settings })
+    }
+
+    /// `[batch.mlflow]`: the tracking URI from the file or
+    /// `MLFLOW_TRACKING_URI`, the experiment (default: the batch's name),
+    /// the artifacts (default: report and logs).
+    fn mlflow(&mut self, m: &batch::MlflowSection, batch_name: &str) -> Option<batch::mlflow::MlflowSpec> {
+        let from_env = std::env::var("MLFLOW_TRACKING_URI")
+            .ok()
+            .filter(|u| !u.trim().is_empty());
+        let uri = match (&m.tracking_uri, from_env) {
+            (Some(u), _) => match batch::mlflow::check_uri(u.get_ref()) {
+                Ok(uri) => Some(uri),
+                Err((why, hint)) => {
+                    self.at(
+                        u.span().start,
+                        format!("`batch.mlflow.tracking_uri`: {why}"),
+                        Some(hint),
+                    );
+                    None
+                }
+            },
+            (None, Some(u)) => match batch::mlflow::check_uri(&u) {
+                Ok(uri) => Some(uri),
+                Err((why, hint)) => {
+                    self.problem(None, format!("MLFLOW_TRACKING_URI: {why}"), Some(hint));
+                    None
+                }
+            },
+            (None, None) => {
+                self.problem(
+                    None,
+                    "[batch.mlflow] names no tracking server, and MLFLOW_TRACKING_URI is not set".into(),
+                    Some("add tracking_uri = \"http://host:5000\" to [batch.mlflow], or export MLFLOW_TRACKING_URI"),
+                );
+                None
+            }
+        };
+        let experiment = match &m.experiment {
+            Some(e) if e.get_ref().trim().is_empty() => {
+                self.at(
+                    e.span().start,
+                    "`batch.mlflow.experiment` is empty".into(),
+                    Some("name the experiment, or leave the key out to use the batch's name"),
+                );
+                String::new()
+            }
+            Some(e) if e.get_ref().chars().count() > 500 => {
+                self.at(
+                    e.span().start,
+                    "`batch.mlflow.experiment` is longer than 500 characters".into(),
+                    None,
+                );
+                String::new()
+            }
+            Some(e) => e.get_ref().trim().to_string(),
+            None => batch_name.to_string(),
+        };
+        let mut artifacts = Vec::new();
+        match &m.artifacts {
+            None => artifacts.extend([batch::mlflow::Artifact::Report, batch::mlflow::Artifact::Logs]),
+            Some(list) => {
+                for a in list {
+                    match batch::mlflow::Artifact::ALL.iter().find(|(n, _)| n == a.get_ref()) {
+                        Some((_, kind)) if !artifacts.contains(kind) => artifacts.push(*kind),
+                        Some(_) => {}
+                        None => {
+                            let names: Vec<&str> = batch::mlflow::Artifact::ALL.iter().map(|(n, _)| *n).collect();
+                            let near = names
+                                .iter()
+                                .min_by_key(|n| strsim::levenshtein(n, a.get_ref()))
+                                .filter(|n| strsim::levenshtein(n, a.get_ref()) <= 3);
+                            let hint = match near {
+                                Some(n) => format!("did you mean \"{n}\"? tb sends {}", names.join(", ")),
+                                None => format!("tb sends {}", names.join(", ")),
+                            };
+                            self.at(
+                                a.span().start,
+                                format!("`batch.mlflow.artifacts`: unknown artifact `{}`", a.get_ref()),
+                                Some(&hint),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Some(batch::mlflow::MlflowSpec {
+            tracking_uri: uri?,
+            experiment,
+            artifacts,
+        })
     }
 
     /// Every `[[job]]`, expanded, with `[defaults]` applied.

@@ -2,6 +2,7 @@
 //! with the `tb-base:bookworm` image (`make base-image`).
 
 mod backends;
+mod board;
 mod cli;
 mod common;
 mod compare;
@@ -11,6 +12,7 @@ mod faults;
 mod gpu;
 mod image;
 mod interrupt;
+mod mlflow;
 mod output;
 mod prune;
 mod report;

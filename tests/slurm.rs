@@ -205,7 +205,20 @@ fn a_deadline_in_the_past_submits_nothing_and_resume_submits_the_rest() {
     let log = std::fs::read_to_string(w.batch_dir().join("supervisor.log")).unwrap();
     assert!(log.contains("the deadline has passed: no new job starts"), "{log}");
 
-    let out = w.run(&["resume"]);
+    // Resumed under a deadline still in the past: still nothing submitted.
+    let out = w.run(&["resume", "--deadline", "2020-01-02 00:00"]);
+    assert_exit(&out, 1);
+    assert!(
+        submitted(&w).is_empty(),
+        "submitted after the deadline: {:?}",
+        submitted(&w)
+    );
+    assert_eq!(w.state("a")["status"], "pending");
+    // The deadline moved a day ahead: every job is submitted and runs.
+    let later = (chrono::Local::now() + chrono::Duration::days(1))
+        .format("%Y-%m-%d %H:%M")
+        .to_string();
+    let out = w.run(&["resume", "--deadline", &later]);
     assert_exit(&out, 0);
     assert_eq!(w.stdout_of("a"), "a\n");
     assert_eq!(w.state("b")["status"], "succeeded");

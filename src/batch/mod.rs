@@ -2,6 +2,7 @@
 //! check that needs nothing but the file's text (docs/batch-file.md).
 
 pub mod expand;
+pub mod mlflow;
 pub mod units;
 
 use serde::Deserialize;
@@ -44,6 +45,20 @@ pub struct BatchSection {
     /// Where jobs run: this host's engine, or a Slurm cluster.
     pub backend: Option<Backend>,
     pub slurm: Option<SlurmSection>,
+    /// Send the night to an MLflow tracking server.
+    pub mlflow: Option<MlflowSection>,
+}
+
+/// `[batch.mlflow]`: where the batch's runs go (docs/batch-file.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MlflowSection {
+    /// `http(s)://host:port`; default: `MLFLOW_TRACKING_URI`.
+    pub tracking_uri: Option<Spanned<String>>,
+    /// Default: the batch's name.
+    pub experiment: Option<Spanned<String>>,
+    /// Any of "report", "logs", "best_checkpoint"; default: report and logs.
+    pub artifacts: Option<Vec<Spanned<String>>>,
 }
 
 /// Where the jobs of a batch run.

@@ -2,6 +2,7 @@
 //! exit status.
 
 pub mod batch;
+pub mod board;
 pub mod cancel;
 pub mod clean;
 pub mod completions;
@@ -9,6 +10,7 @@ pub mod exec;
 pub mod image;
 pub mod logs;
 pub mod ls;
+pub mod mlflow_sync;
 pub mod report;
 pub mod resume;
 pub mod retry;

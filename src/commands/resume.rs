@@ -61,10 +61,11 @@ pub fn run(args: &ResumeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         let options = Options {
             // The file's deadline binds the night it was written for: the
             // first supervisor (also when detached); a resume is a new start.
-            deadline: if args.started_detached {
-                plan.settings.deadline
-            } else {
-                None
+            // `--deadline` sets a new one for this night.
+            deadline: match &args.deadline {
+                Some(d) => Some(d.parse_deadline()?),
+                None if args.started_detached => plan.settings.deadline,
+                None => None,
             },
         };
         dispatch::supervise(&plan, &dir, backend, &ready, work, options, lock).await

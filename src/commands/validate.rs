@@ -14,7 +14,7 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         backend: args.backend.clone(),
     };
     let plan = settings::resolve(&args.file, &overrides, Inventory::detect())?;
-    crate::secrets::register_plan(&plan);
+    crate::secrets::register_pass_env(plan.jobs.iter().flat_map(|j| &j.pass_env));
     let runs_dir = std::path::absolute(&global.runs_dir)?;
     let ready = crate::runtime()?.block_on(async {
         let mut backend = crate::backend::for_plan(&plan);
@@ -83,6 +83,23 @@ pub fn print_plan(plan: &Plan) {
     }
     for (group, what) in groups {
         println!("prune {group}: {what}");
+    }
+    if let Some(m) = &plan.settings.mlflow {
+        let artifacts: Vec<&str> = crate::mlflow::Artifact::ALL
+            .iter()
+            .filter(|(_, a)| m.artifacts.contains(a))
+            .map(|(n, _)| *n)
+            .collect();
+        println!(
+            "mlflow: experiment {} at {} (artifacts: {})",
+            m.experiment,
+            m.tracking_uri,
+            if artifacts.is_empty() {
+                "none".to_string()
+            } else {
+                artifacts.join(", ")
+            }
+        );
     }
 }
 

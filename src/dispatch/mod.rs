@@ -99,6 +99,17 @@ pub async fn supervise(
         ready.describe
     );
     let progress = Progress::new(logging::output_mode().bars);
+    let following = plan.settings.mlflow.as_ref().and_then(|spec| {
+        let names = plan.jobs.iter().map(|j| j.name.clone()).collect();
+        crate::mlflow::Following::start(spec, dir, &plan.name, names)
+            .map_err(|e| {
+                tracing::warn!(
+                    "{e:#}; the batch runs without MLflow (`tb mlflow-sync {}` sends it later)",
+                    dir.id
+                )
+            })
+            .ok()
+    });
     let summary = run(plan, dir, backend.as_mut(), ready, work, &options, &progress).await?;
 
     let mut state = dir.read_batch()?;
@@ -116,6 +127,12 @@ pub async fn supervise(
     };
     dir.write_batch(&state)?;
     close::close(plan, dir, &summary);
+    if let Some(following) = following {
+        let ended = summary.interrupted || summary.halted.is_some();
+        following
+            .finish(crate::mlflow::batch_status(ended, summary.all_fine()))
+            .await;
+    }
     let pending = summary.count(Status::Pending);
     let running = summary.count(Status::Running);
     match &summary.halted {
