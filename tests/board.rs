@@ -23,20 +23,8 @@ fn batch(w: &Work) -> std::path::PathBuf {
     )
 }
 
-fn get(url: &str) -> Option<String> {
-    let out = std::process::Command::new("curl")
-        .args(["-sf", "--max-time", "5", url])
-        .output()
-        .ok()?;
-    out.status.success().then(|| text(&out.stdout))
-}
-
-#[test]
-fn board_serves_every_job_and_ctrl_c_leaves_no_container() {
-    let w = Work::new();
-    let f = batch(&w);
-    assert_exit(&w.run(&["batch", f.to_str().unwrap()]), 0);
-    let batch_id = w.batch_dir().file_name().unwrap().to_string_lossy().into_owned();
+/// `tb board` on a free port, once it printed its URL.
+fn start_board(w: &Work) -> (Running, String) {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -62,7 +50,25 @@ fn board_serves_every_job_and_ctrl_c_leaves_no_container() {
         .recv_timeout(std::time::Duration::from_secs(120))
         .expect("a URL within 120 s");
     assert_eq!(url.trim(), format!("http://127.0.0.1:{port}/"), "the URL on stdout");
-    let runs_url = format!("{}data/runs", url.trim());
+    (board, url.trim().to_string())
+}
+
+fn get(url: &str) -> Option<String> {
+    let out = std::process::Command::new("curl")
+        .args(["-sf", "--max-time", "5", url])
+        .output()
+        .ok()?;
+    out.status.success().then(|| text(&out.stdout))
+}
+
+#[test]
+fn board_serves_every_job_and_ctrl_c_leaves_no_container() {
+    let w = Work::new();
+    let f = batch(&w);
+    assert_exit(&w.run(&["batch", f.to_str().unwrap()]), 0);
+    let batch_id = w.batch_dir().file_name().unwrap().to_string_lossy().into_owned();
+    let (mut board, url) = start_board(&w);
+    let runs_url = format!("{url}data/runs");
     let mut runs = String::new();
     wait_until(60, "TensorBoard to list the jobs", || {
         runs = get(&runs_url).unwrap_or_default();
@@ -92,6 +98,30 @@ fn board_serves_every_job_and_ctrl_c_leaves_no_container() {
     assert!(err.contains("3 of 3 job(s)"), "{err}");
     assert!(containers_labelled(&label).is_empty(), "no container left after Ctrl-C");
     assert!(get(&runs_url).is_none(), "TensorBoard stopped");
+
+    // A `tb board` killed outright cannot clean up; the next one does.
+    let (mut killed, _) = start_board(&w);
+    // SAFETY: our own child.
+    unsafe { libc::kill(killed.0.id() as i32, libc::SIGKILL) };
+    killed.0.wait().unwrap();
+    assert_eq!(containers_labelled(&label).len(), 1, "left behind by SIGKILL");
+    let (mut next, _) = start_board(&w);
+    assert_eq!(
+        containers_labelled(&label).len(),
+        1,
+        "the orphan removed, the new one serving"
+    );
+    // SAFETY: our own child.
+    unsafe { libc::kill(next.0.id() as i32, libc::SIGHUP) };
+    assert_eq!(
+        next.0.wait().unwrap().code(),
+        Some(0),
+        "a hang-up stops it as Ctrl-C does"
+    );
+    assert!(
+        containers_labelled(&label).is_empty(),
+        "no container left after a hang-up"
+    );
 }
 
 #[test]

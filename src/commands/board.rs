@@ -16,6 +16,9 @@ use std::time::Duration;
 
 /// Where the jobs directory is mounted in the container.
 const MOUNT: &str = "/tb-runs";
+/// The label naming the `tb board` process that owns a container.
+const OWNER: &str = "tb.board.pid";
+
 /// How long TensorBoard may take to answer.
 const READY_WITHIN: Duration = Duration::from_secs(120);
 
@@ -30,6 +33,12 @@ pub fn run(args: &BoardArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         ));
     }
     let port = match args.port {
+        Some(p) if std::net::TcpListener::bind((args.host.as_str(), p)).is_err() => {
+            return Err(hinted(
+                format!("port {p} is taken on {}", args.host),
+                "pick another with --port, or leave it out for a free one",
+            ));
+        }
         Some(p) => p,
         None => free_port(6006)?,
     };
@@ -82,7 +91,11 @@ fn container(dir: &BatchDir, jobs: &[String], image: &str, host: &str, port: u16
             "--load_fast=false".into(),
         ]),
         env: vec!["HOME=/tmp".into()],
-        labels: HashMap::from([("tb.board".to_string(), dir.id.clone())]),
+        labels: HashMap::from([
+            ("tb.board".to_string(), dir.id.clone()),
+            // Whose it is: a container whose tb is gone is removed by the next `tb board`.
+            (OWNER.to_string(), std::process::id().to_string()),
+        ]),
         binds: vec![format!("{}:{MOUNT}:ro", dir.path.join("jobs").display())],
         user: format!("{uid}:{gid}"),
         shm_size: 64 << 20,
@@ -101,7 +114,10 @@ async fn serve(spec: ContainerSpec, host: &str, port: u16, with_events: usize, j
             "build it with `make image`, or name another image with TensorBoard in it: --image",
         ));
     }
+    remove_orphans(&engine).await;
     let mut signals = Signals::new()?;
+    // A closed terminal (SSH gone) stops it too.
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())?;
     let id = engine.create(&spec).await?;
     let result = async {
         let mut output = engine.attach(&id).await?;
@@ -145,6 +161,10 @@ async fn serve(spec: ContainerSpec, host: &str, port: u16, with_events: usize, j
                     tracing::info!("{signal}: stopping TensorBoard");
                     return Ok(Exit::Success);
                 }
+                _ = hangup.recv() => {
+                    tracing::info!("hung up: stopping TensorBoard");
+                    return Ok(Exit::Success);
+                }
             }
         }
     }
@@ -153,6 +173,28 @@ async fn serve(spec: ContainerSpec, host: &str, port: u16, with_events: usize, j
         tracing::warn!("{e:#}; remove it with `docker rm -f {}`", spec.name);
     }
     result
+}
+
+/// Removes TensorBoard containers of `tb board` processes that are gone
+/// (killed, or their machine's session closed before they could clean up).
+async fn remove_orphans(engine: &Engine) {
+    let Ok(listed) = engine.list_labelled(OWNER).await else {
+        return;
+    };
+    for c in listed {
+        let alive = c
+            .labels
+            .get(OWNER)
+            .and_then(|p| p.parse::<u32>().ok())
+            .and_then(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+            .is_some_and(|cmd| String::from_utf8_lossy(&cmd).contains("board"));
+        if !alive {
+            match engine.remove(&c.id).await {
+                Ok(()) => tracing::info!("removed a TensorBoard container an earlier `tb board` left behind"),
+                Err(e) => tracing::debug!("{e:#}"),
+            }
+        }
+    }
 }
 
 async fn answers(url: &str) -> bool {

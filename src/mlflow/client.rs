@@ -15,6 +15,10 @@ use std::time::Duration;
 pub const MAX_BATCH: usize = 1000;
 /// At most this many params, and tags, in one `log-batch`.
 pub const MAX_PARAMS: usize = 100;
+/// The longest param value the server takes, in characters.
+pub const MAX_PARAM_VALUE: usize = 6000;
+/// The longest tag value the server takes, in characters.
+pub const MAX_TAG_VALUE: usize = 8000;
 
 /// A tracking server.
 #[derive(Clone)]
@@ -38,6 +42,11 @@ enum Auth {
 pub enum Error {
     #[error("the MLflow server at {uri} does not answer: {why}")]
     Unreachable { uri: String, why: String },
+    #[error(
+        "the server keeps artifacts at `{uri}`, which tb cannot upload to through MLflow's REST API (start the \
+         server with --serve-artifacts)"
+    )]
+    NoArtifactProxy { uri: String },
     #[error("MLflow answered {status}{}: {message}", code.as_deref().map(|c| format!(" {c}")).unwrap_or_default())]
     Refused {
         status: u16,
@@ -51,10 +60,15 @@ impl Error {
         matches!(self, Error::Unreachable { .. })
     }
 
+    /// The server has no such run (or experiment).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Refused { status: 404, .. }) || self.code() == Some("RESOURCE_DOES_NOT_EXIST")
+    }
+
     fn code(&self) -> Option<&str> {
         match self {
             Error::Refused { code, .. } => code.as_deref(),
-            Error::Unreachable { .. } => None,
+            Error::Unreachable { .. } | Error::NoArtifactProxy { .. } => None,
         }
     }
 }
@@ -85,6 +99,19 @@ impl KeyValue {
             value: value.into(),
         }
     }
+
+    /// At most `max` characters of the value, the cut marked with `…`.
+    fn cut(&self, max: usize) -> KeyValue {
+        if self.value.chars().count() <= max {
+            return self.clone();
+        }
+        let mut value: String = self.value.chars().take(max - 1).collect();
+        value.push('…');
+        KeyValue {
+            key: self.key.clone(),
+            value,
+        }
+    }
 }
 
 /// A run, as `runs/create`, `runs/get` and `runs/search` describe it.
@@ -106,6 +133,9 @@ pub struct RunInfo {
     pub artifact_uri: String,
     #[serde(default)]
     pub run_name: String,
+    /// `active` or `deleted`.
+    #[serde(default)]
+    pub lifecycle_stage: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -325,7 +355,7 @@ impl Client {
         Ok(experiment.experiment_id)
     }
 
-    /// The runs of `experiment` whose tag `key` is `value` (deleted ones too).
+    /// The runs of `experiment` whose tag `key` is `value` (not deleted ones).
     pub async fn runs_tagged(&self, experiment: &str, key: &str, value: &str) -> Result<Vec<Run>, Error> {
         #[derive(Deserialize)]
         struct Found {
@@ -387,7 +417,11 @@ impl Client {
         params: &[KeyValue],
         tags: &[KeyValue],
     ) -> Result<(), Error> {
-        for (m, p, t) in batches(metrics, params, tags) {
+        // The server's limits on values (6000 characters for a param, 8000
+        // for a tag): cut here rather than have the batch refused.
+        let params: Vec<KeyValue> = params.iter().map(|kv| kv.cut(MAX_PARAM_VALUE)).collect();
+        let tags: Vec<KeyValue> = tags.iter().map(|kv| kv.cut(MAX_TAG_VALUE)).collect();
+        for (m, p, t) in batches(metrics, &params, &tags) {
             let body = serde_json::json!({ "run_id": run_id, "metrics": m, "params": p, "tags": t });
             self.post::<serde_json::Value>("runs/log-batch", &body).await?;
         }
@@ -447,16 +481,20 @@ impl Client {
 
     /// Uploads `bytes` as the run's artifact at `path` (`logs/stdout.log`),
     /// through the server's artifact proxy; an artifact there is replaced.
-    pub async fn upload(&self, run: &RunInfo, path: &str, body: reqwest::Body) -> Result<(), Error> {
-        let Some(root) = run.artifact_uri.strip_prefix("mlflow-artifacts:/") else {
-            return Err(Error::Refused {
-                status: 0,
-                code: None,
-                message: format!(
-                    "the server stores artifacts at `{}`, which tb cannot reach; start it with --serve-artifacts",
-                    run.artifact_uri
-                ),
+    ///
+    /// `len` (the body's size) sets how long the upload may take: a minute,
+    /// and a second more per megabyte.
+    pub async fn upload(&self, run: &RunInfo, path: &str, body: reqwest::Body, len: u64) -> Result<(), Error> {
+        let Some(rest) = run.artifact_uri.strip_prefix("mlflow-artifacts:") else {
+            return Err(Error::NoArtifactProxy {
+                uri: run.artifact_uri.clone(),
             });
+        };
+        // `mlflow-artifacts:/1/<run>/artifacts`, or with a host:
+        // `mlflow-artifacts://host:port/1/<run>/artifacts`.
+        let root = match rest.strip_prefix("//") {
+            Some(with_host) => with_host.split_once('/').map_or("", |(_, p)| p),
+            None => rest.trim_start_matches('/'),
         };
         let encoded: Vec<String> = path.split('/').map(percent_encode).collect();
         let url = format!(
@@ -464,7 +502,10 @@ impl Client {
             self.base,
             encoded.join("/")
         );
-        self.send(self.http.put(url).body(body)).await.map(|_| ())
+        let within = Duration::from_secs(60 + len / 1_000_000);
+        self.send(self.http.put(url).timeout(within).body(body))
+            .await
+            .map(|_| ())
     }
 }
 

@@ -20,7 +20,6 @@ pub use crate::batch::mlflow::{Artifact, MlflowSpec, check_uri};
 
 use crate::metrics::{Reader, SourceChoice};
 use crate::run::{BatchDir, JobState, Status};
-use anyhow::Context;
 use chrono::{DateTime, Utc};
 use client::{Client, KeyValue, Metric, RunInfo};
 use serde::{Deserialize, Serialize};
@@ -47,6 +46,9 @@ const LEDGER: &str = "mlflow.json";
 struct Ledger {
     version: u32,
     tracking_uri: String,
+    /// The experiment's name, as the spec gave it.
+    #[serde(default)]
+    experiment: String,
     experiment_id: Option<String>,
     parent_run_id: Option<String>,
     /// The parent run's end was sent.
@@ -83,10 +85,16 @@ pub struct Exporter {
     batch_name: String,
     ledger: Ledger,
     readers: HashMap<String, Reader>,
-    /// Runs whose server-side latest steps were read (once per process).
-    checked: std::collections::HashSet<String>,
+    /// Runs checked against the server in this process (their latest
+    /// points read), by job.
+    runs: HashMap<String, RunInfo>,
+    /// When the batch was created: the timestamps' base for a job with no
+    /// start recorded.
+    created_at: DateTime<Utc>,
     /// Said once that the server does not answer.
     warned: bool,
+    /// Said once that the server takes no artifacts through its API.
+    said_no_artifacts: bool,
     failing_since: Option<Instant>,
     retry_at: Option<Instant>,
     /// What was sent in this process: runs created, points.
@@ -105,12 +113,14 @@ impl Exporter {
         } else {
             Ledger::default()
         };
-        if ledger.tracking_uri != spec.tracking_uri {
-            // Another server: what was sent to the old one says nothing.
+        if ledger.tracking_uri != spec.tracking_uri || ledger.experiment != spec.experiment {
+            // Another server or experiment: what was sent to the old one
+            // says nothing.
             ledger = Ledger::default();
         }
         ledger.version = VERSION;
         ledger.tracking_uri = spec.tracking_uri.clone();
+        ledger.experiment = spec.experiment.clone();
         Ok(Exporter {
             client: Client::new(&spec.tracking_uri)?,
             spec: spec.clone(),
@@ -118,8 +128,10 @@ impl Exporter {
             batch_name: batch_name.to_string(),
             ledger,
             readers: HashMap::new(),
-            checked: Default::default(),
+            runs: HashMap::new(),
+            created_at: dir.read_batch().map(|b| b.created_at).unwrap_or_else(|_| Utc::now()),
             warned: false,
+            said_no_artifacts: false,
             failing_since: None,
             retry_at: None,
             created: 0,
@@ -234,17 +246,35 @@ impl Exporter {
         Ok(id)
     }
 
+    /// Every job in turn; one job the server refuses does not hold up the
+    /// others (a server that does not answer ends the round: the rest
+    /// would not go either). The first failure, if any.
     async fn try_round(&mut self, jobs: &[String], live: bool) -> anyhow::Result<()> {
         self.parent().await?;
+        let mut first: Option<anyhow::Error> = None;
         for job in jobs {
-            self.sync_job(job, live).await?;
+            if let Err(e) = self.sync_job(job, live).await {
+                // Checked again next time: what the server holds may
+                // differ from what this process believes.
+                self.runs.remove(job);
+                let unreachable = e
+                    .downcast_ref::<client::Error>()
+                    .is_some_and(client::Error::is_unreachable);
+                first.get_or_insert(e.context(format!("job {job}")));
+                if unreachable {
+                    break;
+                }
+            }
         }
-        Ok(())
+        match first {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// The job's run, as it stands: created (with its params) once the job
     /// started, its new points, its attempt and status, and once it ended,
-    /// its end and artifacts.
+    /// its end and artifacts. What went up is written down call by call.
     async fn sync_job(&mut self, job: &str, live: bool) -> anyhow::Result<()> {
         let state = self.dir.read_job_state(job)?;
         let Some(status) = run_status(state.status()) else {
@@ -254,9 +284,17 @@ impl Exporter {
             // Ended without ever running (cancelled before it started).
             return Ok(());
         }
-        let run = self.run_of(job, &state).await?;
         let ended = state.status().is_final();
-        let metrics = self.new_points(job, ended || !live);
+        let entry = self.ledger.runs.get(job).cloned().unwrap_or_default();
+        if ended && entry.attempt == state.attempt() && entry.status == status && entry.artifacts_of == state.attempt()
+        {
+            // All of it went up already; nothing is left to read.
+            self.readers.remove(job);
+            return Ok(());
+        }
+        let run = self.run_of(job, &state).await?;
+        // Points of a running job's last epoch wait: it may still change.
+        let metrics = self.new_points(job, &state, ended || !live);
         let mut tags = vec![
             KeyValue::new("tb.attempt", state.attempt().to_string()),
             KeyValue::new("tb.status", state.status().to_string()),
@@ -279,39 +317,48 @@ impl Exporter {
         let changed = entry.attempt != state.attempt() || entry.status != status;
         if !metrics.is_empty() || !params.is_empty() || changed {
             self.client.log(&run.run_id, &metrics, &params, &tags).await?;
+            let e = self.ledger.runs.get_mut(job).expect("recorded by run_of");
+            e.params = true;
+            for m in &metrics {
+                let last = e.sent.entry(m.key.clone()).or_insert(i64::MIN);
+                *last = (*last).max(m.step);
+            }
+            self.points += metrics.len();
         }
         if changed {
             let end = if ended { state.finished_at().map(millis) } else { None };
             self.client.update_run(&run.run_id, status, end).await?;
+            let e = self.ledger.runs.get_mut(job).expect("recorded by run_of");
+            e.attempt = state.attempt();
+            e.status = status.to_string();
         }
         if ended && entry.artifacts_of != state.attempt() {
             self.upload_artifacts(job, &run).await?;
-        }
-        let e = self.ledger.runs.get_mut(job).expect("recorded by run_of");
-        e.params = true;
-        for m in &metrics {
-            let last = e.sent.entry(m.key.clone()).or_insert(i64::MIN);
-            *last = (*last).max(m.step);
-        }
-        e.attempt = state.attempt();
-        e.status = status.to_string();
-        if ended {
+            let e = self.ledger.runs.get_mut(job).expect("recorded by run_of");
             e.artifacts_of = state.attempt();
         }
-        self.points += metrics.len();
         Ok(())
     }
 
-    /// The job's run: the one recorded, else the one tagged with its id,
-    /// else a new one. What the server has of it is read once, so that no
-    /// point goes up twice.
+    /// The job's run: the one this process checked, else the one recorded
+    /// (if the server still has it), else the one tagged with its id, else
+    /// a new one. What the server holds of it (its latest step per metric)
+    /// is read when it is checked, so that no point goes up twice.
     async fn run_of(&mut self, job: &str, state: &JobState) -> anyhow::Result<RunInfo> {
+        if let Some(info) = self.runs.get(job) {
+            return Ok(info.clone());
+        }
         let experiment = self.experiment().await?;
         let parent = self.parent().await?;
         let job_id = format!("{}/{job}", self.dir.id);
         let known = self.ledger.runs.get(job).map(|r| r.run_id.clone());
         let run = match known {
-            Some(id) => self.client.get_run(&id).await.ok(),
+            Some(id) => match self.client.get_run(&id).await {
+                Ok(r) if r.info.lifecycle_stage != "deleted" => Some(r),
+                Ok(_) => None,
+                Err(e) if e.is_not_found() => None,
+                Err(e) => return Err(e.into()),
+            },
             None => None,
         };
         let run = match run {
@@ -347,22 +394,23 @@ impl Exporter {
                 ..RunLedger::default()
             };
         }
-        if self.checked.insert(job.to_string()) {
-            // Sent by an earlier process that died before writing it down.
-            let got = self.client.get_run(&run.info.run_id).await?;
-            for p in got.data.metrics {
-                let last = entry.sent.entry(p.key).or_insert(i64::MIN);
-                *last = (*last).max(p.step);
-            }
-            entry.params |= !got.data.params.is_empty();
+        // Sent by an earlier process that died before writing it down (a
+        // run found or read here carries its latest point per metric).
+        for p in &run.data.metrics {
+            let last = entry.sent.entry(p.key.clone()).or_insert(i64::MIN);
+            *last = (*last).max(p.step);
         }
+        entry.params |= !run.data.params.is_empty();
+        self.runs.insert(job.to_string(), run.info.clone());
         Ok(run.info)
     }
 
     /// The job's points not sent yet: each metric by epoch (by step for a
-    /// job that logs no epochs); while it runs, not its last epoch, which
-    /// may still change.
-    fn new_points(&mut self, job: &str, whole: bool) -> Vec<Metric> {
+    /// job that logs no epochs); unless `whole`, not its last epoch, which
+    /// may still change. A point's timestamp is derived from the attempt's
+    /// start and its step, so that one sent twice (an answer lost on the
+    /// way back) is the same point, which the server keeps once.
+    fn new_points(&mut self, job: &str, state: &JobState, whole: bool) -> Vec<Metric> {
         let spec = self
             .dir
             .read_job_file(job)
@@ -375,7 +423,7 @@ impl Exporter {
         reader.poll(!whole);
         let m = reader.metrics();
         let sent = self.ledger.runs.get(job).map(|r| &r.sent);
-        let now = millis(Utc::now());
+        let base = millis(state.started_at().unwrap_or(self.created_at));
         let mut out = Vec::new();
         for (name, series) in &m.epochs {
             let Some(key) = metric_key(name) else { continue };
@@ -391,7 +439,7 @@ impl Exporter {
                     out.push(Metric {
                         key: key.clone(),
                         value: v,
-                        timestamp: now,
+                        timestamp: base.saturating_add(step.clamp(0, 1 << 40)),
                         step,
                     });
                 }
@@ -415,13 +463,27 @@ impl Exporter {
             let Ok(file) = tokio::fs::File::open(&path).await else {
                 continue;
             };
+            let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
             let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
-            self.client
-                .upload(run, &name, body)
-                .await
-                .with_context(|| format!("failed to upload {} of job {job}", path.display()))?;
+            match self.client.upload(run, &name, body, len).await {
+                Ok(()) => {}
+                Err(e @ client::Error::NoArtifactProxy { .. }) => {
+                    // A setting of the server's, not a passing fault: said
+                    // once, and the metrics still go up.
+                    self.no_artifacts(&e);
+                    return Ok(());
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context(format!("failed to upload {}", path.display()))),
+            }
         }
         Ok(())
+    }
+
+    fn no_artifacts(&mut self, e: &client::Error) {
+        if !self.said_no_artifacts {
+            self.said_no_artifacts = true;
+            tracing::warn!("{e}; tb sends metrics, params and tags, and no artifacts");
+        }
     }
 
     /// The batch is over: its report on the parent run, and the parent's end.
@@ -435,7 +497,15 @@ impl Exporter {
             for f in ["report.html", "report.md", "report.csv", "report.json"] {
                 let path = self.dir.path.join(f);
                 if let Ok(bytes) = tokio::fs::read(&path).await {
-                    self.client.upload(&run.info, f, bytes.into()).await?;
+                    let len = bytes.len() as u64;
+                    match self.client.upload(&run.info, f, bytes.into(), len).await {
+                        Ok(()) => {}
+                        Err(e @ client::Error::NoArtifactProxy { .. }) => {
+                            self.no_artifacts(&e);
+                            break;
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
                 }
             }
         }
@@ -484,7 +554,12 @@ impl Following {
         let names = jobs.clone();
         let task = tokio::spawn(async move {
             loop {
-                exporter.round(&names, true).await;
+                // A round a slow server drags out is cut short when the
+                // batch ends: what went up is written down call by call.
+                tokio::select! {
+                    _ = exporter.round(&names, true) => {}
+                    _ = stopped.changed() => return exporter,
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(EVERY) => {}
                     _ = stopped.changed() => return exporter,
@@ -502,7 +577,14 @@ impl Following {
             tracing::warn!("the MLflow export stopped early; `tb mlflow-sync` sends the batch");
             return;
         };
-        let flushed = tokio::time::timeout(FLUSH_WITHIN, exporter.flush(&self.jobs, Some(status))).await;
+        // At most FLUSH_WITHIN, and not past a Ctrl-C: the batch is over.
+        let flushed = tokio::select! {
+            f = tokio::time::timeout(FLUSH_WITHIN, exporter.flush(&self.jobs, Some(status))) => f,
+            _ = tokio::signal::ctrl_c() => {
+                tracing::warn!("interrupted: `tb mlflow-sync {}` sends the rest to MLflow", exporter.dir.id);
+                return;
+            }
+        };
         match flushed {
             Ok(true) => tracing::info!(
                 "in MLflow: experiment {} at {} ({} run(s) created, {} point(s) sent)",
@@ -511,7 +593,11 @@ impl Following {
                 exporter.created,
                 exporter.points
             ),
-            Ok(false) => {}
+            Ok(false) => tracing::warn!(
+                "not all of the batch is in MLflow at {}; `tb mlflow-sync {}` sends the rest",
+                exporter.spec.tracking_uri,
+                exporter.dir.id
+            ),
             Err(_) => tracing::warn!(
                 "MLflow took over {}s to take the batch; `tb mlflow-sync {}` sends the rest",
                 FLUSH_WITHIN.as_secs(),
@@ -579,7 +665,7 @@ fn params(dir: &BatchDir, job: &str) -> anyhow::Result<Vec<KeyValue>> {
 /// `_ - . space : /`, at most 250 characters, no empty path part); others
 /// become `_`.
 fn metric_key(name: &str) -> Option<String> {
-    let mut key: String = name
+    let mapped: String = name
         .chars()
         .map(|c| {
             if c.is_alphanumeric() || "_-. :/".contains(c) {
@@ -589,12 +675,16 @@ fn metric_key(name: &str) -> Option<String> {
             }
         })
         .collect();
-    while key.contains("//") {
-        key = key.replace("//", "/");
-    }
-    let key = key.trim_start_matches('/').to_string();
-    let key: String = key.chars().take(250).collect();
-    (!key.is_empty() && key != "." && key != "..").then_some(key)
+    // A normalised relative path, as the server checks: no empty, `.` or
+    // `..` part, no leading or trailing `/`.
+    let parts: Vec<&str> = mapped
+        .split('/')
+        .filter(|p| !p.is_empty())
+        .map(|p| if p == "." || p == ".." { "_" } else { p })
+        .collect();
+    let key: String = parts.join("/").chars().take(250).collect();
+    let key = key.trim_end_matches('/').to_string();
+    (!key.is_empty()).then_some(key)
 }
 
 fn millis(t: DateTime<Utc>) -> i64 {
@@ -624,6 +714,9 @@ mod tests {
         assert_eq!(metric_key("a//b").as_deref(), Some("a/b"));
         assert_eq!(metric_key("/x").as_deref(), Some("x"));
         assert_eq!(metric_key("").as_deref(), None);
+        assert_eq!(metric_key("val/").as_deref(), Some("val"));
+        assert_eq!(metric_key("a/./b/../c").as_deref(), Some("a/_/b/_/c"));
+        assert_eq!(metric_key("..").as_deref(), Some("_"));
         assert_eq!(metric_key(&"k".repeat(300)).map(|k| k.len()), Some(250));
     }
 }
