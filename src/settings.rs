@@ -5,6 +5,7 @@
 use crate::batch::{self, BatchFile, Concurrency, GpuMode, GpuRequest, JobFields, Problem, Problems, expand};
 use crate::error::with_hint;
 use crate::gpu::Inventory;
+use crate::limits;
 use crate::metrics::{MetricsSpec, Mode};
 use crate::prune::{Method, PruneSpec};
 use anyhow::Context;
@@ -128,8 +129,19 @@ mod opt_secs {
         }
     }
 
+    /// A value past what a `Duration` holds (a run directory written
+    /// before time limits were bounded) reads as `Duration::MAX`: a limit
+    /// no clock reaches. A negative or NaN one is a damaged file.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<f64>::deserialize(d)?.map(Duration::from_secs_f64))
+        Option::<f64>::deserialize(d)?
+            .map(|secs| match Duration::try_from_secs_f64(secs) {
+                Ok(d) => Ok(d),
+                Err(_) if secs > 0.0 => Ok(Duration::MAX),
+                Err(_) => Err(serde::de::Error::custom(format!(
+                    "invalid time_limit {secs}: expected seconds, 0 or more"
+                ))),
+            })
+            .transpose()
     }
 }
 
@@ -227,6 +239,23 @@ impl Checker<'_> {
             .deadline
             .as_ref()
             .and_then(|d| match deadline_of(d.get_ref(), chrono::Local::now()) {
+                Ok(t)
+                    if (t - chrono::Utc::now())
+                        .to_std()
+                        .is_ok_and(|ahead| ahead > limits::DEADLINE_AHEAD.max) =>
+                {
+                    let r = limits::DEADLINE_AHEAD;
+                    self.at(
+                        d.span().start,
+                        format!(
+                            "deadline `{}` is more than {} away",
+                            d.get_ref().trim(),
+                            r.shown.1.replace(" ahead", "")
+                        ),
+                        Some("give a deadline within the coming year, e.g. \"07:00\""),
+                    );
+                    None
+                }
                 Ok(t) => Some(t),
                 Err(why) => {
                     self.at(
@@ -641,6 +670,29 @@ impl Checker<'_> {
         });
     }
 
+    /// A problem unless `value` (with the text it was written as) is inside
+    /// `range`.
+    fn in_range<T: PartialOrd + Copy>(&mut self, job: &str, range: &limits::Range<T>, value: Option<(T, &str)>) {
+        if let Some((v, written)) = value
+            && !range.contains(v)
+        {
+            let why = if range.why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", range.why)
+            };
+            self.problem(
+                None,
+                format!(
+                    "job `{job}`: `{}` = {written} is out of range: it {}{why}",
+                    range.key,
+                    range.between()
+                ),
+                None,
+            );
+        }
+    }
+
     fn at(&mut self, offset: usize, message: String, hint: Option<&str>) {
         let at = Some(batch::line_col(self.text, offset));
         self.problem(at, message, hint);
@@ -858,6 +910,19 @@ impl Checker<'_> {
             &args,
         );
 
+        let memory = j.memory.as_ref().or(d.memory.as_ref());
+        self.in_range(name, &limits::MEMORY, memory.map(|m| (m.bytes, m.written.as_str())));
+        let shm = j.shm_size.as_ref().or(d.shm_size.as_ref());
+        self.in_range(name, &limits::SHM_SIZE, shm.map(|m| (m.bytes, m.written.as_str())));
+        let time_limit = j.time_limit.as_ref().or(d.time_limit.as_ref());
+        self.in_range(
+            name,
+            &limits::TIME_LIMIT,
+            time_limit.map(|t| (t.duration, t.written.as_str())),
+        );
+        let (memory, time_limit) = (memory.map(|m| m.bytes), time_limit.map(|t| t.duration));
+        let shm_size = shm.map(|m| m.bytes).unwrap_or(DEFAULT_SHM);
+
         if self.problems.len() > before {
             return None;
         }
@@ -867,9 +932,9 @@ impl Checker<'_> {
             command,
             gpus: gpu_count,
             cpus: j.cpus.or(d.cpus).map(|c| c.0),
-            memory: j.memory.or(d.memory).map(|m| m.0),
-            shm_size: j.shm_size.or(d.shm_size).map(|m| m.0).unwrap_or(DEFAULT_SHM),
-            time_limit: j.time_limit.or(d.time_limit).map(|s| s.0),
+            memory,
+            shm_size,
+            time_limit,
             env,
             pass_env,
             mounts,
@@ -938,25 +1003,35 @@ impl Checker<'_> {
             .or_else(|| train.and_then(|t| t.get("max_epochs")).and_then(|m| m.as_u64()))
             .or_else(|| args.get("trainer.max_epochs").and_then(|m| m.as_u64()))
             .or_else(|| train.is_some().then_some(TRAINER_MAX_EPOCHS));
-        if grace == 0 {
+        let (r, g, m) = (limits::PRUNE_REDUCTION, limits::PRUNE_GRACE, limits::PRUNE_MAX_EPOCHS);
+        if !g.contains(grace) {
             self.problem(
                 None,
-                format!("job `{name}`: `prune.grace` must be at least 1 epoch"),
+                format!(
+                    "job `{name}`: `prune.grace` = {grace}: must be between {} and {} epochs",
+                    g.min, g.max
+                ),
                 None,
             );
         }
-        if !(2..=100).contains(&reduction) {
+        if !r.contains(reduction) {
             self.problem(
                 None,
-                format!("job `{name}`: `prune.reduction` = {reduction}: must be between 2 and 100"),
+                format!(
+                    "job `{name}`: `prune.reduction` = {reduction}: must be between {} and {}",
+                    r.min, r.max
+                ),
                 Some("3 keeps the best third at each rung"),
             );
         }
-        if max_epochs == Some(0) {
+        if let Some(max) = max_epochs.filter(|&e| !m.contains(e)) {
             self.problem(
                 None,
-                format!("job `{name}`: `prune.max_epochs` must be at least 1"),
-                None,
+                format!(
+                    "job `{name}`: the jobs' max_epochs = {max}: pruning needs between {} and {} epochs",
+                    m.min, m.max
+                ),
+                Some("set `max_epochs` in [job.prune]"),
             );
         } else if let Some(max) = max_epochs.filter(|&m| grace >= m) {
             self.problem(
@@ -1287,6 +1362,90 @@ mode = "max"
         assert_eq!(j.swept["args.model.learning_rate"], 0.0003);
         assert_eq!(j.metrics.monitor.as_deref(), Some("val_acc"));
         assert_eq!(j.metrics.mode, Some(crate::metrics::Mode::Max));
+    }
+
+    #[test]
+    fn sizes_and_durations_outside_the_limits_name_key_and_range() {
+        let m = messages(
+            "[defaults]\nimage = \"i\"\ntime_limit = \"18446744073709551615s\"\n[[job]]\nname = \"a\"\n\
+             memory = \"99999999999999999999g\"\nshm_size = \"18446744073709551616\"\n[[job]]\nname = \"b\"\n\
+             memory = \"1\"\ntime_limit = \"1s\"\n",
+        );
+        assert_eq!(
+            m,
+            [
+                "job `a`: `memory` = \"99999999999999999999g\" is out of range: it must be between 6m and 64t \
+                 (6 MiB is the Docker engine's minimum)",
+                "job `a`: `shm_size` = \"18446744073709551616\" is out of range: it must be between 1m and 64t",
+                "job `a`: `time_limit` = \"18446744073709551615s\" is out of range: it must be between 1s and 365d",
+                "job `b`: `memory` = \"1\" is out of range: it must be between 6m and 64t \
+                 (6 MiB is the Docker engine's minimum)",
+            ]
+        );
+        // The ends are in.
+        let p = plan(
+            "[defaults]\nimage = \"i\"\nmemory = \"6m\"\nshm_size = \"64t\"\ntime_limit = \"365d\"\n[[job]]\nname = \"a\"\n",
+            "",
+        )
+        .unwrap();
+        assert_eq!(p.jobs[0].memory, Some(limits::MEMORY.min));
+        assert_eq!(p.jobs[0].time_limit, Some(limits::TIME_LIMIT.max));
+        // A sweep's values are checked as the job's own.
+        let m = messages("[defaults]\nimage = \"i\"\n[[job]]\nname = \"a\"\n[job.sweep]\nmemory = [\"8g\", 5]\n");
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(m[0].contains("job `a_memory-5`: `memory` = 5 is out of range"), "{m:?}");
+    }
+
+    #[test]
+    fn counts_outside_the_limits_are_refused() {
+        for (text, says) in [
+            ("[defaults]\ngpus = 65\n", "invalid gpus 65: must be between 0 and 64"),
+            (
+                "[defaults]\ncpus = 0.001\n",
+                "invalid cpus 0.001: must be between 0.01 and 4096",
+            ),
+            (
+                "[batch]\nretries = 101\n",
+                "invalid retries 101: must be between 0 and 100",
+            ),
+            ("[batch]\nretries = \"x\"\n", "expected a number of retries"),
+            (
+                "[defaults.prune]\ngrace = 2000000\n",
+                "`prune.grace` = 2000000: must be between 1 and 1000000",
+            ),
+            (
+                "[defaults.prune]\nmax_epochs = 2000000\n",
+                "max_epochs = 2000000: pruning needs between 1 and 1000000 epochs",
+            ),
+            (
+                "[batch]\ndeadline = \"2999-01-01 07:00\"\n",
+                "deadline `2999-01-01 07:00` is more than 365 days away",
+            ),
+        ] {
+            let file = format!("{text}\n[[job]]\nname = \"a\"\nimage = \"i\"\ncommand = [\"x\"]\n");
+            let m: Vec<String> = match plan(&file, "") {
+                Ok(_) => panic!("accepted: {file}"),
+                Err(p) => p.0.iter().map(|p| p.to_string()).collect(),
+            };
+            assert!(m.iter().any(|l| l.contains(says)), "{file}\n{m:?}");
+        }
+    }
+
+    #[test]
+    fn a_time_limit_past_the_clock_in_job_json_reads() {
+        let mut spec = plan("[defaults]\nimage = \"i\"\n[[job]]\nname = \"a\"\n", "")
+            .unwrap()
+            .jobs
+            .remove(0);
+        let mut json = serde_json::to_value(&spec).unwrap();
+        json["time_limit"] = serde_json::json!(1.8446744073709552e19);
+        let back: JobSpec = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back.time_limit, Some(Duration::MAX));
+        json["time_limit"] = serde_json::json!(-1.0);
+        assert!(serde_json::from_value::<JobSpec>(json).is_err());
+        spec.time_limit = Some(Duration::from_secs(90));
+        let back: JobSpec = serde_json::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
+        assert_eq!(back.time_limit, spec.time_limit);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! nothing written, a message that says where and what to do.
 
 use crate::common::*;
+use std::path::Path;
 
 #[test]
 fn a_bad_file_exits_2_and_writes_nothing() {
@@ -179,4 +180,42 @@ fn a_10000_character_value_is_cut_wherever_it_is_shown() {
         caret_points_at(&err).starts_with("\"xxx"),
         "the caret moved off the value: {err}"
     );
+}
+
+/// A run directory whose job.json holds a time limit no clock can reach (as
+/// an older tb wrote one) still reads: status shows it, resume and retry
+/// end with a message, and none of them panics.
+#[test]
+fn a_run_directory_with_a_huge_time_limit_reads() {
+    let w = Work::scratch();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/report/healthy");
+    let dir = w.path().join("runs/2026-11-22_230000_healthy");
+    copy_dir(&fixture, &dir);
+    let job = dir.join("jobs/baseline/job.json");
+    let mut spec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&job).unwrap()).unwrap();
+    spec["time_limit"] = serde_json::json!(1.8446744073709552e19);
+    std::fs::write(&job, spec.to_string()).unwrap();
+    let d = dir.to_str().unwrap();
+    let out = w.tb().args(["status", d]).output().unwrap();
+    assert_exit(&out, 0);
+    assert!(text(&out.stdout).contains("baseline"), "{}", text(&out.stdout));
+    for command in ["resume", "retry"] {
+        let out = w.tb().args([command, d]).env("TB_GPUS", "0").output().unwrap();
+        let err = text(&out.stderr);
+        assert!(!err.contains("panicked"), "tb {command} panicked: {err}");
+        assert_ne!(out.status.code(), Some(101), "tb {command}: {err}");
+    }
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
 }

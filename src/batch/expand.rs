@@ -80,9 +80,10 @@ fn folds(cv: &toml::Value) -> Result<i64, String> {
     if let Some(bad) = table.keys().find(|k| k.as_str() != "folds") {
         return Err(format!("unknown key `cv.{bad}`; `cv` takes `folds`"));
     }
+    let r = crate::limits::FOLDS;
     match table.get("folds") {
-        Some(toml::Value::Integer(k)) if (2..=100).contains(k) => Ok(*k),
-        Some(toml::Value::Integer(k)) => Err(format!("`cv.folds` = {k}: must be between 2 and 100")),
+        Some(toml::Value::Integer(k)) if r.contains(*k) => Ok(*k),
+        Some(toml::Value::Integer(k)) => Err(format!("`cv.folds` = {k}: must be between {} and {}", r.min, r.max)),
         Some(other) => Err(format!("`cv.folds` must be an integer, not {}", other.type_str())),
         None => Err("`cv` needs `folds`, e.g. folds = 5".into()),
     }
@@ -132,11 +133,13 @@ fn sweep_variants(name: &str, base: &toml::Table, spec: &toml::Table) -> Result<
             chosen.push((combo, format!("{name}_{}", label.join("_"))));
         }
     } else {
+        let r = crate::limits::SAMPLES;
         let samples = match spec.get("samples") {
-            Some(toml::Value::Integer(n)) if (1..=100_000).contains(n) => *n as usize,
+            Some(toml::Value::Integer(n)) if r.contains(*n) => *n as usize,
             Some(other) => {
                 return Err(format!(
-                    "`sweep.samples` = {other}: must be an integer between 1 and 100000"
+                    "`sweep.samples` = {other}: must be an integer between {} and {}",
+                    r.min, r.max
                 ));
             }
             None => return Err("a random sweep needs `samples`, e.g. samples = 20".into()),

@@ -312,8 +312,9 @@ pub fn job_name_problem(name: &str) -> Option<String> {
     if name == "." || name == ".." {
         return Some(format!("job name `{name}` is not a valid directory name"));
     }
-    if name.len() > 100 {
-        return Some(format!("job name `{name}` is longer than 100 characters"));
+    let most = crate::limits::JOB_NAME.max;
+    if name.chars().count() > most {
+        return Some(format!("job name `{name}` is longer than {most} characters"));
     }
     if !name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) {
         return Some(format!("job name `{name}` must start with a letter or digit"));
