@@ -479,6 +479,47 @@ impl Checker<'_> {
             .into_iter()
             .filter_map(|v| v.as_table().cloned())
             .collect();
+        // The whole batch, counted before anything is expanded.
+        // A [[job]] over its own limit is refused by its expansion, and
+        // counts for nothing here.
+        let counts: Vec<u64> = raw_jobs
+            .iter()
+            .map(|raw| expand::count(raw).0)
+            .map(|n| if n > limits::EXPANDED.max { 0 } else { n })
+            .collect();
+        let total = counts
+            .iter()
+            .try_fold(0u64, |a, n| a.checked_add(*n))
+            .unwrap_or(u64::MAX);
+        let most = limits::BATCH_JOBS;
+        if total > most.max {
+            let mut parts: Vec<(u64, String)> = jobs
+                .iter()
+                .zip(&counts)
+                .enumerate()
+                .filter(|(_, (_, n))| **n > 1)
+                .map(|(i, (j, n))| {
+                    let name = j
+                        .name
+                        .as_ref()
+                        .map_or(format!("number {}", i + 1), |n| format!("`{}`", n.get_ref()));
+                    (*n, format!("{name}: {}", expand::jobs(*n)))
+                })
+                .collect();
+            parts.sort_by(|a, b| b.0.cmp(&a.0));
+            let parts: Vec<String> = parts.into_iter().take(5).map(|(_, p)| p).collect();
+            self.problem(
+                None,
+                format!(
+                    "the batch would hold {} jobs ({}); a batch holds at most {}",
+                    expand::jobs(total),
+                    parts.join(", "),
+                    most.shown.1
+                ),
+                Some("split the sweeps over several batch files, or sweep fewer values"),
+            );
+            return Vec::new();
+        }
         let mut seen: HashSet<String> = HashSet::new();
         let mut specs = Vec::new();
         for (i, job) in jobs.iter().enumerate() {
@@ -1446,6 +1487,31 @@ mode = "max"
         spec.time_limit = Some(Duration::from_secs(90));
         let back: JobSpec = serde_json::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
         assert_eq!(back.time_limit, spec.time_limit);
+    }
+
+    #[test]
+    fn a_batch_over_the_job_limit_is_refused_with_its_count() {
+        let list = format!("[{}]", (0..300).map(|i| i.to_string()).collect::<Vec<_>>().join(", "));
+        let m = messages(&format!(
+            "[defaults]\nimage = \"i\"\n[[job]]\nname = \"a\"\n[job.sweep]\n\"train.x\" = {list}\n\"train.y\" = {list}\n\
+             [[job]]\nname = \"b\"\n[job.sweep]\n\"train.x\" = {list}\n\"train.y\" = {list}\n\
+             [[job]]\nname = \"c\"\n"
+        ));
+        assert_eq!(
+            m,
+            ["the batch would hold 180,001 jobs (`a`: 90,000, `b`: 90,000); a batch holds at most 100,000"]
+        );
+        let m = messages(&format!(
+            "[defaults]\nimage = \"i\"\n[[job]]\nname = \"big\"\n[job.sweep]\n\"train.x\" = {list}\n\"train.y\" = {list}\n\
+             [job.cv]\nfolds = 2\n"
+        ));
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].contains(
+                "job `big`: the sweep would expand into 300 (train.x) × 300 (train.y) × 2 folds = 180,000 jobs"
+            ),
+            "{m:?}"
+        );
     }
 
     #[test]

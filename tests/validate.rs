@@ -219,3 +219,61 @@ fn copy_dir(src: &Path, dst: &Path) {
         }
     }
 }
+
+/// A grid is counted before it is expanded: 1000³ jobs are refused at once,
+/// with the count, by `validate` and `batch` alike.
+#[test]
+fn a_huge_grid_is_refused_with_its_count_before_it_is_expanded() {
+    let w = Work::scratch();
+    let list = format!("[{}]", (0..1000).map(|i| i.to_string()).collect::<Vec<_>>().join(", "));
+    let f = w.batch(
+        "grid.toml",
+        &format!(
+            "[defaults]\nimage = \"tb-base:bookworm\"\n[[job]]\nname = \"big\"\n[job.sweep]\n\
+             \"train.a\" = {list}\n\"train.b\" = {list}\n\"train.c\" = {list}\n"
+        ),
+    );
+    for command in ["validate", "batch"] {
+        let started = std::time::Instant::now();
+        let out = w.run(&[command, f.to_str().unwrap()]);
+        assert_exit(&out, 2);
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(
+                "job `big`: the sweep would expand into 1000 (train.a) × 1000 (train.b) × 1000 (train.c) \
+                 = 1,000,000,000 jobs; one [[job]] expands into at most 100,000"
+            ),
+            "{err}"
+        );
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "tb {command} took {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(!w.path().join("runs").exists());
+}
+
+/// Sizes, durations and counts outside docs/batch-file.md's limits are
+/// refused by validation, naming the key and the range.
+#[test]
+fn values_outside_the_limits_are_refused_naming_key_and_range() {
+    let w = Work::scratch();
+    let f = w.batch(
+        "x.toml",
+        "[defaults]\nimage = \"tb-base:bookworm\"\ntime_limit = \"18446744073709551615s\"\n[[job]]\nname = \"a\"\n\
+         memory = \"99999999999999999999g\"\nshm_size = \"18446744073709551616\"\n[[job]]\nname = \"b\"\n\
+         memory = \"1\"\ntime_limit = \"1h\"\n",
+    );
+    let out = w.run(&["validate", f.to_str().unwrap()]);
+    assert_exit(&out, 2);
+    let err = text(&out.stderr);
+    for says in [
+        "job `a`: `memory` = \"99999999999999999999g\" is out of range: it must be between 6m and 64t",
+        "job `a`: `shm_size` = \"18446744073709551616\" is out of range: it must be between 1m and 64t",
+        "job `a`: `time_limit` = \"18446744073709551615s\" is out of range: it must be between 1s and 365d",
+        "job `b`: `memory` = \"1\" is out of range: it must be between 6m and 64t (6 MiB is the Docker engine's minimum)",
+    ] {
+        assert!(err.contains(says), "missing {says:?} in:\n{err}");
+    }
+}
