@@ -277,3 +277,57 @@ fn values_outside_the_limits_are_refused_naming_key_and_range() {
         assert!(err.contains(says), "missing {says:?} in:\n{err}");
     }
 }
+
+/// `validate` checks what `batch` would, with the same severity: a
+/// downloads directory that cannot be created (here under /proc, which
+/// mode bits call writable for root) is an error for both, and so is a
+/// Slurm backend on a host without Slurm.
+#[test]
+fn validate_and_batch_share_one_preflight() {
+    let w = Work::new();
+    let f = w.batch(
+        "x.toml",
+        "[batch]\ndownloads = \"/proc/tb-no-such-dir/downloads\"\n[defaults]\nimage = \"tb-base:bookworm\"\n\
+         command = [\"true\"]\n[[job]]\nname = \"a\"\n",
+    );
+    for args in [&["validate"][..], &["batch", "--dry-run"], &["batch"]] {
+        let out = w.tb().args(args).arg(&f).output().unwrap();
+        assert_exit(&out, 2);
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(
+                "the downloads directory `/proc/tb-no-such-dir/downloads` is not usable: \
+                 cannot create `/proc/tb-no-such-dir`"
+            ),
+            "tb {args:?}: {err}"
+        );
+        assert!(err.contains("hint: set `downloads` in [batch]"), "{err}");
+    }
+    assert!(!w.path().join("runs").exists(), "a runs directory was written");
+
+    if which("sbatch") {
+        return;
+    }
+    let f = w.batch(
+        "s.toml",
+        "[batch]\nbackend = \"slurm\"\ndownloads = \"./downloads\"\n[defaults]\nimage = \"tb-base:bookworm\"\n\
+         command = [\"true\"]\n[[job]]\nname = \"a\"\n",
+    );
+    for args in [&["validate"][..], &["batch", "--dry-run"]] {
+        let out = w.tb().args(args).arg(&f).output().unwrap();
+        assert_exit(&out, 2);
+        assert!(
+            text(&out.stderr).starts_with("error: the Slurm backend needs the Slurm client tools"),
+            "tb {args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert!(
+        !w.path().join("downloads").exists(),
+        "validate left the downloads directory"
+    );
+}
+
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+}
