@@ -156,9 +156,16 @@ pub struct Overrides {
 
 /// Reads, parses and checks `file`. The error lists every problem found.
 pub fn resolve(file: &Path, overrides: &Overrides, gpus: Inventory) -> anyhow::Result<Plan> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
+    let bytes = std::fs::read(file).map_err(|e| {
         let err = anyhow::Error::new(e).context(format!("failed to read batch file `{}`", file.display()));
         with_hint(err, "pass the path of a TOML batch file, such as jobs/night.toml")
+    })?;
+    let text = batch::decode(bytes).map_err(|problems| {
+        let hint = problems.single_hint().map(String::from).unwrap_or_default();
+        with_hint(
+            anyhow::Error::new(problems).context(format!("invalid batch file `{}`", file.display())),
+            hint,
+        )
     })?;
     let abs = std::path::absolute(file).with_context(|| format!("failed to resolve the path `{}`", file.display()))?;
     let base_dir = abs
@@ -1036,11 +1043,12 @@ impl Checker<'_> {
                 Mode::Min
             }
         };
-        let grace = j.grace.or(d.grace).unwrap_or(1);
-        let reduction = j.reduction.or(d.reduction).unwrap_or(3);
+        let grace = j.grace.or(d.grace).map_or(1, |g| g.0);
+        let reduction = j.reduction.or(d.reduction).map_or(3, |r| r.0);
         let max_epochs = j
             .max_epochs
             .or(d.max_epochs)
+            .map(|m| m.0)
             .or_else(|| train.and_then(|t| t.get("max_epochs")).and_then(|m| m.as_u64()))
             .or_else(|| args.get("trainer.max_epochs").and_then(|m| m.as_u64()))
             .or_else(|| train.is_some().then_some(TRAINER_MAX_EPOCHS));

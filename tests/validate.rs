@@ -331,3 +331,40 @@ fn validate_and_batch_share_one_preflight() {
 fn which(program: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
 }
+
+/// A byte that is not UTF-8 is located, with a hint about the encoding
+/// (not about the path); a wrong type is named in the file's words, never
+/// a Rust type's.
+#[test]
+fn invalid_utf8_is_located_and_types_are_named_in_words() {
+    let w = Work::scratch();
+    let f = w.path().join("x.toml");
+    std::fs::write(&f, b"[batch]\nname = \"caf\xe9\"\n[[job]]\nname = \"a\"\n").unwrap();
+    let out = w.run(&["validate", f.to_str().unwrap()]);
+    assert_exit(&out, 2);
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: invalid batch file `{}`\n  caused by: line 2, column 12: the file is not UTF-8 text: byte 0xE9 \
+             (offset 19) is not part of a UTF-8 character\nhint: TOML files are UTF-8: save it as UTF-8 \
+             (e.g. `iconv -f latin1 -t utf-8`), or remove the byte\n",
+            f.display()
+        )
+    );
+
+    for (body, says) in [
+        ("job = [3]\n", "expected a [[job]] (or [defaults]) table"),
+        ("[defaults.prune]\ngrace = \"x\"\n", "expected a whole number such as 3"),
+        ("[batch]\nretries = \"x\"\n", "expected a number of retries such as 1"),
+    ] {
+        let f = w.batch("t.toml", body);
+        let out = w.run(&["validate", f.to_str().unwrap()]);
+        assert_exit(&out, 2);
+        let err = text(&out.stderr);
+        assert!(err.contains(says), "{body:?}: {err}");
+        assert!(
+            !err.contains("struct") && !err.contains("u64") && !err.contains("i64"),
+            "{err}"
+        );
+    }
+}
