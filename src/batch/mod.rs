@@ -299,6 +299,7 @@ pub fn parse(text: &str) -> Result<BatchFile, Problems> {
                 .trim_end()
                 .to_string()
         });
+        let message = in_words(&message);
         Problems(vec![Problem {
             at,
             message: match body {
@@ -308,6 +309,14 @@ pub fn parse(text: &str) -> Result<BatchFile, Problems> {
             hint,
         }])
     })
+}
+
+/// toml's messages that speak of Rust types, in the file's words.
+fn in_words(message: &str) -> String {
+    message.replace(
+        "u64 value was too large",
+        "the number is too large: TOML integers go up to 9223372036854775807",
+    )
 }
 
 /// For serde's "unknown field `x`, expected one of `a`, `b`" message: the
@@ -513,6 +522,7 @@ mod tests {
             "[batch]\nconcurrency = 1.5\n",
             "[batch]\ngpu_mode = { x = 1 }\n",
             "[defaults.metrics]\nmode = { x = 1 }\n",
+            "[defaults.train]\nx = 18446744073709551615\n",
         ] {
             let p = problem(text);
             assert!(!names_a_rust_type(&p.message), "{text:?}: {}", p.message);
