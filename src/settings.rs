@@ -513,7 +513,7 @@ impl Checker<'_> {
                     (*n, format!("{name}: {}", expand::jobs(*n)))
                 })
                 .collect();
-            parts.sort_by(|a, b| b.0.cmp(&a.0));
+            parts.sort_by_key(|p| std::cmp::Reverse(p.0));
             let parts: Vec<String> = parts.into_iter().take(5).map(|(_, p)| p).collect();
             self.problem(
                 None,
