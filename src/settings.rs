@@ -246,23 +246,6 @@ impl Checker<'_> {
             .deadline
             .as_ref()
             .and_then(|d| match deadline_of(d.get_ref(), chrono::Local::now()) {
-                Ok(t)
-                    if (t - chrono::Utc::now())
-                        .to_std()
-                        .is_ok_and(|ahead| ahead > limits::DEADLINE_AHEAD.max) =>
-                {
-                    let r = limits::DEADLINE_AHEAD;
-                    self.at(
-                        d.span().start,
-                        format!(
-                            "deadline `{}` is more than {} away",
-                            d.get_ref().trim(),
-                            r.shown.1.replace(" ahead", "")
-                        ),
-                        Some("give a deadline within the coming year, e.g. \"07:00\""),
-                    );
-                    None
-                }
                 Ok(t) => Some(t),
                 Err(why) => {
                     self.at(
@@ -662,6 +645,23 @@ impl Checker<'_> {
 /// `now` (local time); a date and time is taken as written (local, unless
 /// it carries an offset).
 pub fn deadline_of(value: &str, now: chrono::DateTime<chrono::Local>) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    let at = deadline_at(value, now)?;
+    let most = limits::DEADLINE_AHEAD;
+    if (at - now.with_timezone(&chrono::Utc))
+        .to_std()
+        .is_ok_and(|ahead| ahead > most.max)
+    {
+        return Err(format!(
+            "deadline `{}` is more than {} away",
+            value.trim(),
+            most.shown.1.trim_end_matches(" ahead")
+        ));
+    }
+    Ok(at)
+}
+
+/// [`deadline_of`], unbounded.
+fn deadline_at(value: &str, now: chrono::DateTime<chrono::Local>) -> Result<chrono::DateTime<chrono::Utc>, String> {
     use chrono::{NaiveDateTime, NaiveTime, TimeZone};
     let text = value.trim();
     if let Ok(t) = NaiveTime::parse_from_str(text, "%H:%M") {

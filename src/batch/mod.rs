@@ -55,7 +55,7 @@ pub struct BatchSection {
 
 /// `[batch.mlflow]`: where the batch's runs go (docs/batch-file.md).
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [batch.mlflow] table")]
 pub struct MlflowSection {
     /// `http(s)://host:port`; default: `MLFLOW_TRACKING_URI`.
     pub tracking_uri: Option<Spanned<String>>,
@@ -523,6 +523,7 @@ mod tests {
             "[batch]\ngpu_mode = { x = 1 }\n",
             "[defaults.metrics]\nmode = { x = 1 }\n",
             "[defaults.train]\nx = 18446744073709551615\n",
+            "[batch]\nmlflow = 3\n",
         ] {
             let p = problem(text);
             assert!(!names_a_rust_type(&p.message), "{text:?}: {}", p.message);
