@@ -34,6 +34,7 @@ const BATCH_KEYS: &[&str] = &[
     "on_finish",
     "deadline",
     "backend",
+    "mlflow",
 ];
 
 const JOB_KEYS: &[&str] = &[
@@ -175,6 +176,15 @@ fn values_of(key: &str) -> (&'static [&'static str], &'static [&'static str]) {
             &["\"2999-01-01 07:00\"", "\"25:00\""],
         ),
         "backend" => (&["\"local\""], &["\"slurm\"", "\"pbs\""]),
+        "mlflow" => (
+            &["{ tracking_uri = \"http://127.0.0.1:5000\", experiment = \"x\" }"],
+            &[
+                "3",
+                "{ tracking_uri = \"ftp://x\" }",
+                "{ tracking_uri = \"http://u:p@h\" }",
+                "{ artifacts = [\"nope\"] }",
+            ],
+        ),
         "image" => (&["\"tb-base:bookworm\""], &["\"tb-no-such-image:1\"", "\"\""]),
         "command" => (
             &["[\"true\"]", "[\"python3\", \"-c\", \"print(1)\"]"],
