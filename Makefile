@@ -9,7 +9,7 @@ IMAGE_TAG  ?= tb-trainer:latest
 # of the Debian-built base, e.g. make image BASE_IMAGE=python:3.11-slim
 BASE_IMAGE ?=
 
-.PHONY: help build base-image image demo check test test-rust test-trainer test-slurm bench clean-images mlflow-venv
+.PHONY: help build base-image image demo check test test-rust test-trainer test-slurm fuzz bench clean-images mlflow-venv
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -35,7 +35,7 @@ check: ## formatting and lints
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 
-test: test-rust test-trainer test-slurm ## every test: Rust unit + integration (real Docker), trainer pytest in its image, Slurm backend
+test: test-rust fuzz test-trainer test-slurm ## every test: Rust unit + integration (real Docker), the batch-file fuzz, trainer pytest in its image, Slurm backend
 
 test-rust: base-image image mlflow-venv
 	cargo test --locked
@@ -53,6 +53,13 @@ $(MLFLOW_VENV)/bin/mlflow:
 test-trainer: image
 	docker run --rm --network none --user 12345:12345 $(IMAGE_TAG) \
 	    python -m pytest -q -p no:cacheprovider /opt/tb/trainer-py/tests
+
+# Hostile batch files through the parser and validator, in-process and
+# through the tb binary, for FUZZ_SECONDS; prints the figures (inputs,
+# panics, accepted files that failed --dry-run). TB_FUZZ_SEED=N repeats a run.
+FUZZ_SECONDS ?= 60
+fuzz: base-image ## the batch-file parser and validator under hostile input for FUZZ_SECONDS (60)
+	TB_FUZZ_SECONDS=$(FUZZ_SECONDS) cargo test --locked --test main fuzz -- --ignored --nocapture
 
 # A single-node Slurm cluster on this machine (two fake GPUs), started for
 # the Slurm backend's tests and stopped after them, by pid, pass or fail.

@@ -172,11 +172,13 @@ impl Engine {
         let host = HostConfig {
             binds: Some(spec.binds.clone()),
             init: Some(true),
-            shm_size: Some(spec.shm_size as i64),
-            memory: spec.memory.map(|m| m as i64),
+            // Bounded at validation (crate::limits); a value from an older
+            // run directory saturates rather than turning negative.
+            shm_size: Some(i64::try_from(spec.shm_size).unwrap_or(i64::MAX)),
+            memory: spec.memory.map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
             // No swap on top of the limit: a job over its memory is OOM-killed
             // and reported as such rather than crawling.
-            memory_swap: spec.memory.map(|m| m as i64),
+            memory_swap: spec.memory.map(|m| i64::try_from(m).unwrap_or(i64::MAX)),
             nano_cpus: spec.cpus.map(|c| (c * 1e9) as i64),
             network_mode: Some(spec.network.clone()),
             security_opt: Some(vec!["no-new-privileges".into()]),

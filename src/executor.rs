@@ -342,16 +342,18 @@ pub async fn reattach(
 
 /// Waits, with backoff, until the engine answers again or `limit` passes.
 pub async fn wait_for_engine(engine: &Engine, limit: Duration) -> bool {
-    let until = Instant::now() + limit;
+    // `limit` may be any length: past what the clock holds is "forever".
+    let until = Instant::now().checked_add(limit);
     let mut pause = Duration::from_millis(250);
     loop {
         if engine.ping().await {
             return true;
         }
-        if Instant::now() >= until {
+        if until.is_some_and(|u| Instant::now() >= u) {
             return false;
         }
-        tokio::time::sleep(pause.min(until.saturating_duration_since(Instant::now()))).await;
+        let left = until.map_or(pause, |u| u.saturating_duration_since(Instant::now()));
+        tokio::time::sleep(pause.min(left)).await;
         pause = (pause * 2).min(Duration::from_secs(5));
     }
 }
@@ -385,7 +387,9 @@ async fn follow(
         .job
         .spec
         .time_limit
-        .map(|d| Instant::now() + d.saturating_sub(elapsed));
+        // A limit past what the clock holds (a run directory from before
+        // limits were bounded) is no limit.
+        .and_then(|d| Instant::now().checked_add(d.saturating_sub(elapsed)));
     let mut wait = Box::pin(engine.wait(id));
     let mut waited = false;
     let far = Instant::now() + Duration::from_secs(100 * 365 * 24 * 3600);

@@ -14,6 +14,14 @@ pub fn duration(d: chrono::Duration) -> String {
     }
 }
 
+/// [`duration`] of seconds read from a file, whatever they are: huge,
+/// negative, infinite or NaN show without a panic (a negative one as 0).
+pub fn seconds(s: f64) -> String {
+    // `as` saturates (NaN is 0); chrono refuses only i64::MIN.
+    let ms = (s * 1000.0) as i64;
+    duration(chrono::Duration::try_milliseconds(ms).unwrap_or_else(chrono::Duration::zero))
+}
+
 /// `64.0 MiB`, `512 B`.
 pub fn bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
@@ -39,6 +47,11 @@ mod tests {
         assert_eq!(duration(chrono::Duration::milliseconds(12_345)), "12.3s");
         assert_eq!(duration(chrono::Duration::seconds(245)), "4m05s");
         assert_eq!(duration(chrono::Duration::seconds(3 * 3600 + 120)), "3h02m");
+        assert_eq!(seconds(12.345), "12.3s");
+        assert_eq!(seconds(f64::NEG_INFINITY), "0.0s");
+        assert_eq!(seconds(-1e308), "0.0s");
+        assert_eq!(seconds(f64::NAN), "0.0s");
+        assert_eq!(seconds(1e300), "2562047788015h12m");
         assert_eq!(bytes(64 << 20), "64.0 MiB");
         assert_eq!(bytes(512), "512 B");
     }

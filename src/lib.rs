@@ -14,6 +14,7 @@ pub mod exit;
 pub mod gpu;
 pub mod human;
 pub mod identity;
+pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod mlflow;

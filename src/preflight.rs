@@ -1,12 +1,24 @@
-//! The checks every backend makes before a batch starts: the runs and
-//! downloads directories are usable, and the disk has room. Each backend
-//! adds its own (the engine and its images; the cluster) and turns the
-//! problems into one error with [`verdict`].
+//! The checks of the system before a batch starts, the same for
+//! `tb validate` and `tb batch` ([`run`]): the backend's own (the engine
+//! and its images; the cluster), and those every backend makes — the runs
+//! and downloads directories are usable, and the disk has room. A backend
+//! turns the problems into one error with [`verdict`].
 
+use crate::backend::{self, Backend, Ready};
 use crate::batch::{Problem, Problems};
 use crate::error::with_hint;
 use crate::settings::Plan;
 use std::path::Path;
+
+/// Everything `tb batch` checks of the system before it writes anything,
+/// and all `tb validate` checks: the plan's backend, ready to run it.
+/// Both commands call this, so a problem is an error (or a warning) in
+/// both alike.
+pub async fn run(plan: &Plan, runs_dir: &Path) -> anyhow::Result<(Box<dyn Backend>, Ready)> {
+    let mut backend = backend::for_plan(plan);
+    let ready = backend.preflight(plan, runs_dir).await?;
+    Ok((backend, ready))
+}
 
 /// The directories' problems (and a warning on low disk space).
 pub fn directories(plan: &Plan, runs_dir: &Path) -> Vec<Problem> {
@@ -23,10 +35,7 @@ pub fn directories(plan: &Plan, runs_dir: &Path) -> Vec<Problem> {
                     "set `downloads` in [batch] to a writable directory".into()
                 }),
             });
-        }
-    }
-    for (what, dir) in [("runs directory", runs_dir), ("downloads directory", downloads)] {
-        if let Some(free) = free_bytes(dir)
+        } else if let Some(free) = free_bytes(dir)
             && free < LOW_DISK
         {
             tracing::warn!(
@@ -71,27 +80,64 @@ fn free_bytes(dir: &Path) -> Option<u64> {
     Some(stat.f_bavail as u64 * stat.f_frsize as u64)
 }
 
-/// A directory tb can create (or has) and write in, checked without
-/// writing: the directory itself or its nearest existing ancestor.
+/// A directory tb can create (or has) and write in, found out by doing
+/// it — permission bits say nothing to root, nor of a read-only or special
+/// filesystem — and undoing it: the missing directories are created, a
+/// file is written in the last, and everything made is removed again.
 fn writable(dir: &Path) -> Result<(), String> {
-    let mut probe = dir;
-    loop {
-        if probe.exists() {
-            if !probe.is_dir() {
-                return Err(format!("`{}` is not a directory", probe.display()));
-            }
-            let c = std::ffi::CString::new(probe.as_os_str().as_encoded_bytes()).map_err(|e| e.to_string())?;
-            // SAFETY: `c` is a valid NUL-terminated path for the call's duration.
-            let ok = unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } == 0;
-            return if ok {
-                Ok(())
-            } else {
-                Err(format!("`{}` is not writable", probe.display()))
-            };
+    let mut missing = Vec::new();
+    let mut existing = dir;
+    while !existing.exists() {
+        missing.push(existing);
+        existing = existing.parent().ok_or("no existing parent directory")?;
+    }
+    if !existing.is_dir() {
+        return Err(format!("`{}` is not a directory", existing.display()));
+    }
+    let mut created = Vec::new();
+    let tried = (|| {
+        for d in missing.iter().rev() {
+            std::fs::create_dir(d).map_err(|e| format!("cannot create `{}`: {e}", d.display()))?;
+            created.push(*d);
         }
-        match probe.parent() {
-            Some(p) => probe = p,
-            None => return Err("no existing parent directory".into()),
-        }
+        let probe = dir.join(format!(".tb-probe-{}", std::process::id()));
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&probe)
+            .map_err(|e| format!("cannot write in `{}`: {e}", dir.display()))?;
+        std::fs::remove_file(&probe).map_err(|e| format!("cannot remove `{}`: {e}", probe.display()))
+    })();
+    for d in created.iter().rev() {
+        let _ = std::fs::remove_dir(d);
+    }
+    tried
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writability_is_tried_and_leaves_nothing() {
+        let tmp = tempfile::tempdir().unwrap();
+        let deep = tmp.path().join("a/b/c");
+        assert_eq!(writable(&deep), Ok(()));
+        assert!(!tmp.path().join("a").exists(), "the probe left its directories");
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 0);
+        assert_eq!(writable(tmp.path()), Ok(()));
+        assert_eq!(
+            std::fs::read_dir(tmp.path()).unwrap().count(),
+            0,
+            "the probe left its file"
+        );
+
+        let file = tmp.path().join("f");
+        std::fs::write(&file, "").unwrap();
+        assert!(writable(&file.join("x")).unwrap_err().contains("is not a directory"));
+        // Root may write anywhere the mode bits say no, but not in /proc:
+        // only trying tells.
+        let err = writable(Path::new("/proc/tb-no-such-dir/downloads")).unwrap_err();
+        assert!(err.starts_with("cannot create `/proc/tb-no-such-dir`"), "{err}");
     }
 }

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 
 /// Which rule.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", expecting = "\"asha\" or \"median\"")]
 pub enum Method {
     Asha,
     Median,

@@ -5,6 +5,7 @@
 use crate::batch::{self, BatchFile, Concurrency, GpuMode, GpuRequest, JobFields, Problem, Problems, expand};
 use crate::error::with_hint;
 use crate::gpu::Inventory;
+use crate::limits;
 use crate::metrics::{MetricsSpec, Mode};
 use crate::prune::{Method, PruneSpec};
 use anyhow::Context;
@@ -128,8 +129,19 @@ mod opt_secs {
         }
     }
 
+    /// A value past what a `Duration` holds (a run directory written
+    /// before time limits were bounded) reads as `Duration::MAX`: a limit
+    /// no clock reaches. A negative or NaN one is a damaged file.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
-        Ok(Option::<f64>::deserialize(d)?.map(Duration::from_secs_f64))
+        Option::<f64>::deserialize(d)?
+            .map(|secs| match Duration::try_from_secs_f64(secs) {
+                Ok(d) => Ok(d),
+                Err(_) if secs > 0.0 => Ok(Duration::MAX),
+                Err(_) => Err(serde::de::Error::custom(format!(
+                    "invalid time_limit {secs}: expected seconds, 0 or more"
+                ))),
+            })
+            .transpose()
     }
 }
 
@@ -144,9 +156,16 @@ pub struct Overrides {
 
 /// Reads, parses and checks `file`. The error lists every problem found.
 pub fn resolve(file: &Path, overrides: &Overrides, gpus: Inventory) -> anyhow::Result<Plan> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
+    let bytes = std::fs::read(file).map_err(|e| {
         let err = anyhow::Error::new(e).context(format!("failed to read batch file `{}`", file.display()));
         with_hint(err, "pass the path of a TOML batch file, such as jobs/night.toml")
+    })?;
+    let text = batch::decode(bytes).map_err(|problems| {
+        let hint = problems.single_hint().map(String::from).unwrap_or_default();
+        with_hint(
+            anyhow::Error::new(problems).context(format!("invalid batch file `{}`", file.display())),
+            hint,
+        )
     })?;
     let abs = std::path::absolute(file).with_context(|| format!("failed to resolve the path `{}`", file.display()))?;
     let base_dir = abs
@@ -450,6 +469,47 @@ impl Checker<'_> {
             .into_iter()
             .filter_map(|v| v.as_table().cloned())
             .collect();
+        // The whole batch, counted before anything is expanded.
+        // A [[job]] over its own limit is refused by its expansion, and
+        // counts for nothing here.
+        let counts: Vec<u64> = raw_jobs
+            .iter()
+            .map(|raw| expand::count(raw).0)
+            .map(|n| if n > limits::EXPANDED.max { 0 } else { n })
+            .collect();
+        let total = counts
+            .iter()
+            .try_fold(0u64, |a, n| a.checked_add(*n))
+            .unwrap_or(u64::MAX);
+        let most = limits::BATCH_JOBS;
+        if total > most.max {
+            let mut parts: Vec<(u64, String)> = jobs
+                .iter()
+                .zip(&counts)
+                .enumerate()
+                .filter(|(_, (_, n))| **n > 1)
+                .map(|(i, (j, n))| {
+                    let name = j
+                        .name
+                        .as_ref()
+                        .map_or(format!("number {}", i + 1), |n| format!("`{}`", n.get_ref()));
+                    (*n, format!("{name}: {}", expand::jobs(*n)))
+                })
+                .collect();
+            parts.sort_by_key(|p| std::cmp::Reverse(p.0));
+            let parts: Vec<String> = parts.into_iter().take(5).map(|(_, p)| p).collect();
+            self.problem(
+                None,
+                format!(
+                    "the batch would hold {} jobs ({}); a batch holds at most {}",
+                    expand::jobs(total),
+                    parts.join(", "),
+                    most.shown.1
+                ),
+                Some("split the sweeps over several batch files, or sweep fewer values"),
+            );
+            return Vec::new();
+        }
         let mut seen: HashSet<String> = HashSet::new();
         let mut specs = Vec::new();
         for (i, job) in jobs.iter().enumerate() {
@@ -585,6 +645,23 @@ impl Checker<'_> {
 /// `now` (local time); a date and time is taken as written (local, unless
 /// it carries an offset).
 pub fn deadline_of(value: &str, now: chrono::DateTime<chrono::Local>) -> Result<chrono::DateTime<chrono::Utc>, String> {
+    let at = deadline_at(value, now)?;
+    let most = limits::DEADLINE_AHEAD;
+    if (at - now.with_timezone(&chrono::Utc))
+        .to_std()
+        .is_ok_and(|ahead| ahead > most.max)
+    {
+        return Err(format!(
+            "deadline `{}` is more than {} away",
+            value.trim(),
+            most.shown.1.trim_end_matches(" ahead")
+        ));
+    }
+    Ok(at)
+}
+
+/// [`deadline_of`], unbounded.
+fn deadline_at(value: &str, now: chrono::DateTime<chrono::Local>) -> Result<chrono::DateTime<chrono::Utc>, String> {
     use chrono::{NaiveDateTime, NaiveTime, TimeZone};
     let text = value.trim();
     if let Ok(t) = NaiveTime::parse_from_str(text, "%H:%M") {
@@ -639,6 +716,29 @@ impl Checker<'_> {
             message,
             hint: hint.map(String::from),
         });
+    }
+
+    /// A problem unless `value` (with the text it was written as) is inside
+    /// `range`.
+    fn in_range<T: PartialOrd + Copy>(&mut self, job: &str, range: &limits::Range<T>, value: Option<(T, &str)>) {
+        if let Some((v, written)) = value
+            && !range.contains(v)
+        {
+            let why = if range.why.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", range.why)
+            };
+            self.problem(
+                None,
+                format!(
+                    "job `{job}`: `{}` = {written} is out of range: it {}{why}",
+                    range.key,
+                    range.between()
+                ),
+                None,
+            );
+        }
     }
 
     fn at(&mut self, offset: usize, message: String, hint: Option<&str>) {
@@ -858,6 +958,19 @@ impl Checker<'_> {
             &args,
         );
 
+        let memory = j.memory.as_ref().or(d.memory.as_ref());
+        self.in_range(name, &limits::MEMORY, memory.map(|m| (m.bytes, m.written.as_str())));
+        let shm = j.shm_size.as_ref().or(d.shm_size.as_ref());
+        self.in_range(name, &limits::SHM_SIZE, shm.map(|m| (m.bytes, m.written.as_str())));
+        let time_limit = j.time_limit.as_ref().or(d.time_limit.as_ref());
+        self.in_range(
+            name,
+            &limits::TIME_LIMIT,
+            time_limit.map(|t| (t.duration, t.written.as_str())),
+        );
+        let (memory, time_limit) = (memory.map(|m| m.bytes), time_limit.map(|t| t.duration));
+        let shm_size = shm.map(|m| m.bytes).unwrap_or(DEFAULT_SHM);
+
         if self.problems.len() > before {
             return None;
         }
@@ -867,9 +980,9 @@ impl Checker<'_> {
             command,
             gpus: gpu_count,
             cpus: j.cpus.or(d.cpus).map(|c| c.0),
-            memory: j.memory.or(d.memory).map(|m| m.0),
-            shm_size: j.shm_size.or(d.shm_size).map(|m| m.0).unwrap_or(DEFAULT_SHM),
-            time_limit: j.time_limit.or(d.time_limit).map(|s| s.0),
+            memory,
+            shm_size,
+            time_limit,
             env,
             pass_env,
             mounts,
@@ -930,33 +1043,44 @@ impl Checker<'_> {
                 Mode::Min
             }
         };
-        let grace = j.grace.or(d.grace).unwrap_or(1);
-        let reduction = j.reduction.or(d.reduction).unwrap_or(3);
+        let grace = j.grace.or(d.grace).map_or(1, |g| g.0);
+        let reduction = j.reduction.or(d.reduction).map_or(3, |r| r.0);
         let max_epochs = j
             .max_epochs
             .or(d.max_epochs)
+            .map(|m| m.0)
             .or_else(|| train.and_then(|t| t.get("max_epochs")).and_then(|m| m.as_u64()))
             .or_else(|| args.get("trainer.max_epochs").and_then(|m| m.as_u64()))
             .or_else(|| train.is_some().then_some(TRAINER_MAX_EPOCHS));
-        if grace == 0 {
+        let (r, g, m) = (limits::PRUNE_REDUCTION, limits::PRUNE_GRACE, limits::PRUNE_MAX_EPOCHS);
+        if !g.contains(grace) {
             self.problem(
                 None,
-                format!("job `{name}`: `prune.grace` must be at least 1 epoch"),
+                format!(
+                    "job `{name}`: `prune.grace` = {grace}: must be between {} and {} epochs",
+                    g.min, g.max
+                ),
                 None,
             );
         }
-        if !(2..=100).contains(&reduction) {
+        if !r.contains(reduction) {
             self.problem(
                 None,
-                format!("job `{name}`: `prune.reduction` = {reduction}: must be between 2 and 100"),
+                format!(
+                    "job `{name}`: `prune.reduction` = {reduction}: must be between {} and {}",
+                    r.min, r.max
+                ),
                 Some("3 keeps the best third at each rung"),
             );
         }
-        if max_epochs == Some(0) {
+        if let Some(max) = max_epochs.filter(|&e| !m.contains(e)) {
             self.problem(
                 None,
-                format!("job `{name}`: `prune.max_epochs` must be at least 1"),
-                None,
+                format!(
+                    "job `{name}`: the jobs' max_epochs = {max}: pruning needs between {} and {} epochs",
+                    m.min, m.max
+                ),
+                Some("set `max_epochs` in [job.prune]"),
             );
         } else if let Some(max) = max_epochs.filter(|&m| grace >= m) {
             self.problem(
@@ -1287,6 +1411,115 @@ mode = "max"
         assert_eq!(j.swept["args.model.learning_rate"], 0.0003);
         assert_eq!(j.metrics.monitor.as_deref(), Some("val_acc"));
         assert_eq!(j.metrics.mode, Some(crate::metrics::Mode::Max));
+    }
+
+    #[test]
+    fn sizes_and_durations_outside_the_limits_name_key_and_range() {
+        let m = messages(
+            "[defaults]\nimage = \"i\"\ntime_limit = \"18446744073709551615s\"\n[[job]]\nname = \"a\"\n\
+             memory = \"99999999999999999999g\"\nshm_size = \"18446744073709551616\"\n[[job]]\nname = \"b\"\n\
+             memory = \"1\"\ntime_limit = \"1s\"\n",
+        );
+        assert_eq!(
+            m,
+            [
+                "job `a`: `memory` = \"99999999999999999999g\" is out of range: it must be between 6m and 64t \
+                 (6 MiB is the Docker engine's minimum)",
+                "job `a`: `shm_size` = \"18446744073709551616\" is out of range: it must be between 1m and 64t",
+                "job `a`: `time_limit` = \"18446744073709551615s\" is out of range: it must be between 1s and 365d",
+                "job `b`: `memory` = \"1\" is out of range: it must be between 6m and 64t \
+                 (6 MiB is the Docker engine's minimum)",
+            ]
+        );
+        // The ends are in.
+        let p = plan(
+            "[defaults]\nimage = \"i\"\nmemory = \"6m\"\nshm_size = \"64t\"\ntime_limit = \"365d\"\n[[job]]\nname = \"a\"\n",
+            "",
+        )
+        .unwrap();
+        assert_eq!(p.jobs[0].memory, Some(limits::MEMORY.min));
+        assert_eq!(p.jobs[0].time_limit, Some(limits::TIME_LIMIT.max));
+        // A sweep's values are checked as the job's own.
+        let m = messages("[defaults]\nimage = \"i\"\n[[job]]\nname = \"a\"\n[job.sweep]\nmemory = [\"8g\", 5]\n");
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(m[0].contains("job `a_memory-5`: `memory` = 5 is out of range"), "{m:?}");
+    }
+
+    #[test]
+    fn counts_outside_the_limits_are_refused() {
+        for (text, says) in [
+            ("[defaults]\ngpus = 65\n", "invalid gpus 65: must be between 0 and 64"),
+            (
+                "[defaults]\ncpus = 0.001\n",
+                "invalid cpus 0.001: must be between 0.01 and 4096",
+            ),
+            (
+                "[batch]\nretries = 101\n",
+                "invalid retries 101: must be between 0 and 100",
+            ),
+            ("[batch]\nretries = \"x\"\n", "expected a number of retries"),
+            (
+                "[defaults.prune]\ngrace = 2000000\n",
+                "`prune.grace` = 2000000: must be between 1 and 1000000",
+            ),
+            (
+                "[defaults.prune]\nmax_epochs = 2000000\n",
+                "max_epochs = 2000000: pruning needs between 1 and 1000000 epochs",
+            ),
+            (
+                "[batch]\ndeadline = \"2999-01-01 07:00\"\n",
+                "deadline `2999-01-01 07:00` is more than 365 days away",
+            ),
+        ] {
+            let file = format!("{text}\n[[job]]\nname = \"a\"\nimage = \"i\"\ncommand = [\"x\"]\n");
+            let m: Vec<String> = match plan(&file, "") {
+                Ok(_) => panic!("accepted: {file}"),
+                Err(p) => p.0.iter().map(|p| p.to_string()).collect(),
+            };
+            assert!(m.iter().any(|l| l.contains(says)), "{file}\n{m:?}");
+        }
+    }
+
+    #[test]
+    fn a_time_limit_past_the_clock_in_job_json_reads() {
+        let mut spec = plan("[defaults]\nimage = \"i\"\n[[job]]\nname = \"a\"\n", "")
+            .unwrap()
+            .jobs
+            .remove(0);
+        let mut json = serde_json::to_value(&spec).unwrap();
+        json["time_limit"] = serde_json::json!(1.8446744073709552e19);
+        let back: JobSpec = serde_json::from_value(json.clone()).unwrap();
+        assert_eq!(back.time_limit, Some(Duration::MAX));
+        json["time_limit"] = serde_json::json!(-1.0);
+        assert!(serde_json::from_value::<JobSpec>(json).is_err());
+        spec.time_limit = Some(Duration::from_secs(90));
+        let back: JobSpec = serde_json::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
+        assert_eq!(back.time_limit, spec.time_limit);
+    }
+
+    #[test]
+    fn a_batch_over_the_job_limit_is_refused_with_its_count() {
+        let list = format!("[{}]", (0..300).map(|i| i.to_string()).collect::<Vec<_>>().join(", "));
+        let m = messages(&format!(
+            "[defaults]\nimage = \"i\"\n[[job]]\nname = \"a\"\n[job.sweep]\n\"train.x\" = {list}\n\"train.y\" = {list}\n\
+             [[job]]\nname = \"b\"\n[job.sweep]\n\"train.x\" = {list}\n\"train.y\" = {list}\n\
+             [[job]]\nname = \"c\"\n"
+        ));
+        assert_eq!(
+            m,
+            ["the batch would hold 180,001 jobs (`a`: 90,000, `b`: 90,000); a batch holds at most 100,000"]
+        );
+        let m = messages(&format!(
+            "[defaults]\nimage = \"i\"\n[[job]]\nname = \"big\"\n[job.sweep]\n\"train.x\" = {list}\n\"train.y\" = {list}\n\
+             [job.cv]\nfolds = 2\n"
+        ));
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert!(
+            m[0].contains(
+                "job `big`: the sweep would expand into 300 (train.x) × 300 (train.y) × 2 folds = 180,000 jobs"
+            ),
+            "{m:?}"
+        );
     }
 
     #[test]

@@ -24,6 +24,13 @@ impl Work {
         Work { dir }
     }
 
+    /// A scratch project for a test that never reaches the engine's images
+    /// (a file refused before preflight, a run directory read from disk).
+    pub fn scratch() -> Work {
+        let dir = tempfile::Builder::new().prefix("tb-test-").tempdir().unwrap();
+        Work { dir }
+    }
+
     pub fn path(&self) -> &Path {
         self.dir.path()
     }

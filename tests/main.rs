@@ -9,6 +9,7 @@ mod compare;
 mod concurrent;
 mod engine;
 mod faults;
+mod fuzz;
 mod gpu;
 mod image;
 mod interrupt;

@@ -2,6 +2,7 @@
 //! nothing written, a message that says where and what to do.
 
 use crate::common::*;
+use std::path::Path;
 
 #[test]
 fn a_bad_file_exits_2_and_writes_nothing() {
@@ -179,4 +180,191 @@ fn a_10000_character_value_is_cut_wherever_it_is_shown() {
         caret_points_at(&err).starts_with("\"xxx"),
         "the caret moved off the value: {err}"
     );
+}
+
+/// A run directory whose job.json holds a time limit no clock can reach (as
+/// an older tb wrote one) still reads: status shows it, resume and retry
+/// end with a message, and none of them panics.
+#[test]
+fn a_run_directory_with_a_huge_time_limit_reads() {
+    let w = Work::scratch();
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/report/healthy");
+    let dir = w.path().join("runs/2026-11-22_230000_healthy");
+    copy_dir(&fixture, &dir);
+    let job = dir.join("jobs/baseline/job.json");
+    let mut spec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&job).unwrap()).unwrap();
+    spec["time_limit"] = serde_json::json!(1.8446744073709552e19);
+    std::fs::write(&job, spec.to_string()).unwrap();
+    let d = dir.to_str().unwrap();
+    let out = w.tb().args(["status", d]).output().unwrap();
+    assert_exit(&out, 0);
+    assert!(text(&out.stdout).contains("baseline"), "{}", text(&out.stdout));
+    for command in ["resume", "retry"] {
+        let out = w.tb().args([command, d]).env("TB_GPUS", "0").output().unwrap();
+        let err = text(&out.stderr);
+        assert!(!err.contains("panicked"), "tb {command} panicked: {err}");
+        assert_ne!(out.status.code(), Some(101), "tb {command}: {err}");
+    }
+}
+
+fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+}
+
+/// A grid is counted before it is expanded: 1000³ jobs are refused at once,
+/// with the count, by `validate` and `batch` alike.
+#[test]
+fn a_huge_grid_is_refused_with_its_count_before_it_is_expanded() {
+    let w = Work::scratch();
+    let list = format!("[{}]", (0..1000).map(|i| i.to_string()).collect::<Vec<_>>().join(", "));
+    let f = w.batch(
+        "grid.toml",
+        &format!(
+            "[defaults]\nimage = \"tb-base:bookworm\"\n[[job]]\nname = \"big\"\n[job.sweep]\n\
+             \"train.a\" = {list}\n\"train.b\" = {list}\n\"train.c\" = {list}\n"
+        ),
+    );
+    for command in ["validate", "batch"] {
+        let started = std::time::Instant::now();
+        let out = w.run(&[command, f.to_str().unwrap()]);
+        assert_exit(&out, 2);
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(
+                "job `big`: the sweep would expand into 1000 (train.a) × 1000 (train.b) × 1000 (train.c) \
+                 = 1,000,000,000 jobs; one [[job]] expands into at most 100,000"
+            ),
+            "{err}"
+        );
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "tb {command} took {:?}",
+            started.elapsed()
+        );
+    }
+    assert!(!w.path().join("runs").exists());
+}
+
+/// Sizes, durations and counts outside docs/batch-file.md's limits are
+/// refused by validation, naming the key and the range.
+#[test]
+fn values_outside_the_limits_are_refused_naming_key_and_range() {
+    let w = Work::scratch();
+    let f = w.batch(
+        "x.toml",
+        "[defaults]\nimage = \"tb-base:bookworm\"\ntime_limit = \"18446744073709551615s\"\n[[job]]\nname = \"a\"\n\
+         memory = \"99999999999999999999g\"\nshm_size = \"18446744073709551616\"\n[[job]]\nname = \"b\"\n\
+         memory = \"1\"\ntime_limit = \"1h\"\n",
+    );
+    let out = w.run(&["validate", f.to_str().unwrap()]);
+    assert_exit(&out, 2);
+    let err = text(&out.stderr);
+    for says in [
+        "job `a`: `memory` = \"99999999999999999999g\" is out of range: it must be between 6m and 64t",
+        "job `a`: `shm_size` = \"18446744073709551616\" is out of range: it must be between 1m and 64t",
+        "job `a`: `time_limit` = \"18446744073709551615s\" is out of range: it must be between 1s and 365d",
+        "job `b`: `memory` = \"1\" is out of range: it must be between 6m and 64t (6 MiB is the Docker engine's minimum)",
+    ] {
+        assert!(err.contains(says), "missing {says:?} in:\n{err}");
+    }
+}
+
+/// `validate` checks what `batch` would, with the same severity: a
+/// downloads directory that cannot be created (here under /proc, which
+/// mode bits call writable for root) is an error for both, and so is a
+/// Slurm backend on a host without Slurm.
+#[test]
+fn validate_and_batch_share_one_preflight() {
+    let w = Work::new();
+    let f = w.batch(
+        "x.toml",
+        "[batch]\ndownloads = \"/proc/tb-no-such-dir/downloads\"\n[defaults]\nimage = \"tb-base:bookworm\"\n\
+         command = [\"true\"]\n[[job]]\nname = \"a\"\n",
+    );
+    for args in [&["validate"][..], &["batch", "--dry-run"], &["batch"]] {
+        let out = w.tb().args(args).arg(&f).output().unwrap();
+        assert_exit(&out, 2);
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(
+                "the downloads directory `/proc/tb-no-such-dir/downloads` is not usable: \
+                 cannot create `/proc/tb-no-such-dir`"
+            ),
+            "tb {args:?}: {err}"
+        );
+        assert!(err.contains("hint: set `downloads` in [batch]"), "{err}");
+    }
+    assert!(!w.path().join("runs").exists(), "a runs directory was written");
+
+    if which("sbatch") {
+        return;
+    }
+    let f = w.batch(
+        "s.toml",
+        "[batch]\nbackend = \"slurm\"\ndownloads = \"./downloads\"\n[defaults]\nimage = \"tb-base:bookworm\"\n\
+         command = [\"true\"]\n[[job]]\nname = \"a\"\n",
+    );
+    for args in [&["validate"][..], &["batch", "--dry-run"]] {
+        let out = w.tb().args(args).arg(&f).output().unwrap();
+        assert_exit(&out, 2);
+        assert!(
+            text(&out.stderr).starts_with("error: the Slurm backend needs the Slurm client tools"),
+            "tb {args:?}: {}",
+            text(&out.stderr)
+        );
+    }
+    assert!(
+        !w.path().join("downloads").exists(),
+        "validate left the downloads directory"
+    );
+}
+
+fn which(program: &str) -> bool {
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(program).is_file()))
+}
+
+/// A byte that is not UTF-8 is located, with a hint about the encoding
+/// (not about the path); a wrong type is named in the file's words, never
+/// a Rust type's.
+#[test]
+fn invalid_utf8_is_located_and_types_are_named_in_words() {
+    let w = Work::scratch();
+    let f = w.path().join("x.toml");
+    std::fs::write(&f, b"[batch]\nname = \"caf\xe9\"\n[[job]]\nname = \"a\"\n").unwrap();
+    let out = w.run(&["validate", f.to_str().unwrap()]);
+    assert_exit(&out, 2);
+    assert_eq!(
+        text(&out.stderr),
+        format!(
+            "error: invalid batch file `{}`\n  caused by: line 2, column 12: the file is not UTF-8 text: byte 0xE9 \
+             (offset 19) is not part of a UTF-8 character\nhint: TOML files are UTF-8: save it as UTF-8 \
+             (e.g. `iconv -f latin1 -t utf-8`), or remove the byte\n",
+            f.display()
+        )
+    );
+
+    for (body, says) in [
+        ("job = [3]\n", "expected a [[job]] (or [defaults]) table"),
+        ("[defaults.prune]\ngrace = \"x\"\n", "expected a whole number such as 3"),
+        ("[batch]\nretries = \"x\"\n", "expected a number of retries such as 1"),
+    ] {
+        let f = w.batch("t.toml", body);
+        let out = w.run(&["validate", f.to_str().unwrap()]);
+        assert_exit(&out, 2);
+        let err = text(&out.stderr);
+        assert!(err.contains(says), "{body:?}: {err}");
+        assert!(
+            !err.contains("struct") && !err.contains("u64") && !err.contains("i64"),
+            "{err}"
+        );
+    }
 }

@@ -37,9 +37,81 @@ const SWEEPABLE: [(&str, bool); 14] = [
     ("args", true),
 ];
 
+/// How many jobs `job` (its raw table) expands into, and the factors of
+/// that count as a user would multiply them ("3 × 2 × 5 folds"), without
+/// expanding anything. Saturates at `u64::MAX`, which every limit refuses.
+/// A malformed sweep or cv counts as one: [`expand`] says what is wrong.
+pub fn count(job: &toml::Table) -> (u64, Vec<String>) {
+    let mut factors: Vec<(u64, String)> = Vec::new();
+    if let Some(toml::Value::Table(spec)) = job.get("sweep") {
+        match spec.get("method").and_then(|m| m.as_str()) {
+            Some("random") => {
+                if let Some(n) = spec.get("samples").and_then(|n| n.as_integer())
+                    && crate::limits::SAMPLES.contains(n)
+                {
+                    factors.push((n as u64, format!("{n} samples")));
+                }
+            }
+            _ => {
+                for (key, value) in spec.iter().filter(|(k, _)| !SWEEP_SETTINGS.contains(&k.as_str())) {
+                    if let toml::Value::Array(a) = value {
+                        factors.push((a.len() as u64, format!("{} ({key})", a.len())));
+                    }
+                }
+            }
+        }
+    }
+    if let Some(k) = job
+        .get("cv")
+        .and_then(|cv| cv.get("folds"))
+        .and_then(|k| k.as_integer())
+        .filter(|k| crate::limits::FOLDS.contains(*k))
+    {
+        factors.push((k as u64, format!("{k} folds")));
+    }
+    let n = factors
+        .iter()
+        .try_fold(1u64, |acc, (f, _)| acc.checked_mul(*f))
+        .unwrap_or(u64::MAX);
+    (n, factors.into_iter().map(|(_, s)| s).collect())
+}
+
+/// A count of jobs for people: `1,000,000`, or "more than 18446744073709551614"
+/// where [`count`] saturated.
+pub fn jobs(n: u64) -> String {
+    if n == u64::MAX {
+        return format!("more than {}", thousands(u64::MAX - 1));
+    }
+    thousands(n)
+}
+
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// Expands `job` (its raw table, `name` set). A job without `sweep` or `cv`
-/// is one variant of itself. Errors name the offending key.
+/// is one variant of itself. Errors name the offending key. A job that
+/// would expand into more than [`crate::limits::EXPANDED`] jobs is refused
+/// before anything is expanded.
 pub fn expand(name: &str, job: &toml::Table) -> Result<Vec<Variant>, String> {
+    let (n, factors) = count(job);
+    let most = crate::limits::EXPANDED;
+    if n > most.max {
+        return Err(format!(
+            "the sweep would expand into {} = {} jobs; one [[job]] expands into at most {}",
+            factors.join(" × "),
+            jobs(n),
+            most.shown.1
+        ));
+    }
     let mut base = job.clone();
     let sweep = base.remove("sweep");
     let cv = base.remove("cv");
@@ -80,9 +152,10 @@ fn folds(cv: &toml::Value) -> Result<i64, String> {
     if let Some(bad) = table.keys().find(|k| k.as_str() != "folds") {
         return Err(format!("unknown key `cv.{bad}`; `cv` takes `folds`"));
     }
+    let r = crate::limits::FOLDS;
     match table.get("folds") {
-        Some(toml::Value::Integer(k)) if (2..=100).contains(k) => Ok(*k),
-        Some(toml::Value::Integer(k)) => Err(format!("`cv.folds` = {k}: must be between 2 and 100")),
+        Some(toml::Value::Integer(k)) if r.contains(*k) => Ok(*k),
+        Some(toml::Value::Integer(k)) => Err(format!("`cv.folds` = {k}: must be between {} and {}", r.min, r.max)),
         Some(other) => Err(format!("`cv.folds` must be an integer, not {}", other.type_str())),
         None => Err("`cv` needs `folds`, e.g. folds = 5".into()),
     }
@@ -132,11 +205,13 @@ fn sweep_variants(name: &str, base: &toml::Table, spec: &toml::Table) -> Result<
             chosen.push((combo, format!("{name}_{}", label.join("_"))));
         }
     } else {
+        let r = crate::limits::SAMPLES;
         let samples = match spec.get("samples") {
-            Some(toml::Value::Integer(n)) if (1..=100_000).contains(n) => *n as usize,
+            Some(toml::Value::Integer(n)) if r.contains(*n) => *n as usize,
             Some(other) => {
                 return Err(format!(
-                    "`sweep.samples` = {other}: must be an integer between 1 and 100000"
+                    "`sweep.samples` = {other}: must be an integer between {} and {}",
+                    r.min, r.max
                 ));
             }
             None => return Err("a random sweep needs `samples`, e.g. samples = 20".into()),
@@ -495,6 +570,41 @@ mod tests {
             err("[sweep]\nmethod = \"grid\"\n"),
             "`sweep` has no keys to sweep, e.g. \"train.lr\" = [1e-2, 1e-3]"
         );
+    }
+
+    #[test]
+    fn a_huge_grid_is_counted_and_refused_before_it_is_expanded() {
+        let thousand: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+        let list = format!("[{}]", thousand.join(", "));
+        let grid = format!("[sweep]\n\"train.a\" = {list}\n\"train.b\" = {list}\n\"train.c\" = {list}\n");
+        let started = std::time::Instant::now();
+        let e = expand("big", &job(&grid)).unwrap_err();
+        assert_eq!(
+            e,
+            "the sweep would expand into 1000 (train.a) × 1000 (train.b) × 1000 (train.c) = 1,000,000,000 jobs; \
+             one [[job]] expands into at most 100,000"
+        );
+        assert!(started.elapsed().as_secs() < 5, "it was expanded first");
+
+        // Folds multiply; exactly the limit is in.
+        let j = job("[sweep]\nmethod = \"random\"\nsamples = 100000\n\"train.a\" = [1]\n[cv]\nfolds = 2\n");
+        assert_eq!(count(&j).0, 200_000);
+        assert!(
+            expand("r", &j)
+                .unwrap_err()
+                .contains("100000 samples × 2 folds = 200,000 jobs")
+        );
+        let j = job("[sweep]\n\"train.a\" = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]\n[cv]\nfolds = 10\n");
+        assert_eq!(count(&j).0, 100);
+
+        // A product past u64 saturates instead of wrapping.
+        let mut axes = String::from("[sweep]\n");
+        for i in 0..7 {
+            axes.push_str(&format!("\"train.k{i}\" = {list}\n"));
+        }
+        let (n, _) = count(&job(&axes));
+        assert_eq!(n, u64::MAX);
+        assert!(jobs(n).starts_with("more than 18,446,744,073,709,551,614"));
     }
 
     #[test]

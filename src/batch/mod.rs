@@ -12,9 +12,13 @@ use toml::Spanned;
 
 pub use units::{ByteSize, Concurrency, Cpus, GpuRequest, Span};
 
-/// The file as written.
+/// The file as written. Every type of the file names itself in user terms
+/// (`expecting`): a message must never show a Rust type's name.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a batch file of [batch], [defaults] and [[job]] tables"
+)]
 pub struct BatchFile {
     #[serde(default)]
     pub batch: BatchSection,
@@ -26,7 +30,7 @@ pub struct BatchFile {
 
 /// `[batch]`: settings of the night as a whole.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [batch] table")]
 pub struct BatchSection {
     pub name: Option<Spanned<String>>,
     pub concurrency: Option<Concurrency>,
@@ -51,7 +55,7 @@ pub struct BatchSection {
 
 /// `[batch.mlflow]`: where the batch's runs go (docs/batch-file.md).
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [batch.mlflow] table")]
 pub struct MlflowSection {
     /// `http(s)://host:port`; default: `MLFLOW_TRACKING_URI`.
     pub tracking_uri: Option<Spanned<String>>,
@@ -63,7 +67,7 @@ pub struct MlflowSection {
 
 /// Where the jobs of a batch run.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", expecting = "\"local\" or \"slurm\"")]
 pub enum Backend {
     /// One container per job on this host's Docker engine.
     #[default]
@@ -92,7 +96,7 @@ impl Backend {
 
 /// `[batch.slurm]`: how jobs are submitted with `sbatch`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [batch.slurm] table")]
 pub struct SlurmSection {
     pub partition: Option<String>,
     pub account: Option<String>,
@@ -104,7 +108,7 @@ pub struct SlurmSection {
 
 /// How a container is given its GPUs.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", expecting = "\"device_request\" or \"env\"")]
 pub enum GpuMode {
     /// A Docker device request naming the assigned device ids.
     #[default]
@@ -115,7 +119,7 @@ pub enum GpuMode {
 
 /// The keys of `[defaults]` and of each `[[job]]`.
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [[job]] (or [defaults]) table")]
 pub struct JobFields {
     pub name: Option<Spanned<String>>,
     pub image: Option<Spanned<String>>,
@@ -143,22 +147,22 @@ pub struct JobFields {
 
 /// `[job.prune]` (or `[defaults.prune]`).
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [job.prune] table")]
 pub struct PruneFields {
     /// `asha` (the default) or `median`.
     pub method: Option<crate::prune::Method>,
     /// Default: the job's monitor.
     pub metric: Option<String>,
     pub mode: Option<crate::metrics::Mode>,
-    pub grace: Option<u64>,
-    pub reduction: Option<u64>,
+    pub grace: Option<units::Whole>,
+    pub reduction: Option<units::Whole>,
     /// Default: `train.max_epochs`.
-    pub max_epochs: Option<u64>,
+    pub max_epochs: Option<units::Whole>,
 }
 
 /// `[job.metrics]` (or `[defaults.metrics]`).
 #[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "a [job.metrics] table")]
 pub struct MetricsFields {
     /// The metric the job is judged by (ranking, best value, pruning).
     pub monitor: Option<String>,
@@ -248,6 +252,34 @@ pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
     (line, col)
 }
 
+/// The text of a batch file's bytes: TOML is UTF-8, and a byte that is not
+/// is located by line, column and byte offset.
+pub fn decode(bytes: Vec<u8>) -> Result<String, Problems> {
+    String::from_utf8(bytes).map_err(|e| {
+        let bytes = e.as_bytes();
+        let offset = e.utf8_error().valid_up_to();
+        // The text before the bad byte is valid, so lines and columns
+        // count as in any other message.
+        let before = std::str::from_utf8(&bytes[..offset]).expect("valid up to here");
+        let (line, col) = line_col(before, offset);
+        let bad: Vec<String> = bytes[offset..]
+            .iter()
+            .take(e.utf8_error().error_len().unwrap_or(bytes.len() - offset).max(1))
+            .map(|b| format!("0x{b:02X}"))
+            .collect();
+        Problems(vec![Problem {
+            at: Some((line, col)),
+            message: format!(
+                "the file is not UTF-8 text: byte {} (offset {offset}) is not part of a UTF-8 character",
+                bad.join(" ")
+            ),
+            hint: Some(
+                "TOML files are UTF-8: save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8`), or remove the byte".into(),
+            ),
+        }])
+    })
+}
+
 /// Parses the text of a batch file. A syntax or type error is one problem
 /// with toml's own line, column and excerpt, plus a nearest-key hint for an
 /// unknown key.
@@ -267,6 +299,7 @@ pub fn parse(text: &str) -> Result<BatchFile, Problems> {
                 .trim_end()
                 .to_string()
         });
+        let message = in_words(&message);
         Problems(vec![Problem {
             at,
             message: match body {
@@ -276,6 +309,14 @@ pub fn parse(text: &str) -> Result<BatchFile, Problems> {
             hint,
         }])
     })
+}
+
+/// toml's messages that speak of Rust types, in the file's words.
+fn in_words(message: &str) -> String {
+    message.replace(
+        "u64 value was too large",
+        "the number is too large: TOML integers go up to 9223372036854775807",
+    )
 }
 
 /// For serde's "unknown field `x`, expected one of `a`, `b`" message: the
@@ -312,8 +353,9 @@ pub fn job_name_problem(name: &str) -> Option<String> {
     if name == "." || name == ".." {
         return Some(format!("job name `{name}` is not a valid directory name"));
     }
-    if name.len() > 100 {
-        return Some(format!("job name `{name}` is longer than 100 characters"));
+    let most = crate::limits::JOB_NAME.max;
+    if name.chars().count() > most {
+        return Some(format!("job name `{name}` is longer than {most} characters"));
     }
     if !name.chars().next().is_some_and(|c| c.is_ascii_alphanumeric()) {
         return Some(format!("job name `{name}` must start with a letter or digit"));
@@ -442,6 +484,75 @@ mod tests {
         assert_eq!(m["lr"].as_integer(), Some(2));
         assert_eq!(m["model_args"]["channels"].as_integer(), Some(32));
         assert_eq!(m["model_args"]["depth"].as_integer(), Some(3));
+    }
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_located() {
+        let p = decode(b"[batch]\nname = \"a\xff\"\n".to_vec()).unwrap_err().0.remove(0);
+        assert_eq!(p.at, Some((2, 10)));
+        assert_eq!(
+            p.message,
+            "the file is not UTF-8 text: byte 0xFF (offset 17) is not part of a UTF-8 character"
+        );
+        assert!(p.hint.unwrap().starts_with("TOML files are UTF-8"));
+        // A character cut short at the end of the file.
+        let p = decode("é\n\u{e9}".as_bytes()[..4].to_vec()).unwrap_err().0.remove(0);
+        assert_eq!(p.at, Some((2, 1)));
+        assert!(p.message.contains("byte 0xC3 (offset 3)"), "{}", p.message);
+        assert_eq!(decode(b"a = 1".to_vec()).unwrap(), "a = 1");
+    }
+
+    #[test]
+    fn no_message_names_a_rust_type() {
+        for text in [
+            "defaults = 3\n",
+            "batch = 3\n",
+            "job = [3]\n",
+            "[batch]\nslurm = 3\n",
+            "[batch]\nretries = \"x\"\n",
+            "[defaults]\nprune = 3\n",
+            "[defaults]\nmetrics = 3\n",
+            "[defaults.prune]\ngrace = \"x\"\n",
+            "[defaults.prune]\nreduction = -1\n",
+            "[defaults.prune]\nmax_epochs = 1.5\n",
+            "[defaults]\ntime_limit = 3\n",
+            "[defaults]\nmemory = true\n",
+            "[defaults]\ncpus = \"x\"\n",
+            "[defaults]\ngpus = 1.5\n",
+            "[batch]\nconcurrency = 1.5\n",
+            "[batch]\ngpu_mode = { x = 1 }\n",
+            "[defaults.metrics]\nmode = { x = 1 }\n",
+            "[defaults.train]\nx = 18446744073709551615\n",
+            "[batch]\nmlflow = 3\n",
+        ] {
+            let p = problem(text);
+            assert!(!names_a_rust_type(&p.message), "{text:?}: {}", p.message);
+        }
+    }
+
+    /// Whether a message shows a Rust type's name (`struct JobFields`,
+    /// `expected u64`, …) rather than words.
+    fn names_a_rust_type(message: &str) -> bool {
+        let words = [
+            "struct ",
+            "enum ",
+            "i64",
+            "u64",
+            "u32",
+            "usize",
+            "f64",
+            "Option<",
+            "Vec<",
+            "String",
+            "Spanned",
+            "Fields",
+            "Section",
+            "BatchFile",
+            "newtype",
+            "unit variant",
+            "tuple",
+        ];
+        words.iter().any(|w| message.contains(w))
     }
 
     #[test]

@@ -7,10 +7,15 @@ use std::fmt;
 use std::time::Duration;
 
 /// A byte count written the way `docker run --memory` takes it: a number
-/// with an optional `b`, `k`, `m` or `g` suffix (powers of 1024).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(transparent)]
-pub struct ByteSize(pub u64);
+/// with an optional `b`, `k`, `m`, `g` or `t` suffix (powers of 1024). A
+/// size past what a `u64` holds reads as `u64::MAX`, which every range in
+/// [`crate::limits`] refuses, so the check that knows the key says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ByteSize {
+    pub bytes: u64,
+    /// As the file wrote it, for messages.
+    pub written: String,
+}
 
 impl ByteSize {
     pub fn parse(text: &str) -> Result<Self, String> {
@@ -27,13 +32,35 @@ impl ByteSize {
             Some('b') => (&t[..t.len() - 1], 1),
             _ => (t, 1),
         };
-        let value: f64 = digits.trim().parse().map_err(|_| {
-            format!("invalid size `{text}`: expected a number with an optional unit, such as \"512m\" or \"8g\"")
-        })?;
-        if value.is_nan() || value <= 0.0 || !value.is_finite() {
+        let digits = digits.trim();
+        let bad =
+            || format!("invalid size `{text}`: expected a number with an optional unit, such as \"512m\" or \"8g\"");
+        // Whole numbers exactly (a float loses bytes past 2^53); fractions
+        // such as "1.5g" through a float.
+        let bytes = if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            let n: u128 = digits.parse().unwrap_or(u128::MAX);
+            n.checked_mul(u128::from(mult))
+                .and_then(|b| u64::try_from(b).ok())
+                .unwrap_or(u64::MAX)
+        } else {
+            if !digits.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+                return Err(bad());
+            }
+            let value: f64 = digits.parse().map_err(|_| bad())?;
+            if !value.is_finite() {
+                return Err(bad());
+            }
+            let b = value * mult as f64;
+            // `as` saturates: past u64::MAX is u64::MAX, out of every range.
+            if b >= u64::MAX as f64 { u64::MAX } else { b as u64 }
+        };
+        if bytes == 0 {
             return Err(format!("invalid size `{text}`: must be greater than zero"));
         }
-        Ok(ByteSize((value * mult as f64) as u64))
+        Ok(ByteSize {
+            bytes,
+            written: format!("\"{}\"", text),
+        })
     }
 }
 
@@ -52,37 +79,60 @@ impl<'de> Deserialize<'de> for ByteSize {
                 if v <= 0 {
                     return Err(E::custom(format!("invalid size {v}: must be greater than zero")));
                 }
-                Ok(ByteSize(v as u64))
+                Ok(ByteSize {
+                    bytes: v as u64,
+                    written: v.to_string(),
+                })
             }
         }
         d.deserialize_any(V)
     }
 }
 
-/// A duration such as `"23h"`, `"90m"`, `"1h 30m"` or `"45s"`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Span(pub Duration);
+/// A duration such as `"23h"`, `"90m"`, `"1h 30m"` or `"45s"`. One past
+/// what a `Duration` holds reads as `Duration::MAX`, which every range in
+/// [`crate::limits`] refuses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Span {
+    pub duration: Duration,
+    /// As the file wrote it, for messages.
+    pub written: String,
+}
 
-impl Serialize for Span {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(self.0).to_string())
+impl Span {
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let duration = match humantime::parse_duration(text.trim()) {
+            Ok(d) => d,
+            Err(humantime::DurationError::NumberOverflow) => Duration::MAX,
+            Err(e) => {
+                return Err(format!(
+                    "invalid duration `{text}` ({e}): write it like \"23h\", \"90m\" or \"1h 30m\""
+                ));
+            }
+        };
+        if duration.is_zero() {
+            return Err(format!("invalid duration `{text}`: must be greater than zero"));
+        }
+        Ok(Span {
+            duration,
+            written: format!("\"{text}\""),
+        })
     }
 }
 
 impl<'de> Deserialize<'de> for Span {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(d)?;
-        let dur = humantime::parse_duration(text.trim()).map_err(|e| {
-            de::Error::custom(format!(
-                "invalid duration `{text}` ({e}): write it like \"23h\", \"90m\" or \"1h 30m\""
-            ))
-        })?;
-        if dur.is_zero() {
-            return Err(de::Error::custom(format!(
-                "invalid duration `{text}`: must be greater than zero"
-            )));
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Span;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a duration such as \"23h\", \"90m\" or \"1h 30m\"")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Span, E> {
+                Span::parse(v).map_err(E::custom)
+            }
         }
-        Ok(Span(dur))
+        d.deserialize_str(V)
     }
 }
 
@@ -116,9 +166,11 @@ impl<'de> Deserialize<'de> for GpuRequest {
                 }
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<GpuRequest, E> {
-                u32::try_from(v)
-                    .map(GpuRequest::Count)
-                    .map_err(|_| E::custom(format!("invalid gpus {v}: must be 0 or more")))
+                let r = crate::limits::GPUS;
+                match u32::try_from(v) {
+                    Ok(n) if r.contains(n) => Ok(GpuRequest::Count(n)),
+                    _ => Err(E::custom(format!("invalid gpus {v}: {}", r.between()))),
+                }
             }
         }
         d.deserialize_any(V)
@@ -149,10 +201,11 @@ impl Concurrency {
     }
 
     fn from_int(n: i64) -> Result<Self, String> {
-        if (1..=1024).contains(&n) {
+        let r = crate::limits::CONCURRENCY;
+        if r.contains(n) {
             Ok(Concurrency::Fixed(n as u32))
         } else {
-            Err(format!("invalid concurrency {n}: must be between 1 and 1024"))
+            Err(format!("invalid concurrency {n}: {}", r.between()))
         }
     }
 }
@@ -182,21 +235,55 @@ impl<'de> Deserialize<'de> for Concurrency {
     }
 }
 
-/// How many times a failed attempt is run again: 0 to 100.
+/// How many times a failed attempt is run again ([`crate::limits::RETRIES`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(transparent)]
 pub struct Retries(pub u32);
 
 impl<'de> Deserialize<'de> for Retries {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = i64::deserialize(d)?;
-        if (0..=100).contains(&n) {
-            Ok(Retries(n as u32))
-        } else {
-            Err(de::Error::custom(format!(
-                "invalid retries {n}: must be between 0 and 100"
-            )))
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Retries;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a number of retries such as 1")
+            }
+            fn visit_i64<E: de::Error>(self, n: i64) -> Result<Retries, E> {
+                let r = crate::limits::RETRIES;
+                if r.contains(n) {
+                    Ok(Retries(n as u32))
+                } else {
+                    Err(E::custom(format!("invalid retries {n}: {}", r.between())))
+                }
+            }
         }
+        d.deserialize_i64(V)
+    }
+}
+
+/// A whole number of something (epochs, a factor) in a batch file: 0 or
+/// more. Its range is the key's, checked where the key is known.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Whole(pub u64);
+
+impl<'de> Deserialize<'de> for Whole {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = Whole;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a whole number such as 3")
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Whole, E> {
+                u64::try_from(v)
+                    .map(Whole)
+                    .map_err(|_| E::custom(format!("invalid number {v}: must be 0 or more")))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Whole, E> {
+                Ok(Whole(v))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -214,12 +301,11 @@ impl<'de> Deserialize<'de> for Cpus {
                 f.write_str("a number of CPU cores such as 4 or 0.5")
             }
             fn visit_f64<E: de::Error>(self, v: f64) -> Result<Cpus, E> {
-                if v > 0.0 && v.is_finite() && v <= 4096.0 {
+                let r = crate::limits::CPUS;
+                if v.is_finite() && r.contains(v) {
                     Ok(Cpus(v))
                 } else {
-                    Err(E::custom(format!(
-                        "invalid cpus {v}: must be a number of cores greater than zero"
-                    )))
+                    Err(E::custom(format!("invalid cpus {v}: {}", r.between())))
                 }
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Cpus, E> {
@@ -236,14 +322,33 @@ mod tests {
 
     #[test]
     fn sizes_follow_docker() {
-        assert_eq!(ByteSize::parse("64m").unwrap().0, 64 << 20);
-        assert_eq!(ByteSize::parse("8g").unwrap().0, 8 << 30);
-        assert_eq!(ByteSize::parse("8GB").unwrap().0, 8 << 30);
-        assert_eq!(ByteSize::parse("1.5g").unwrap().0, 3 << 29);
-        assert_eq!(ByteSize::parse("4096").unwrap().0, 4096);
-        assert_eq!(ByteSize::parse("100b").unwrap().0, 100);
+        let bytes = |t: &str| ByteSize::parse(t).unwrap().bytes;
+        assert_eq!(bytes("64m"), 64 << 20);
+        assert_eq!(bytes("8g"), 8 << 30);
+        assert_eq!(bytes("8GB"), 8 << 30);
+        assert_eq!(bytes("1.5g"), 3 << 29);
+        assert_eq!(bytes("4096"), 4096);
+        assert_eq!(bytes("100b"), 100);
+        assert_eq!(bytes("18446744073709551615"), u64::MAX);
+        // Past a u64: the largest, which every limit refuses, not a wrap.
+        assert_eq!(bytes("18446744073709551616"), u64::MAX);
+        assert_eq!(bytes("99999999999999999999g"), u64::MAX);
+        assert_eq!(bytes("1e300g"), u64::MAX);
+        assert!(ByteSize::parse("-5m").is_err());
+        assert!(ByteSize::parse("infg").is_err());
         assert!(ByteSize::parse("8x").unwrap_err().contains("invalid size `8x`"));
         assert!(ByteSize::parse("0m").unwrap_err().contains("greater than zero"));
+    }
+
+    #[test]
+    fn durations_past_the_clock_saturate() {
+        assert_eq!(Span::parse("90m").unwrap().duration, Duration::from_secs(5400));
+        assert_eq!(
+            Span::parse("18446744073709551615s").unwrap().duration.as_secs(),
+            u64::MAX
+        );
+        assert_eq!(Span::parse("99999999999999999999999s").unwrap().duration, Duration::MAX);
+        assert!(Span::parse("0s").unwrap_err().contains("greater than zero"));
     }
 
     #[test]

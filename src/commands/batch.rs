@@ -1,7 +1,7 @@
 //! `tb batch FILE`: validate, create the batch directory, and hand the
 //! jobs to the dispatcher on the plan's backend.
 
-use crate::backend::{self, Ready};
+use crate::backend::Ready;
 use crate::cli::{BatchArgs, GlobalArgs};
 use crate::dispatch::{self, Options, Work};
 use crate::error::hinted;
@@ -24,8 +24,7 @@ pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     crate::secrets::register_pass_env(plan.jobs.iter().flat_map(|j| &j.pass_env));
     let runs_dir = std::path::absolute(&global.runs_dir)?;
     crate::runtime()?.block_on(async {
-        let mut backend = backend::for_plan(&plan);
-        let ready = backend.preflight(&plan, &runs_dir).await?;
+        let (backend, ready) = crate::preflight::run(&plan, &runs_dir).await?;
         if args.dry_run {
             crate::commands::validate::print_plan(&plan);
             eprintln!(

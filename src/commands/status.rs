@@ -175,7 +175,7 @@ fn table(rows: &[Row]) -> String {
             r.status.clone(),
             r.attempt.to_string(),
             r.elapsed_seconds
-                .map(|s| crate::human::duration(chrono::Duration::milliseconds((s * 1000.0) as i64)))
+                .map(crate::human::seconds)
                 .unwrap_or_else(|| "-".into()),
             match (r.epoch, r.step) {
                 (Some(e), _) => e.to_string(),

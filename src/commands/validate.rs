@@ -16,10 +16,7 @@ pub fn run(args: &ValidateArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let plan = settings::resolve(&args.file, &overrides, Inventory::detect())?;
     crate::secrets::register_pass_env(plan.jobs.iter().flat_map(|j| &j.pass_env));
     let runs_dir = std::path::absolute(&global.runs_dir)?;
-    let ready = crate::runtime()?.block_on(async {
-        let mut backend = crate::backend::for_plan(&plan);
-        backend.preflight(&plan, &runs_dir).await
-    })?;
+    let (_, ready) = crate::runtime()?.block_on(crate::preflight::run(&plan, &runs_dir))?;
     print_plan(&plan);
     eprintln!(
         "{} valid: {} job(s), concurrency {}, {}",

@@ -234,7 +234,7 @@ pub async fn run(
         let retry = d.next_retry();
         let deadline_in = deadline
             .filter(|_| d.halt.is_none())
-            .map(|at| Instant::now() + (at - Utc::now()).to_std().unwrap_or_default());
+            .and_then(|at| Instant::now().checked_add((at - Utc::now()).to_std().unwrap_or_default()));
         let far = Instant::now() + Duration::from_secs(365 * 24 * 3600);
         let input = tokio::select! {
             event = events.recv() => match event {

@@ -76,7 +76,10 @@ impl Source {
 
 /// `[job.metrics] source`: one source, or the first found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(
+    rename_all = "lowercase",
+    expecting = "\"auto\", \"jsonl\", \"tensorboard\", \"csv\" or \"stdout\""
+)]
 pub enum SourceChoice {
     #[default]
     Auto,
@@ -100,7 +103,7 @@ impl SourceChoice {
 
 /// Which way is better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "lowercase", expecting = "\"min\" or \"max\"")]
 pub enum Mode {
     Min,
     Max,

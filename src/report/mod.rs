@@ -269,7 +269,7 @@ pub(crate) fn fmt_swept(v: &Value) -> String {
 }
 
 pub(crate) fn fmt_seconds(s: f64) -> String {
-    crate::human::duration(chrono::Duration::milliseconds((s * 1000.0) as i64))
+    crate::human::seconds(s)
 }
 
 /// ` @ epoch 7`, ` @ step 1200` (a job that logged no epochs), or nothing.

@@ -269,7 +269,7 @@ impl Script<'_> {
         if let Some(t) = job.time_limit {
             // tb stops the container itself at the limit (status `timeout`,
             // checkpoint written); Slurm's own limit only backs it up.
-            opt(format!("--time={}", (t.as_secs() + 300).div_ceil(60)));
+            opt(format!("--time={}", t.as_secs().saturating_add(300).div_ceil(60)));
         }
         for (key, value) in [
             ("partition", &self.slurm.partition),
