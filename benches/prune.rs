@@ -19,6 +19,12 @@
 //! saved 2.2× (849 against 383 job-seconds; best found exactly); the more
 //! configurations, the smaller that fixed share.
 //!
+//! Measured with 20 (2026-11-30, 2 CPU cores, no GPU): 1414 job-seconds
+//! without pruning, 504 with ASHA = 2.80× fewer, 16 of 20 pruned (12 at
+//! epoch 1, 2 at 3, 2 at 9), the same best job (val_loss 0.0350) found by
+//! both. Each run had one job that ran about twice as slow as its like
+//! (173 s and 64 s): without both, 2.9×.
+//!
 //! Why a constant rate: with a schedule annealed to `max_epochs` (cosine)
 //! every curve drops late, when its rate does, and a rung's ranking says
 //! little about the end — on the 12-configuration sweep, ASHA then saved

@@ -322,6 +322,12 @@ fn a_batch_in_mlflow_equals_its_run_directory() {
         .output()
         .unwrap();
     assert!(grep.stdout.is_empty(), "the token is in {}", text(&grep.stdout));
+
+    // A retry is the same run, its attempt tag updated, no point twice.
+    let out = w.run(&["retry", "--job", "broken"]);
+    assert_exit(&out, 1);
+    assert_eq!(w.state("broken")["attempt"], 2);
+    check(&w, &server);
 }
 
 #[test]
