@@ -92,7 +92,7 @@ fn healthy_batch_ranks_every_job_and_writes_four_files() {
         "**finished** · 4 jobs: 4 succeeded · 0 failed · 0 oom · 0 timeout · 0 cancelled · 0 lost · wall 2h00m · 2.00 GPU-hours",
         "Ranked by best `val_loss` (lower is better).",
         "**Best: lr_lr-0.001** — val_loss 0.2100 @ epoch 3 with `train.lr = 0.001`, `gpus = 1`",
-        "Common settings: `image = tb-trainer:latest`, `network = bridge`, `shm_size = 1073741824`, `train.data = surface_water` (3 of 4 jobs),",
+        "Common settings: `image = tb-trainer:latest`, `network = bridge`, `shm_size = 1.0 GiB`, `train.data = surface_water` (3 of 4 jobs),",
         "| # | job | status | train.lr | command | gpus | best val_loss | test_loss | stop | epochs | final | duration |",
         "| 1 | lr_lr-0.001 | succeeded | 0.001 | – | 1 | 0.2100 @ epoch 3 | – | target_reached | 5 | val_loss=0.22 val_iou=0.78 | 30m00s |",
         "| 2 | baseline | succeeded | – | – | 1 | 0.3000 @ epoch 2 | 0.3100 | early_stopping | 5 |",
