@@ -218,3 +218,59 @@ fn the_html_overlays_every_job(w: &Work, dir: &Path, names: &[String]) {
     assert!(std::fs::metadata(&png).unwrap().len() > 20_000, "a blank screenshot");
     eprintln!("the first screen of the report: {}", png.display());
 }
+
+/// `make demo`'s night (jobs/night.toml, the trainer image, six real
+/// trainings of about 20 s each): its report names the best job's
+/// configuration values in the first screen of a 1280×800 window.
+#[test]
+fn the_demo_report_shows_the_best_configuration_on_the_first_screen() {
+    let w = Work::new();
+    let night = Path::new(env!("CARGO_MANIFEST_DIR")).join("jobs/night.toml");
+    let out = w
+        .tb()
+        .args(["batch", night.to_str().unwrap()])
+        .env("HOME", w.path())
+        .output()
+        .unwrap();
+    assert_exit(&out, 0);
+    let dir = w.batch_dir();
+    let r = json(&dir.join("report.json"));
+    let best = &r["jobs"][0];
+    let values: Vec<String> = best["config"]
+        .as_object()
+        .expect("the best job's configuration")
+        .iter()
+        .map(|(k, v)| match v {
+            serde_json::Value::String(s) => format!("{k} = {s}"),
+            other => format!("{k} = {other}"),
+        })
+        .collect();
+    assert!(!values.is_empty(), "the demo's jobs differ in their configuration");
+    let dump = crate::report::chromium(
+        &w.path().join("chromium-profile"),
+        &["--dump-dom", "--window-size=1280,800"],
+        &format!("file://{}", dir.join("report.html").display()),
+    );
+    let dom = text(&dump.stdout);
+    let bottom: u32 = dom
+        .split("data-best-bottom=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .and_then(|s| s.parse().ok())
+        .expect("the page measured its best box");
+    assert!(
+        bottom <= 800,
+        "the best configuration ends at {bottom}px, below the first screen"
+    );
+    let boxed = dom
+        .split("id=\"best\"")
+        .nth(1)
+        .unwrap()
+        .split("</section>")
+        .next()
+        .unwrap();
+    assert!(boxed.contains(best["name"].as_str().unwrap()), "{boxed}");
+    for v in &values {
+        assert!(boxed.contains(v.as_str()), "{v} missing from the first screen: {boxed}");
+    }
+}

@@ -31,9 +31,11 @@ pub fn config_of(job: &Value) -> BTreeMap<String, Value> {
     let Some(obj) = job.as_object() else { return out };
     for k in JOB_KEYS {
         if let Some(v) = obj.get(k).filter(|v| !v.is_null()) {
-            // Sizes as a person reads them (job.json keeps bytes).
-            let shown = match (k, v.as_u64()) {
-                ("memory" | "shm_size", Some(b)) => Value::String(crate::human::bytes(b)),
+            // Sizes and durations as a person reads them (job.json keeps
+            // bytes and seconds).
+            let shown = match (k, v.as_u64(), v.as_f64()) {
+                ("memory" | "shm_size", Some(b), _) => Value::String(crate::human::bytes(b)),
+                ("time_limit", _, Some(s)) => Value::String(crate::human::seconds(s)),
                 _ => v.clone(),
             };
             out.insert(k.to_string(), shown);
