@@ -180,3 +180,17 @@ pub fn in_background(w: &Work, file: &Path) -> Running {
 pub fn printed(w: &Work, job: &str, lines: usize) -> bool {
     std::fs::canonicalize(w.path().join("runs/latest")).is_ok() && lines_of(&w.job_dir(job).join("stdout.log")) >= lines
 }
+
+/// Copies the directory `src` to `dst`, recursively.
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        let to = dst.join(e.file_name());
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to);
+        } else {
+            std::fs::copy(e.path(), &to).unwrap();
+        }
+    }
+}

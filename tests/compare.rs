@@ -158,19 +158,38 @@ fn what_mattered_is_recomputed(r: &serde_json::Value) {
     assert!((a[1]["mean"].as_f64().unwrap() - a[0]["mean"].as_f64().unwrap() - 0.1).abs() < 1e-9);
 }
 
+/// The report in headless Chromium at 1280×800: its DOM, where its best
+/// box ends (px), and the box's markup.
+fn first_screen(w: &Work, page: &Path) -> (String, u32, String) {
+    let dump = crate::report::chromium(
+        &w.path().join("chromium-profile"),
+        &["--dump-dom", "--window-size=1280,800"],
+        &format!("file://{}", page.display()),
+    );
+    let dom = text(&dump.stdout);
+    assert!(dom.contains("data-ok=\"1\""), "the page's script did not finish");
+    let bottom: u32 = dom
+        .split("data-best-bottom=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .and_then(|s| s.parse().ok())
+        .expect("the page measured its best box");
+    let boxed = dom
+        .split("id=\"best\"")
+        .nth(1)
+        .and_then(|s| s.split("</section>").next())
+        .expect("a best box")
+        .to_string();
+    (dom, bottom, boxed)
+}
+
 /// The page in headless Chromium: every job's name in the overlay's
 /// legend; the best configuration on the first screen (1280×800); a
 /// screenshot kept for a person to look at.
 fn the_html_overlays_every_job(w: &Work, dir: &Path, names: &[String]) {
     let page = dir.join("report.html");
     let profile = w.path().join("chromium-profile");
-    let dump = crate::report::chromium(
-        &profile,
-        &["--dump-dom", "--window-size=1280,800"],
-        &format!("file://{}", page.display()),
-    );
-    let dom = text(&dump.stdout);
-    assert!(dom.contains("data-ok=\"1\""), "the page's script did not finish");
+    let (dom, bottom, best) = first_screen(w, &page);
     let overlays = dom
         .split("<h2>Curves compared</h2>")
         .nth(1)
@@ -185,23 +204,10 @@ fn the_html_overlays_every_job(w: &Work, dir: &Path, names: &[String]) {
         );
     }
     assert!(first.contains("g_A-1_B-x (best)"));
-    let bottom: u32 = dom
-        .split("data-best-bottom=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .and_then(|s| s.parse().ok())
-        .expect("the page measured its best box");
     assert!(
         bottom <= 800,
         "the best configuration ends at {bottom}px, below the first screen"
     );
-    let best = dom
-        .split("id=\"best\"")
-        .nth(1)
-        .unwrap()
-        .split("</section>")
-        .next()
-        .unwrap();
     assert!(best.contains("env.A = 1") && best.contains("env.B = x"), "{best}");
 
     let png = Path::new(env!("CARGO_TARGET_TMPDIR")).join("report-compare.png");
@@ -246,29 +252,11 @@ fn the_demo_report_shows_the_best_configuration_on_the_first_screen() {
         })
         .collect();
     assert!(!values.is_empty(), "the demo's jobs differ in their configuration");
-    let dump = crate::report::chromium(
-        &w.path().join("chromium-profile"),
-        &["--dump-dom", "--window-size=1280,800"],
-        &format!("file://{}", dir.join("report.html").display()),
-    );
-    let dom = text(&dump.stdout);
-    let bottom: u32 = dom
-        .split("data-best-bottom=\"")
-        .nth(1)
-        .and_then(|s| s.split('"').next())
-        .and_then(|s| s.parse().ok())
-        .expect("the page measured its best box");
+    let (_, bottom, boxed) = first_screen(&w, &dir.join("report.html"));
     assert!(
         bottom <= 800,
         "the best configuration ends at {bottom}px, below the first screen"
     );
-    let boxed = dom
-        .split("id=\"best\"")
-        .nth(1)
-        .unwrap()
-        .split("</section>")
-        .next()
-        .unwrap();
     assert!(boxed.contains(best["name"].as_str().unwrap()), "{boxed}");
     for v in &values {
         assert!(boxed.contains(v.as_str()), "{v} missing from the first screen: {boxed}");

@@ -2,6 +2,7 @@
 //! healthy batch, garbage metrics lines, failures, fold groups; and the HTML
 //! page opened in headless Chromium.
 
+use crate::common::copy_dir;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -26,19 +27,6 @@ fn fixture(name: &str) -> (tempfile::TempDir, BatchDir) {
     );
     let id = dst.file_name().unwrap().to_string_lossy().into_owned();
     (tmp, BatchDir { path: dst, id })
-}
-
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), &to).unwrap();
-        }
-    }
 }
 
 fn build(dir: &BatchDir) -> Report {

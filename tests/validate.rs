@@ -207,19 +207,6 @@ fn a_run_directory_with_a_huge_time_limit_reads() {
     }
 }
 
-fn copy_dir(src: &Path, dst: &Path) {
-    std::fs::create_dir_all(dst).unwrap();
-    for e in std::fs::read_dir(src).unwrap() {
-        let e = e.unwrap();
-        let to = dst.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &to);
-        } else {
-            std::fs::copy(e.path(), &to).unwrap();
-        }
-    }
-}
-
 /// A grid is counted before it is expanded: 1000³ jobs are refused at once,
 /// with the count, by `validate` and `batch` alike.
 #[test]
