@@ -154,22 +154,17 @@ pub struct ResumeArgs {
     pub started_detached: bool,
 }
 
-/// A `--deadline` as written; checked when it is used.
+/// A `--deadline`, resolved when the command line is read (`07:00` is the
+/// next 7 o'clock from then).
 #[derive(Debug, Clone)]
-pub struct DeadlineArg(pub String);
+pub struct DeadlineArg(pub chrono::DateTime<chrono::Utc>);
 
 impl std::str::FromStr for DeadlineArg {
     type Err = String;
     fn from_str(s: &str) -> Result<DeadlineArg, String> {
-        crate::settings::deadline_of(s, chrono::Local::now())?;
-        Ok(DeadlineArg(s.to_string()))
-    }
-}
-
-impl DeadlineArg {
-    /// The time it names, from now.
-    pub fn parse_deadline(&self) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
-        crate::settings::deadline_of(&self.0, chrono::Local::now()).map_err(|e| anyhow::anyhow!("--deadline: {e}"))
+        crate::settings::deadline_of(s, chrono::Local::now())
+            .map(DeadlineArg)
+            .map_err(|e| format!("{e} (write it as \"07:00\", the next 7 o'clock, or \"2026-11-23 07:00\")"))
     }
 }
 
@@ -215,7 +210,7 @@ pub struct BoardArgs {
     /// A batch directory or its name (default: the newest batch).
     pub batch: Option<String>,
     /// The port (default: 6006, or a free one if 6006 is taken).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
     pub port: Option<u16>,
     /// The address TensorBoard listens on; 0.0.0.0 for every interface.
     #[arg(long, default_value = "127.0.0.1", value_name = "ADDR")]

@@ -78,8 +78,8 @@ pub const DEADLINE_AHEAD: Range<Duration> = Range {
     key: "deadline",
     min: Duration::ZERO,
     max: Duration::from_secs(365 * DAY),
-    shown: ("now", "365 days ahead"),
-    why: "a deadline already past starts no job",
+    shown: ("any", "365 days ahead"),
+    why: "one already past is accepted and starts no job (the jobs stay pending for `tb resume`)",
 };
 
 pub const CONCURRENCY: Range<i64> = Range {

@@ -17,7 +17,7 @@ pub struct MlflowSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Artifact {
-    /// The batch's `report.html` (and `report.md`, `report.csv`) on the parent run.
+    /// The batch's report files (`report.html`, `.md`, `.csv`, `.json`) on the parent run.
     Report,
     /// Each job's `stdout.log` and `stderr.log`, under `logs/`.
     Logs,

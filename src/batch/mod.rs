@@ -212,17 +212,25 @@ impl fmt::Display for Problem {
 #[derive(Debug)]
 pub struct Problems(pub Vec<Problem>);
 
+/// The most problems an error lists.
+const SHOWN_PROBLEMS: usize = 20;
+
 impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0.as_slice() {
             [one] => write!(f, "{one}"),
             many => {
                 write!(f, "{} problems:", many.len())?;
-                for p in many {
+                // A value in [defaults] wrong for every job of a large sweep
+                // is one problem many times: the first ones say it.
+                for p in many.iter().take(SHOWN_PROBLEMS) {
                     write!(f, "\n- {p}")?;
                     if let Some(h) = &p.hint {
                         write!(f, "\n  hint: {h}")?;
                     }
+                }
+                if many.len() > SHOWN_PROBLEMS {
+                    write!(f, "\n- … and {} more", many.len() - SHOWN_PROBLEMS)?;
                 }
                 Ok(())
             }

@@ -18,6 +18,14 @@ use std::time::Duration;
 const MOUNT: &str = "/tb-runs";
 /// The label naming the `tb board` process that owns a container.
 const OWNER: &str = "tb.board.pid";
+/// The label naming the host of that process.
+const HOST: &str = "tb.board.host";
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
 
 /// How long TensorBoard may take to answer.
 const READY_WITHIN: Duration = Duration::from_secs(120);
@@ -33,13 +41,15 @@ pub fn run(args: &BoardArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         ));
     }
     let port = match args.port {
-        Some(p) if std::net::TcpListener::bind((args.host.as_str(), p)).is_err() => {
-            return Err(hinted(
-                format!("port {p} is taken on {}", args.host),
-                "pick another with --port, or leave it out for a free one",
-            ));
+        Some(p) => {
+            if let Err(e) = std::net::TcpListener::bind((args.host.as_str(), p)) {
+                return Err(hinted(
+                    format!("cannot listen on {}:{p}: {e}", args.host),
+                    "pick another --port (1024 or more unless tb runs as root), or leave it out for a free one",
+                ));
+            }
+            p
         }
-        Some(p) => p,
         None => free_port(6006)?,
     };
     let spec = container(&dir, &batch.jobs, &args.image, &args.host, port);
@@ -74,6 +84,15 @@ fn has_events(dir: &Path) -> bool {
 fn container(dir: &BatchDir, jobs: &[String], image: &str, host: &str, port: u16) -> ContainerSpec {
     // Job names are letters, digits and `._-`: no `,` or `:` to escape.
     let spec: Vec<String> = jobs.iter().map(|j| format!("{j}:{MOUNT}/{j}")).collect();
+    let spec = spec.join(",");
+    // One argument may hold 128 KiB: past that (a sweep of thousands of
+    // jobs), the jobs directory itself, whose subdirectories TensorBoard
+    // names its runs after, which are the job names all the same.
+    let (flag, logdir) = if spec.len() < 64 * 1024 {
+        ("--logdir_spec", spec)
+    } else {
+        ("--logdir", MOUNT.to_string())
+    };
     // SAFETY: getuid/getgid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     ContainerSpec {
@@ -81,8 +100,8 @@ fn container(dir: &BatchDir, jobs: &[String], image: &str, host: &str, port: u16
         image: image.to_string(),
         cmd: Some(vec![
             "tensorboard".into(),
-            "--logdir_spec".into(),
-            spec.join(","),
+            flag.into(),
+            logdir,
             "--host".into(),
             host.to_string(),
             "--port".into(),
@@ -95,6 +114,7 @@ fn container(dir: &BatchDir, jobs: &[String], image: &str, host: &str, port: u16
             ("tb.board".to_string(), dir.id.clone()),
             // Whose it is: a container whose tb is gone is removed by the next `tb board`.
             (OWNER.to_string(), std::process::id().to_string()),
+            (HOST.to_string(), hostname()),
         ]),
         binds: vec![format!("{}:{MOUNT}:ro", dir.path.join("jobs").display())],
         user: format!("{uid}:{gid}"),
@@ -122,7 +142,12 @@ async fn serve(spec: ContainerSpec, host: &str, port: u16, with_events: usize, j
     let result = async {
         let mut output = engine.attach(&id).await?;
         engine.start(&id).await?;
-        let shown = if host == "0.0.0.0" { "127.0.0.1" } else { host };
+        let shown = match host {
+            "0.0.0.0" => "127.0.0.1".to_string(),
+            "::" => "[::1]".to_string(),
+            h if h.contains(':') => format!("[{h}]"),
+            h => h.to_string(),
+        };
         let url = format!("http://{shown}:{port}/");
         // TensorBoard's own lines, kept to say why if it stops.
         let mut said = Vec::new();
@@ -181,7 +206,12 @@ async fn remove_orphans(engine: &Engine) {
     let Ok(listed) = engine.list_labelled(OWNER).await else {
         return;
     };
+    let here = hostname();
     for c in listed {
+        // Only a process of this host can be looked for here.
+        if c.labels.get(HOST) != Some(&here) {
+            continue;
+        }
         let alive = c
             .labels
             .get(OWNER)

@@ -12,7 +12,14 @@ pub fn run(args: &MlflowSyncArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let dir = BatchDir::open(&global.runs_dir, args.batch.as_deref())?;
     let batch = dir.read_batch()?;
     let spec = spec(args, batch.settings.mlflow.clone(), &batch.name, &dir)?;
-    // One writer of mlflow.json: a running batch's supervisor sends it itself.
+    // One writer of mlflow.json: a running batch's supervisor sends it
+    // itself (with [batch.mlflow]), or this command does once it is over.
+    if let Some(s) = dir.supervisor() {
+        return Err(hinted(
+            format!("batch {} is running (tb pid {} on {})", dir.id, s.pid, s.host),
+            "run `tb mlflow-sync` once it has ended; a batch with [batch.mlflow] is sent as it runs",
+        ));
+    }
     let _lock = dir.lock()?;
     let jobs = batch.jobs.clone();
     let ended = match batch.status {

@@ -63,7 +63,7 @@ pub fn run(args: &ResumeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
             // first supervisor (also when detached); a resume is a new start.
             // `--deadline` sets a new one for this night.
             deadline: match &args.deadline {
-                Some(d) => Some(d.parse_deadline()?),
+                Some(d) => Some(d.0),
                 None if args.started_detached => plan.settings.deadline,
                 None => None,
             },

@@ -577,11 +577,18 @@ impl Following {
             tracing::warn!("the MLflow export stopped early; `tb mlflow-sync` sends the batch");
             return;
         };
-        // At most FLUSH_WITHIN, and not past a Ctrl-C: the batch is over.
+        // At most FLUSH_WITHIN, and not past Ctrl-C or SIGTERM: the batch
+        // is over.
+        tracing::info!(
+            "sending the rest to MLflow at {} (at most {}s; Ctrl-C skips it)",
+            exporter.spec.tracking_uri,
+            FLUSH_WITHIN.as_secs()
+        );
+        let mut signals = crate::signal::Signals::new().unwrap_or_else(|_| crate::signal::Signals::none());
         let flushed = tokio::select! {
             f = tokio::time::timeout(FLUSH_WITHIN, exporter.flush(&self.jobs, Some(status))) => f,
-            _ = tokio::signal::ctrl_c() => {
-                tracing::warn!("interrupted: `tb mlflow-sync {}` sends the rest to MLflow", exporter.dir.id);
+            signal = signals.recv() => {
+                tracing::warn!("{signal}: `tb mlflow-sync {}` sends the rest to MLflow", exporter.dir.id);
                 return;
             }
         };

@@ -31,14 +31,7 @@ pub fn config_of(job: &Value) -> BTreeMap<String, Value> {
     let Some(obj) = job.as_object() else { return out };
     for k in JOB_KEYS {
         if let Some(v) = obj.get(k).filter(|v| !v.is_null()) {
-            // Sizes and durations as a person reads them (job.json keeps
-            // bytes and seconds).
-            let shown = match (k, v.as_u64(), v.as_f64()) {
-                ("memory" | "shm_size", Some(b), _) => Value::String(crate::human::bytes(b)),
-                ("time_limit", _, Some(s)) => Value::String(crate::human::seconds(s)),
-                _ => v.clone(),
-            };
-            out.insert(k.to_string(), shown);
+            out.insert(k.to_string(), v.clone());
         }
     }
     let args = obj.get("args").and_then(Value::as_object);
@@ -138,10 +131,15 @@ pub fn columns(configs: &[&BTreeMap<String, Value>], swept: &[String]) -> Column
 /// Longest configuration value the tables show in full.
 const SHOWN_CHARS: usize = 120;
 
-/// A configuration value for the tables: as written, a long one cut short
-/// (report.json and report.csv have it whole).
-pub fn show(v: &Value) -> String {
-    let text = super::fmt_swept(v);
+/// A configuration value for the tables: as written (sizes and durations
+/// as a person reads them: job.json keeps bytes and seconds), a long one
+/// cut short (report.json and report.csv have it whole and raw).
+pub fn show(key: &str, v: &Value) -> String {
+    let text = match (key, v.as_u64(), v.as_f64()) {
+        ("memory" | "shm_size", Some(b), _) => crate::human::bytes(b),
+        ("time_limit", _, Some(s)) => crate::human::seconds(s),
+        _ => super::fmt_swept(v),
+    };
     if text.chars().count() <= SHOWN_CHARS {
         return text;
     }

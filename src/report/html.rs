@@ -155,7 +155,7 @@ fn best_section(o: &mut String, r: &Report) {
             .filter_map(|k| {
                 best.config
                     .get(k)
-                    .map(|v| format!("<code>{} = {}</code>", esc(k), esc(&compare::show(v))))
+                    .map(|v| format!("<code>{} = {}</code>", esc(k), esc(&compare::show(k, v))))
             })
             .collect();
         o.push_str(&shown.join(" "));
@@ -183,10 +183,10 @@ fn jobs_table(o: &mut String, r: &Report) {
                 Some(n) => format!(
                     "<code>{} = {}</code> <span class=\"note\">({n} of {} jobs)</span>",
                     esc(k),
-                    esc(&compare::show(v)),
+                    esc(&compare::show(k, v)),
                     r.jobs.len()
                 ),
-                None => format!("<code>{} = {}</code>", esc(k), esc(&compare::show(v))),
+                None => format!("<code>{} = {}</code>", esc(k), esc(&compare::show(k, v))),
             })
             .collect();
         o.push_str(&shown.join(" "));
@@ -231,8 +231,10 @@ fn jobs_table(o: &mut String, r: &Report) {
         for k in &r.config_keys {
             match j.config.get(k) {
                 Some(v) => {
-                    let text = esc(&compare::show(v));
-                    let _ = write!(o, "<td class=\"cfg\" data-v=\"{text}\">{text}</td>");
+                    // Sorted by the raw value (bytes, seconds), shown as read.
+                    let raw = esc(&fmt_swept(v));
+                    let text = esc(&compare::show(k, v));
+                    let _ = write!(o, "<td class=\"cfg\" data-v=\"{raw}\">{text}</td>");
                 }
                 None => o.push_str("<td class=\"cfg\" data-v=\"\">–</td>"),
             }

@@ -47,7 +47,7 @@ pub fn render(r: &Report) -> String {
             .filter_map(|k| {
                 best.config
                     .get(k)
-                    .map(|v| format!("`{} = {}`", code(k), code(&compare::show(v))))
+                    .map(|v| format!("`{} = {}`", code(k), code(&compare::show(k, v))))
             })
             .collect();
         if !cfg.is_empty() {
@@ -72,10 +72,10 @@ pub fn render(r: &Report) -> String {
                 Some(n) => format!(
                     "`{} = {}` ({n} of {} jobs)",
                     code(k),
-                    code(&compare::show(v)),
+                    code(&compare::show(k, v)),
                     r.jobs.len()
                 ),
-                None => format!("`{} = {}`", code(k), code(&compare::show(v))),
+                None => format!("`{} = {}`", code(k), code(&compare::show(k, v))),
             })
             .collect();
         let _ = writeln!(out, "Common settings: {}\n", shown.join(", "));
@@ -114,7 +114,11 @@ pub fn render(r: &Report) -> String {
             j.status,
         );
         for k in &r.config_keys {
-            let _ = write!(out, " {} |", cell(&j.config.get(k).map_or("–".into(), compare::show)));
+            let _ = write!(
+                out,
+                " {} |",
+                cell(&j.config.get(k).map_or("–".into(), |v| compare::show(k, v)))
+            );
         }
         let _ = write!(out, " {best} |");
         for k in &tests {
