@@ -33,6 +33,8 @@
 //! Successive halving assumes early ranks predict late ones; the docs say
 //! so (docs/batch-file.md).
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 
@@ -40,21 +42,8 @@ const IMAGE: &str = "tb-trainer:latest";
 const CONFIGS: usize = 20;
 
 fn main() {
-    let tb = std::env::var("TB_BIN").unwrap_or_else(|_| {
-        let exe = std::env::current_exe().unwrap();
-        let target = exe.parent().unwrap().parent().unwrap();
-        target.join("tb").display().to_string()
-    });
-    assert!(
-        Path::new(&tb).is_file(),
-        "no tb binary at {tb}: build it first (cargo build --release) or set TB_BIN"
-    );
-    let ok = Command::new("docker")
-        .args(["image", "inspect", IMAGE])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(ok, "the image {IMAGE} is missing: run `make image`");
+    let tb = common::tb_binary();
+    common::require_image(IMAGE, "image");
     let work = tempfile::Builder::new().prefix("tb-bench-prune-").tempdir().unwrap();
     std::fs::create_dir_all(work.path().join("downloads")).unwrap();
 

@@ -7,6 +7,8 @@
 //!    nothing else), the floor no supervisor beats without overlapping jobs.
 //! 2. 16 jobs of `sleep 2` at concurrency 4 through tb, against the ideal 8 s.
 
+mod common;
+
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -17,21 +19,8 @@ const ROUNDS: usize = 5;
 
 fn main() {
     // `cargo bench` passes `--bench`; a filter argument would mean nothing here.
-    let tb = std::env::var("TB_BIN").unwrap_or_else(|_| {
-        let exe = std::env::current_exe().unwrap();
-        let target = exe.parent().unwrap().parent().unwrap();
-        target.join("tb").display().to_string()
-    });
-    assert!(
-        Path::new(&tb).is_file(),
-        "no tb binary at {tb}: build it first (cargo build --release) or set TB_BIN"
-    );
-    let ok = Command::new("docker")
-        .args(["image", "inspect", IMAGE])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(ok, "the image {IMAGE} is missing: run `make base-image`");
+    let tb = common::tb_binary();
+    common::require_image(IMAGE, "base-image");
     let work = tempfile::Builder::new().prefix("tb-bench-").tempdir().unwrap();
     let rt = tokio::runtime::Runtime::new().unwrap();
     let engine = rt.block_on(tb::docker::Engine::connect()).unwrap();

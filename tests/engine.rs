@@ -13,7 +13,7 @@
 //! back stops the containers it finds still running (137, SIGKILL).
 
 use crate::common::*;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -237,6 +237,21 @@ command = ["sh", "-c", "echo succeeds before; sleep 6; echo succeeds after"]
     )
 }
 
+/// `tb batch FILE` in the background against the private engine, waiting
+/// at most `engine_wait` seconds for it when it goes away.
+fn batch_on(w: &Work, file: &Path, engine: &PrivateEngine, engine_wait: u64) -> Running {
+    Running(
+        w.tb()
+            .args(["batch", file.to_str().unwrap()])
+            .env("DOCKER_HOST", engine.host())
+            .env("TB_ENGINE_WAIT", engine_wait.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
 fn all_printed(w: &Work) -> bool {
     std::fs::canonicalize(w.path().join("runs/latest")).is_ok()
         && ["long", "fails", "succeeds"]
@@ -283,16 +298,7 @@ fn an_engine_killed_and_restarted_under_a_batch() {
     // 1. tb waits for the engine, which comes back within TB_ENGINE_WAIT.
     let w = Work::new();
     let f = batch(&w);
-    let mut tb = Running(
-        w.tb()
-            .args(["batch", f.to_str().unwrap()])
-            .env("DOCKER_HOST", engine.host())
-            .env("TB_ENGINE_WAIT", "120")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut tb = batch_on(&w, &f, &engine, 120);
     wait_until(60, "every job to print", || all_printed(&w));
     engine.kill9();
     // Long enough for two of them to end while it is away.
@@ -307,16 +313,7 @@ fn an_engine_killed_and_restarted_under_a_batch() {
     // 2. tb gives up on the engine; `tb resume` records what ended.
     let w = Work::new();
     let f = batch(&w);
-    let mut tb = Running(
-        w.tb()
-            .args(["batch", f.to_str().unwrap()])
-            .env("DOCKER_HOST", engine.host())
-            .env("TB_ENGINE_WAIT", "2")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let mut tb = batch_on(&w, &f, &engine, 2);
     wait_until(60, "every job to print", || all_printed(&w));
     engine.kill9();
     let status = tb.0.wait().unwrap();
