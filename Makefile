@@ -9,35 +9,52 @@ IMAGE_TAG  ?= tb-trainer:latest
 # of the Debian-built base, e.g. make image BASE_IMAGE=python:3.11-slim
 BASE_IMAGE ?=
 
-.PHONY: help build base-image image demo check test test-rust test-trainer test-slurm fuzz bench clean-images mlflow-venv
+.PHONY: help prereqs prereqs-test build base-image image demo check test test-rust test-trainer test-slurm fuzz bench clean-images mlflow-venv
+
+# Every step that takes minutes says what it does first.
+step = @printf '\n== %s\n' $(1) >&2
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
 
-build: ## build tb (target/release/tb)
+# Seconds, before anything long: Rust, the engine, debootstrap and root (or
+# BASE_IMAGE), disk space; installs missing Debian packages as root.
+prereqs: ## check (and, as root, install) what building and running needs; stops with the command to run
+	@BASE_TAG=$(BASE_TAG) IMAGE_TAG=$(IMAGE_TAG) BASE_IMAGE=$(BASE_IMAGE) images/prereqs.sh demo
+prereqs-test:
+	@BASE_TAG=$(BASE_TAG) IMAGE_TAG=$(IMAGE_TAG) BASE_IMAGE=$(BASE_IMAGE) images/prereqs.sh test
+
+build: prereqs ## build tb (target/release/tb)
+	$(call step,"compiling tb (release; about 4 minutes the first time on 2 cores, seconds after)")
 	cargo build --release --locked
 
-base-image: ## build tb-base:bookworm from Debian packages (debootstrap); skipped when present
+base-image: prereqs ## build tb-base:bookworm from Debian packages (debootstrap); skipped when present
+	@docker image inspect $(BASE_TAG) >/dev/null 2>&1 || printf '\n== %s\n' "building $(BASE_TAG) from Debian packages (debootstrap; about 3 minutes)" >&2
 	images/base/build.sh $(BASE_TAG)
 
 ifeq ($(BASE_IMAGE),)
-image: build base-image ## build the trainer image (tb image build); cached by content hash
+image: prereqs build base-image ## build the trainer image (tb image build); cached by content hash
+	$(call step,"the trainer image $(IMAGE_TAG): the first build downloads PyTorch (~3 GB; a few minutes); later builds are cached")
 	$(TB) image build --tag $(IMAGE_TAG)
 else
-image: build
+image: prereqs build
+	$(call step,"the trainer image $(IMAGE_TAG) on $(BASE_IMAGE): the first build downloads PyTorch (~3 GB; a few minutes)")
 	$(TB) image build --tag $(IMAGE_TAG) --build-arg BASE_IMAGE=$(BASE_IMAGE)
 endif
 
-demo: image ## build everything and run the night: tb batch jobs/night.toml
+demo: prereqs image ## build everything and run the night: tb batch jobs/night.toml
+	$(call step,"tb batch jobs/night.toml (about 2 minutes on 2 cores)")
 	$(TB) batch jobs/night.toml
 
 check: ## formatting and lints
+	$(call step,"formatting and lints (cargo fmt --check, clippy)")
 	cargo fmt --check
 	cargo clippy --locked --all-targets -- -D warnings
 
-test: test-rust fuzz test-trainer test-slurm ## every test: Rust unit + integration (real Docker), the batch-file fuzz, trainer pytest in its image, Slurm backend
+test: prereqs-test check test-rust fuzz test-trainer test-slurm ## everything CI runs: lints, Rust unit + integration (real Docker), the batch-file fuzz, trainer pytest in its image, Slurm backend
 
-test-rust: base-image image mlflow-venv
+test-rust: prereqs-test base-image image mlflow-venv
+	$(call step,"Rust unit and integration tests (about 10 minutes on 2 cores)")
 	cargo test --locked
 
 # A real MLflow tracking server for the MLflow tests (tests/mlflow.rs), from
@@ -45,8 +62,8 @@ test-rust: base-image image mlflow-venv
 # use it: tb itself speaks MLflow's REST API, with no Python on the host.
 MLFLOW_VENV := target/mlflow-venv
 mlflow-venv: $(MLFLOW_VENV)/bin/mlflow ## the venv with mlflow==3.17.2 the MLflow tests start a server from
-$(MLFLOW_VENV)/bin/mlflow:
-	@python3 -c "import ensurepip, venv" 2>/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null; }
+$(MLFLOW_VENV)/bin/mlflow: | prereqs-test
+	$(call step,"a venv with mlflow==3.17.2 for the MLflow tests (about a minute)")
 	rm -rf $(MLFLOW_VENV) && python3 -m venv $(MLFLOW_VENV)
 	$(MLFLOW_VENV)/bin/pip install -q --disable-pip-version-check mlflow==3.17.2
 

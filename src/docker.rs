@@ -7,9 +7,9 @@ use anyhow::Context;
 use bollard::Docker;
 use bollard::errors::Error as BollardError;
 use bollard::models::HostConfigLogConfig;
-use bollard::models::{ContainerCreateBody, DeviceRequest, HostConfig};
+use bollard::models::{ContainerCreateBody, DeviceMapping, DeviceRequest, HostConfig};
 use bollard::query_parameters::{
-    AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, BuildImageOptionsBuilder, CreateContainerOptions, CreateContainerOptionsBuilder,
     KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
     WaitContainerOptionsBuilder,
 };
@@ -106,6 +106,10 @@ pub struct Observed {
     pub created: bool,
     pub exit: ExitInfo,
 }
+
+/// The network probe's device and entrypoint: paths no host or image has.
+const PROBE_DEVICE: &str = "/dev/tb-network-probe-not-a-device";
+const PROBE_ENTRYPOINT: &str = "/tb-network-probe-not-a-program";
 
 /// A tb-labelled container as the engine lists it.
 #[derive(Debug, Clone)]
@@ -223,6 +227,52 @@ impl Engine {
         .map_err(lift)
         .with_context(|| format!("failed to create container `{}`", spec.name))?;
         Ok(created.id)
+    }
+
+    /// Whether a container of `image` can join `network`: `Err` holds the
+    /// engine's message. The engine attaches a container to its network
+    /// when it starts it, not when it creates it, so the probe is asked to
+    /// start — with a device that does not exist: the engine sets the
+    /// network up, then fails to find [`PROBE_DEVICE`] while it writes the
+    /// container's runtime spec, before any process exists (a quarter of
+    /// the time of a real start). That failure, or failing to exec
+    /// [`PROBE_ENTRYPOINT`] on an engine that checks devices later, is the
+    /// sign that the network worked. Nothing of the image runs; the probe
+    /// is removed.
+    pub async fn probe_network(&self, image: &str, network: &str) -> anyhow::Result<Result<(), String>> {
+        let body = ContainerCreateBody {
+            image: Some(image.to_string()),
+            entrypoint: Some(vec![PROBE_ENTRYPOINT.to_string()]),
+            cmd: Some(vec![]),
+            labels: Some(HashMap::from([("tb.probe".to_string(), network.to_string())])),
+            host_config: Some(HostConfig {
+                network_mode: Some(network.to_string()),
+                devices: Some(vec![DeviceMapping {
+                    path_on_host: Some(PROBE_DEVICE.to_string()),
+                    path_in_container: Some(PROBE_DEVICE.to_string()),
+                    cgroup_permissions: Some("rwm".to_string()),
+                }]),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let created = match self.docker.create_container(None::<CreateContainerOptions>, body).await {
+            Ok(c) => c,
+            Err(BollardError::DockerResponseServerError { message, .. }) => return Ok(Err(message)),
+            Err(e) => return Err(lift(e).context(format!("failed to create a probe container on network `{network}`"))),
+        };
+        let started = self.docker.start_container(&created.id, None).await;
+        self.remove(&created.id).await?;
+        match started {
+            Ok(()) => Ok(Ok(())),
+            Err(BollardError::DockerResponseServerError { message, .. })
+                if message.contains(PROBE_DEVICE) || message.contains(PROBE_ENTRYPOINT) =>
+            {
+                Ok(Ok(()))
+            }
+            Err(BollardError::DockerResponseServerError { message, .. }) => Ok(Err(message)),
+            Err(e) => Err(lift(e).context(format!("failed to start a probe container on network `{network}`"))),
+        }
     }
 
     /// Attaches to a created container's stdout and stderr. Attach before

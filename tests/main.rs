@@ -20,6 +20,7 @@ mod report;
 mod retry;
 mod run;
 mod secrets;
+mod setup;
 mod slurm;
 mod sources;
 mod sweep;

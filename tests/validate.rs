@@ -355,3 +355,109 @@ fn invalid_utf8_is_located_and_types_are_named_in_words() {
         );
     }
 }
+
+/// A Docker network made for one test, removed when dropped.
+struct Network(String);
+
+impl Network {
+    fn create() -> Network {
+        let name = format!("tb-test-net-{}", std::process::id());
+        let out = std::process::Command::new("docker")
+            .args(["network", "create", &name])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        Network(name)
+    }
+
+    /// The host interface of the network's bridge: `br-` and the id's first 12.
+    fn bridge(&self) -> String {
+        let out = std::process::Command::new("docker")
+            .args(["network", "inspect", "-f", "{{.Id}}", &self.0])
+            .output()
+            .unwrap();
+        format!("br-{}", &text(&out.stdout).trim()[..12])
+    }
+}
+
+impl Drop for Network {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("docker")
+            .args(["network", "rm", &self.0])
+            .output();
+    }
+}
+
+#[test]
+fn a_network_whose_bridge_is_gone_is_refused_before_any_job_starts() {
+    let w = Work::new();
+    let net = Network::create();
+    let f = w.batch(
+        "x.toml",
+        &format!(
+            "[batch]\ndownloads = \"./downloads\"\n[defaults]\nimage = \"{BASE}\"\nnetwork = \"{}\"\n\
+             command = [\"sh\", \"-c\", \"touch /out/ran\"]\n[[job]]\nname = \"a\"\n[[job]]\nname = \"b\"\n",
+            net.0
+        ),
+    );
+    // The network works: the batch runs (the probe passes a sound network).
+    let out = w.run(&["batch", f.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    std::fs::remove_dir_all(w.path().join("runs")).unwrap();
+
+    let bridge = net.bridge();
+    let del = std::process::Command::new("ip")
+        .args(["link", "delete", &bridge])
+        .output()
+        .unwrap();
+    assert!(del.status.success(), "ip link delete {bridge}: {}", text(&del.stderr));
+    for verb in ["validate", "batch"] {
+        let out = w.run(&[verb, f.to_str().unwrap()]);
+        assert_exit(&out, 2);
+        let err = text(&out.stderr);
+        assert!(
+            err.contains(&format!(
+                "a container cannot join the network `{}` (2 jobs use it)",
+                net.0
+            )),
+            "{verb}: {err}"
+        );
+        assert!(
+            err.contains(&format!("could not find bridge {bridge}")),
+            "{verb}: the engine's message is missing: {err}"
+        );
+        assert!(err.contains("hint: recreate the network"), "{verb}: {err}");
+    }
+    assert!(!w.path().join("runs").exists(), "a batch directory was written");
+    assert_eq!(
+        containers_labelled(&format!("tb.probe={}", net.0)),
+        Vec::<String>::new(),
+        "a probe was left"
+    );
+    let docker0 = std::process::Command::new("ip")
+        .args(["link", "show", "docker0"])
+        .output()
+        .unwrap();
+    assert!(docker0.status.success(), "the host's docker0 is gone");
+}
+
+#[test]
+fn a_network_that_does_not_exist_is_refused_before_any_job_starts() {
+    let w = Work::new();
+    let f = w.batch(
+        "x.toml",
+        &format!("[batch]\ndownloads = \"./downloads\"\n[defaults]\nimage = \"{BASE}\"\nnetwork = \"tb-no-such-net\"\n[[job]]\nname = \"a\"\n"),
+    );
+    let out = w.run(&["batch", f.to_str().unwrap()]);
+    assert_exit(&out, 2);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("a container cannot join the network `tb-no-such-net` (1 job uses it)"),
+        "{err}"
+    );
+    assert!(
+        err.contains("hint: create it (docker network create tb-no-such-net)"),
+        "{err}"
+    );
+    assert!(!w.path().join("runs").exists());
+}

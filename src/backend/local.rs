@@ -118,6 +118,9 @@ impl Backend for Local {
             }
             ids.insert(&job.image, id);
         }
+        if problems.is_empty() {
+            problems.extend(networks(&engine, plan).await?);
+        }
         problems.extend(crate::preflight::directories(plan, runs_dir));
         crate::preflight::verdict(problems)?;
         Ok(Ready {
@@ -465,6 +468,46 @@ fn gone_why(waited: Duration) -> String {
         "the Docker engine has been unreachable for {}",
         humantime::format_duration(waited)
     )
+}
+
+/// The networks the jobs use that a container cannot join: one probe per
+/// network, with the image of its first job (see [`Engine::probe_network`]).
+async fn networks(engine: &Engine, plan: &Plan) -> anyhow::Result<Vec<crate::batch::Problem>> {
+    let mut probed: BTreeMap<&str, ()> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for job in &plan.jobs {
+        if probed.insert(job.network.as_str(), ()).is_some() {
+            continue;
+        }
+        if let Err(message) = engine.probe_network(&job.image, &job.network).await? {
+            problems.push(broken_network(plan, &job.network, &message));
+        }
+    }
+    Ok(problems)
+}
+
+fn broken_network(plan: &Plan, network: &str, message: &str) -> crate::batch::Problem {
+    let users = plan.jobs.iter().filter(|j| j.network == network).count();
+    let hint = if message.contains("not found") {
+        format!("create it (docker network create {network}) or set `network` in the batch file to one that exists")
+    } else if network == "bridge" || network == "default" {
+        "the engine's default bridge (docker0) is broken: restart the Docker engine (sudo systemctl restart docker)"
+            .to_string()
+    } else {
+        format!(
+            "recreate the network (docker network rm {network} && docker network create {network}) or restart \
+             the Docker engine (sudo systemctl restart docker)"
+        )
+    };
+    crate::batch::Problem {
+        at: None,
+        message: format!(
+            "a container cannot join the network `{network}` ({users} job{} use{} it): {message}",
+            if users == 1 { "" } else { "s" },
+            if users == 1 { "s" } else { "" }
+        ),
+        hint: Some(hint),
+    }
 }
 
 fn missing_image(plan: &Plan, image: &str) -> crate::batch::Problem {

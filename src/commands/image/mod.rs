@@ -3,6 +3,8 @@
 //! tar (with the build arguments and the base image's id) is the image's
 //! tag, so an unchanged context is a cache hit that builds nothing.
 
+mod steps;
+
 use crate::cli::ImageBuildArgs;
 use crate::docker::Engine;
 use crate::error::hinted;
@@ -75,11 +77,20 @@ pub fn build(args: &ImageBuildArgs) -> anyhow::Result<Exit> {
         );
         let started = std::time::Instant::now();
         let args_map: HashMap<String, String> = build_args.into_iter().collect();
-        let id = engine
-            .build(tar, DOCKERFILE, &tags, &args_map, |line| {
-                crate::progress::above_bars(|| eprintln!("{line}"))
-            })
-            .await?;
+        let mut steps = steps::Steps::new(crate::logging::output_mode(), &base);
+        let built = engine
+            .build(tar, DOCKERFILE, &tags, &args_map, |line| steps.line(line))
+            .await;
+        let id = match built {
+            Ok(id) => {
+                steps.finish();
+                id
+            }
+            Err(e) => {
+                steps.fail();
+                return Err(e);
+            }
+        };
         eprintln!(
             "built {content_tag} ({}) in {:.0}s; tagged {}",
             crate::docker::short(id.trim_start_matches("sha256:")),
