@@ -63,7 +63,7 @@ fn a_device_request_names_exactly_the_assigned_gpu() {
         name: "gpu".into(),
         image: BASE.into(),
         command: Some(vec!["nvidia-smi".into()]),
-        gpus: 1,
+        gpus: tb::gpu::GpuShare::Whole(1),
         cpus: Some(1.5),
         memory: Some(256 << 20),
         shm_size: 1 << 30,
