@@ -84,7 +84,7 @@ pub struct Launch {
     pub job_dir: PathBuf,
     /// The shared downloads cache, absolute; mounted at `/downloads`.
     pub downloads: PathBuf,
-    /// GPU ids this attempt may use, exclusively.
+    /// GPU ids this attempt may use: whole, or its share of the one.
     pub gpus: Vec<String>,
     pub gpu_mode: GpuMode,
     /// Where the batch directory is, for the container's labels.
@@ -158,6 +158,11 @@ pub fn container_spec(launch: &Launch) -> ContainerSpec {
         };
         env.push(format!("NVIDIA_VISIBLE_DEVICES={visible}"));
     }
+    if let Some(share) = spec.gpus.fraction() {
+        // Other jobs use the same GPU: a job can hold its memory to its share
+        // (`torch.cuda.set_per_process_memory_fraction`).
+        env.push(format!("TB_GPU_SHARE={share}"));
+    }
     for (k, v) in &spec.env {
         if k == "PYTHONPATH" && spec.code.is_some() {
             continue;
@@ -183,7 +188,7 @@ pub fn container_spec(launch: &Launch) -> ContainerSpec {
     }
     binds.extend(spec.mounts.iter().map(|m| m.bind()));
 
-    let labels = HashMap::from([
+    let mut labels = HashMap::from([
         ("tb.batch".to_string(), job.batch_id.clone()),
         ("tb.job".to_string(), spec.name.clone()),
         ("tb.attempt".to_string(), job.attempt.to_string()),
@@ -191,6 +196,9 @@ pub fn container_spec(launch: &Launch) -> ContainerSpec {
         // So that a supervisor taking the container over knows its GPUs.
         ("tb.gpus".to_string(), launch.gpus.join(",")),
     ]);
+    if let Some(share) = spec.gpus.fraction() {
+        labels.insert("tb.gpu_share".to_string(), share.to_string());
+    }
     // SAFETY: getuid/getgid cannot fail and touch no memory.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     ContainerSpec {
@@ -809,9 +817,26 @@ mod tests {
         assert_eq!(c.labels["tb.attempt"], "2");
         assert_eq!(c.labels["tb.gpus"], "1");
         assert!(c.name.starts_with("tb-2026-11-22_230000_night-a-2-"), "{}", c.name);
+        assert!(!c.labels.contains_key("tb.gpu_share") && !c.env.iter().any(|e| e.starts_with("TB_GPU_SHARE")));
         let e = container_spec(&launch(GpuMode::Env));
         assert!(e.device_ids.is_empty());
         assert!(e.env.contains(&"NVIDIA_VISIBLE_DEVICES=1".to_string()));
+    }
+
+    #[test]
+    fn a_share_names_its_one_gpu_and_says_how_much_of_it() {
+        for mode in [GpuMode::DeviceRequest, GpuMode::Env] {
+            let mut l = launch(mode);
+            l.job.spec.gpus = crate::gpu::GpuShare::Fraction(crate::gpu::Fraction::of(4).unwrap());
+            let c = container_spec(&l);
+            assert_eq!(c.labels["tb.gpus"], "1");
+            assert_eq!(c.labels["tb.gpu_share"], "0.25");
+            assert!(c.env.contains(&"TB_GPU_SHARE=0.25".to_string()), "{:?}", c.env);
+            match mode {
+                GpuMode::DeviceRequest => assert_eq!(c.device_ids, ["1"]),
+                GpuMode::Env => assert!(c.env.contains(&"NVIDIA_VISIBLE_DEVICES=1".to_string())),
+            }
+        }
     }
 
     #[tokio::test]

@@ -1,5 +1,11 @@
 //! The host's GPU inventory: from the NVIDIA driver, or injected with
-//! `TB_GPUS=0,1` (how GPU scheduling is tested on hosts without one).
+//! `TB_GPUS=0,1` (how GPU scheduling is tested on hosts without one); what
+//! a job holds of the GPUs ([`share`]), and who holds which ([`pool`]).
+
+pub mod pool;
+pub mod share;
+
+pub use share::{Fraction, GpuShare};
 
 use std::process::Command;
 

@@ -122,6 +122,21 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_gpu_count_hashes_as_it_always_did() {
+        let mut a = spec();
+        a.gpus = crate::gpu::GpuShare::Whole(1);
+        // The canonical bytes a whole count gave before shares existed.
+        let before = r#"{"code":null,"command":null,"cpus":null,"env":{"A":"1"},"gpus":1,"image_id":"sha256:1","memory":null,"mounts":[],"network":"bridge","pass_env":["TOKEN"],"shm_size":1,"train":{"lr":0.1}}"#;
+        let want: String = Sha256::digest(before.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(of(&a, Some("sha256:1")), want);
+        a.gpus = crate::gpu::GpuShare::Fraction(crate::gpu::Fraction::of(2).unwrap());
+        assert_ne!(of(&a, Some("sha256:1")), want, "a share is another job");
+    }
+
+    #[test]
     fn identity_follows_what_decides_the_result() {
         let a = spec();
         let id = of(&a, Some("sha256:1"));

@@ -65,6 +65,24 @@ pub const GPUS: Range<u32> = Range {
     why: "and no more than the host (or Slurm node) has",
 };
 
+/// How many jobs may share one GPU: `gpus` = 1/n for n in this range.
+pub const GPU_SHARERS: Range<u8> = Range {
+    key: "jobs sharing one GPU",
+    min: 2,
+    max: 8,
+    shown: ("2", "8"),
+    why: "`gpus` = 1/n, written 0.5, 0.33, 0.25, 0.2, 0.17, 0.14 or 0.12",
+};
+
+/// `[batch.slurm] shards_per_gpu`.
+pub const SHARDS_PER_GPU: Range<u32> = Range {
+    key: "shards_per_gpu",
+    min: 1,
+    max: 1024,
+    shown: ("1", "1024"),
+    why: "as the cluster's gres.conf gives one GPU",
+};
+
 pub const TIME_LIMIT: Range<Duration> = Range {
     key: "time_limit",
     min: Duration::from_secs(1),
@@ -189,6 +207,8 @@ pub fn table() -> String {
     row(&mut out, &SHM_SIZE);
     row(&mut out, &CPUS);
     row(&mut out, &GPUS);
+    row(&mut out, &GPU_SHARERS);
+    row(&mut out, &SHARDS_PER_GPU);
     row(&mut out, &TIME_LIMIT);
     row(&mut out, &DEADLINE_AHEAD);
     row(&mut out, &CONCURRENCY);

@@ -4,7 +4,7 @@
 
 use crate::batch::{self, BatchFile, Concurrency, GpuMode, GpuRequest, JobFields, Problem, Problems, expand};
 use crate::error::with_hint;
-use crate::gpu::Inventory;
+use crate::gpu::{GpuShare, Inventory};
 use crate::limits;
 use crate::metrics::{MetricsSpec, Mode};
 use crate::prune::{Method, PruneSpec};
@@ -70,7 +70,8 @@ pub struct JobSpec {
     pub image: String,
     /// `None`: the image's own command (the trainer).
     pub command: Option<Vec<String>>,
-    pub gpus: u32,
+    /// Whole GPUs, or a share of one (written `1`, or `0.5`).
+    pub gpus: GpuShare,
     pub cpus: Option<f64>,
     pub memory: Option<u64>,
     pub shm_size: u64,
@@ -203,7 +204,7 @@ pub fn resolve_text(
         home,
         problems: Vec::new(),
     };
-    let (name, mut settings) = ck.batch_section(file, &section, overrides, &gpus);
+    let (name, mut settings, concurrency) = ck.batch_section(file, &section, overrides);
     // On a cluster, Slurm's nodes have the GPUs, not this host: any count is
     // the cluster's to grant (and sbatch's to refuse).
     let job_gpus = if settings.backend.uses_host_gpus() {
@@ -216,9 +217,16 @@ pub fn resolve_text(
     };
     let mut specs = ck.jobs(&text, &defaults, &jobs, &job_gpus);
     ck.select(&overrides.only, &mut specs);
+    ck.slurm_shares(&settings, &specs);
     if !ck.problems.is_empty() {
         return Err(Problems(ck.problems));
     }
+    settings.concurrency = match concurrency {
+        Concurrency::Fixed(n) => n as usize,
+        // A cluster queues what it cannot run yet: submit every job.
+        Concurrency::Auto if !settings.backend.uses_host_gpus() => usize::MAX,
+        Concurrency::Auto => auto_concurrency(&gpus, &specs),
+    };
     if !settings.backend.uses_host_gpus() {
         settings.concurrency = settings.concurrency.min(specs.len().max(1));
     }
@@ -234,14 +242,14 @@ pub fn resolve_text(
 
 impl Checker<'_> {
     /// `[batch]`, with the command line's overrides: the batch's name and
-    /// settings.
+    /// settings, and the concurrency asked for (resolved once the jobs are
+    /// known).
     fn batch_section(
         &mut self,
         file: &Path,
         section: &batch::BatchSection,
         overrides: &Overrides,
-        gpus: &Inventory,
-    ) -> (String, BatchSettings) {
+    ) -> (String, BatchSettings, Concurrency) {
         let deadline = section
             .deadline
             .as_ref()
@@ -317,12 +325,6 @@ impl Checker<'_> {
             },
             None => section.concurrency.unwrap_or(Concurrency::Auto),
         };
-        let concurrency = match concurrency {
-            Concurrency::Fixed(n) => n as usize,
-            // A cluster queues what it cannot run yet: submit every job.
-            Concurrency::Auto if !backend.uses_host_gpus() => usize::MAX,
-            Concurrency::Auto => gpus.len().max(1),
-        };
 
         let downloads = match &section.downloads {
             Some(d) => self.path(d.get_ref()),
@@ -330,7 +332,7 @@ impl Checker<'_> {
         };
 
         let settings = BatchSettings {
-            concurrency,
+            concurrency: 0,
             gpu_mode: section.gpu_mode.unwrap_or_default(),
             downloads,
             retries: section.retries.as_ref().map(|r| r.get_ref().0).unwrap_or(0),
@@ -342,7 +344,45 @@ impl Checker<'_> {
             mlflow: None,
         };
         let mlflow = section.mlflow.as_ref().and_then(|m| self.mlflow(m, &name));
-        (name, BatchSettings { mlflow, ..settings })
+        (name, BatchSettings { mlflow, ..settings }, concurrency)
+    }
+
+    /// `[batch.slurm]`'s sharing keys; and on Slurm, a share of a GPU is a
+    /// `shard` gres, which only a site that set up sharding has, in a
+    /// number of shards per GPU it chose.
+    fn slurm_shares(&mut self, settings: &BatchSettings, specs: &[JobSpec]) {
+        let slurm = &settings.slurm;
+        if let Some(n) = slurm.shards_per_gpu
+            && !limits::SHARDS_PER_GPU.contains(n)
+        {
+            self.problem(
+                None,
+                format!("invalid shards_per_gpu {n}: {}", limits::SHARDS_PER_GPU.between()),
+                None,
+            );
+        }
+        let shared = specs.iter().find(|j| j.gpus.fraction().is_some());
+        let (Some(job), batch::Backend::Slurm) = (shared, settings.backend) else {
+            return;
+        };
+        match (slurm.gres_share, slurm.shards_per_gpu) {
+            (None, _) => self.problem(
+                None,
+                format!(
+                    "job `{}` asks for a share of a GPU (gpus = {}), which Slurm grants only as a `shard` gres",
+                    job.name, job.gpus
+                ),
+                Some(
+                    "if the cluster's gres.conf sets up GPU sharding, add gres_share = \"shard\" and shards_per_gpu to [batch.slurm]; else ask for a whole GPU (gpus = 1)",
+                ),
+            ),
+            (Some(batch::GresShare::Shard), None) => self.problem(
+                None,
+                "[batch.slurm] gres_share = \"shard\" needs shards_per_gpu: how many shards the cluster gives one GPU".into(),
+                Some("Gres=gpu:2,shard:64 in slurm.conf means 32 per GPU; `scontrol show node` lists a node's gres"),
+            ),
+            (Some(batch::GresShare::Shard), Some(_)) => {}
+        }
     }
 
     /// `[batch.mlflow]`: the tracking URI from the file or
@@ -644,6 +684,19 @@ impl Checker<'_> {
 /// When `[batch] deadline` falls: "HH:MM" is its next occurrence after
 /// `now` (local time); a date and time is taken as written (local, unless
 /// it carries an offset).
+/// `concurrency = "auto"` on this host: every GPU share there can be, so
+/// that the GPUs, not a count, bound what runs — one per GPU for whole-GPU
+/// jobs, two per GPU when a job asks for 0.5; 1 on a CPU-only host.
+fn auto_concurrency(gpus: &Inventory, specs: &[JobSpec]) -> usize {
+    let per_gpu = specs
+        .iter()
+        .filter_map(|j| j.gpus.fraction())
+        .map(|f| usize::from(f.per_gpu()))
+        .max()
+        .unwrap_or(1);
+    (gpus.len() * per_gpu).max(1)
+}
+
 pub fn deadline_of(value: &str, now: chrono::DateTime<chrono::Local>) -> Result<chrono::DateTime<chrono::Utc>, String> {
     let at = deadline_at(value, now)?;
     let most = limits::DEADLINE_AHEAD;
@@ -789,12 +842,12 @@ impl Checker<'_> {
         }
 
         let request = j.gpus.or(d.gpus).unwrap_or(GpuRequest::Auto);
-        let gpu_count = match request {
-            GpuRequest::Auto => u32::from(!gpus.is_empty()),
-            GpuRequest::All => gpus.len() as u32,
-            GpuRequest::Count(n) => n,
+        let share = match request {
+            GpuRequest::Auto => GpuShare::Whole(u32::from(!gpus.is_empty())),
+            GpuRequest::All => GpuShare::Whole(gpus.len() as u32),
+            GpuRequest::Given(share) => share,
         };
-        if gpu_count as usize > gpus.len() {
+        if share.gpus() as usize > gpus.len() {
             let have = if gpus.is_empty() {
                 "none".to_string()
             } else {
@@ -803,7 +856,8 @@ impl Checker<'_> {
             self.problem(
                 None,
                 format!(
-                    "job `{name}` asks for {gpu_count} GPU(s) but this host has {have} (found by {})",
+                    "job `{name}` asks for {} but this host has {have} (found by {})",
+                    share.describe(),
                     gpus.source
                 ),
                 Some("set gpus = 0 or \"auto\" to run on CPU; on a GPU host, check that `nvidia-smi` lists the GPUs"),
@@ -978,7 +1032,7 @@ impl Checker<'_> {
             name: name.to_string(),
             image,
             command,
-            gpus: gpu_count,
+            gpus: share,
             cpus: j.cpus.or(d.cpus).map(|c| c.0),
             memory,
             shm_size,
@@ -1256,7 +1310,7 @@ shm_size = "2g"
         assert_eq!(a.env["B"], "x");
         assert_eq!(a.train.as_ref().unwrap()["model"], "unet");
         assert_eq!(a.train.as_ref().unwrap()["max_epochs"], 5);
-        assert_eq!(a.gpus, 0);
+        assert_eq!(a.gpus, GpuShare::Whole(0));
         assert_eq!(a.network, "bridge");
         let b = &p.jobs[1];
         assert_eq!(b.image, "other");
@@ -1304,7 +1358,7 @@ shm_size = "2g"
             "job `a` asks for 1 GPU(s) but this host has none (found by TB_GPUS)"
         );
         let p = plan(text, "0,1").unwrap();
-        assert_eq!(p.jobs[0].gpus, 1);
+        assert_eq!(p.jobs[0].gpus, GpuShare::Whole(1));
         assert_eq!(p.settings.concurrency, 2);
         let m: Vec<String> = plan("[defaults]\nimage = \"i\"\ngpus = 3\n[[job]]\nname = \"a\"\n", "0,1")
             .unwrap_err()
@@ -1321,7 +1375,69 @@ shm_size = "2g"
             "0,1",
         )
         .unwrap();
-        assert_eq!(p.jobs[0].gpus, 2);
+        assert_eq!(p.jobs[0].gpus, GpuShare::Whole(2));
+    }
+
+    #[test]
+    fn a_share_of_a_gpu_resolves_and_auto_concurrency_counts_shares() {
+        let half = "[defaults]\nimage = \"i\"\ngpus = 0.5\n[[job]]\nname = \"a\"\n[[job]]\nname = \"b\"\ngpus = 1\n";
+        let p = plan(half, "0,1").unwrap();
+        assert_eq!(p.jobs[0].gpus.fraction().map(|f| f.per_gpu()), Some(2));
+        assert_eq!(p.jobs[1].gpus, GpuShare::Whole(1));
+        assert_eq!(p.settings.concurrency, 4, "two GPUs of halves");
+        let p = plan(&half.replace("0.5", "0.25"), "0,1").unwrap();
+        assert_eq!(p.settings.concurrency, 8);
+        let p = plan(&format!("[batch]\nconcurrency = 3\n{half}"), "0,1").unwrap();
+        assert_eq!(p.settings.concurrency, 3, "a number is a number");
+        let p = plan(&half.replace("0.5", "0.33"), "0").unwrap();
+        assert_eq!(p.settings.concurrency, 3);
+        assert_eq!(
+            messages(half)[0],
+            "job `a` asks for a share of a GPU (gpus = 0.5) but this host has none (found by TB_GPUS)"
+        );
+    }
+
+    #[test]
+    fn shares_that_are_not_one_over_n_are_refused_naming_the_allowed_ones() {
+        for bad in ["0.3", "1.5", "0.6", "-0.5"] {
+            let m = messages(&format!(
+                "[defaults]\nimage = \"i\"\ngpus = {bad}\n[[job]]\nname = \"a\"\n"
+            ));
+            assert!(m[0].starts_with(&format!("line 3, column 8: invalid gpus {bad}: expected 0.5, 0.33, 0.25, 0.2, 0.17, 0.14, 0.12 or a whole number between 0 and 64")), "{}", m[0]);
+        }
+    }
+
+    #[test]
+    fn a_share_on_slurm_needs_the_sites_shards() {
+        let job = "[defaults]\nimage = \"i\"\ngpus = 0.5\n[[job]]\nname = \"a\"\n";
+        let on_slurm = |slurm: &str| {
+            plan(
+                &format!("[batch]\nbackend = \"slurm\"\n[batch.slurm]\n{slurm}{job}"),
+                "",
+            )
+        };
+        let m = on_slurm("").unwrap_err().0;
+        assert_eq!(
+            m[0].message,
+            "job `a` asks for a share of a GPU (gpus = 0.5), which Slurm grants only as a `shard` gres"
+        );
+        assert!(m[0].hint.as_deref().unwrap().contains("gres_share = \"shard\""));
+        let m = on_slurm("gres_share = \"shard\"\n").unwrap_err().0;
+        assert!(m[0].message.contains("needs shards_per_gpu"), "{}", m[0].message);
+        let m = on_slurm("gres_share = \"shard\"\nshards_per_gpu = 0\n").unwrap_err().0;
+        assert_eq!(m[0].message, "invalid shards_per_gpu 0: must be between 1 and 1024");
+        let p = on_slurm("gres_share = \"shard\"\nshards_per_gpu = 8\n").unwrap();
+        assert_eq!(p.settings.slurm.shards_per_gpu, Some(8));
+        let m = on_slurm("gres_share = \"mps\"\n").unwrap_err().0;
+        assert!(m[0].message.contains("unknown variant `mps`"), "{}", m[0].message);
+        // Whole GPUs need none of it.
+        assert!(
+            plan(
+                &format!("[batch]\nbackend = \"slurm\"\n{}", job.replace("0.5", "1")),
+                ""
+            )
+            .is_ok()
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The local backend: one container per attempt on this host's Docker
-//! engine. It owns the slots (`concurrency`, a semaphore), the exclusive
-//! GPUs, the containers created ahead of their slot (so that the engine's
+//! engine. It owns the slots (`concurrency`, a semaphore), the GPUs (whole
+//! or shared, [`crate::gpu::pool`]), the containers created ahead of their slot (so that the engine's
 //! create is off the critical path when a slot frees), and the queue that
 //! removes finished containers behind the dispatcher. One task per attempt
 //! runs it through the executor and reports by message.
@@ -8,10 +8,12 @@
 use super::{Attempt, Backend, Event, Found, Ready, Request, Stop, Survey};
 use crate::docker::{Engine, Listed, is_unreachable};
 use crate::executor::{self, Launch, StartGate};
+use crate::gpu::Fraction;
+use crate::gpu::pool::{Place, Pool};
 use crate::run::{BatchDir, JobState, Outcome, RunHandle, Status, short};
 use crate::settings::{JobSpec, Plan};
 use chrono::Utc;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -79,8 +81,10 @@ struct Session {
     /// waiting, created, for a slot.
     handed: usize,
     most_handed: usize,
-    free_gpus: Vec<String>,
-    gpus_of: HashMap<usize, Vec<String>>,
+    /// Who holds which GPU.
+    pool: Pool,
+    /// Where the job [`Backend::first_fit`] chose last goes, for its launch.
+    placed: Option<Place>,
     runs: BTreeMap<usize, Controls>,
     /// Set once the last launched attempt has its slot (or gave up): slots
     /// go to attempts in the order they were launched, whichever container
@@ -222,8 +226,8 @@ impl Backend for Local {
             slots: Arc::new(Semaphore::new(concurrency)),
             handed: 0,
             most_handed: concurrency + concurrency.min(MAX_STAGED),
-            free_gpus: plan.gpus.ids.clone(),
-            gpus_of: HashMap::new(),
+            pool: Pool::new(&plan.gpus.ids),
+            placed: None,
             runs: BTreeMap::new(),
             last_turn: None,
             tasks: JoinSet::new(),
@@ -237,14 +241,39 @@ impl Backend for Local {
     fn has_room(&self, job: &JobSpec) -> bool {
         self.session
             .as_ref()
-            .is_some_and(|s| s.handed < s.most_handed && s.free_gpus.len() >= job.gpus as usize)
+            .is_some_and(|s| s.handed < s.most_handed && s.pool.fits(job.gpus))
+    }
+
+    /// The first job the GPU pool's queue admits: one that must wait keeps
+    /// the GPUs it waits for from the jobs behind it.
+    fn first_fit(&mut self, queued: &mut dyn Iterator<Item = (usize, &JobSpec)>) -> Option<usize> {
+        let s = self.session.as_mut()?;
+        if s.handed >= s.most_handed {
+            return None;
+        }
+        let mut queue = s.pool.queue();
+        for (key, job) in queued {
+            if let Some(place) = queue.admit(job.gpus) {
+                s.placed = Some(place);
+                return Some(key);
+            }
+        }
+        None
     }
 
     fn launch(&mut self, index: usize, attempt: Attempt) {
         let s = self.session.as_mut().expect("an open session");
-        let gpus: Vec<String> = s.free_gpus.drain(..attempt.spec().gpus as usize).collect();
-        s.gpus_of.insert(index, gpus.clone());
+        let need = attempt.spec().gpus;
+        let gpus = match s.placed.take().filter(|p| p.need() == need) {
+            Some(place) => s.pool.hold(index, place),
+            // Launched without asking first_fit: the first GPUs that fit.
+            None => s
+                .pool
+                .take(index, need)
+                .expect("a job is launched only when its GPUs are free"),
+        };
         s.handed += 1;
+        let gpu_share = need.fraction();
         let launch = s.launch_of(attempt, gpus.clone());
         let (controls, mut withdraw, stop) = Controls::new();
         s.runs.insert(index, controls);
@@ -293,6 +322,7 @@ impl Backend for Local {
                     handle: RunHandle::Container { id: id.to_string() },
                     at,
                     gpus,
+                    gpu_share,
                 });
             })
             .await;
@@ -305,8 +335,8 @@ impl Backend for Local {
 
     fn follow(&mut self, index: usize, attempt: Attempt, found: Found) {
         let s = self.session.as_mut().expect("an open session");
-        s.free_gpus.retain(|g| !found.gpus.contains(g));
-        s.gpus_of.insert(index, found.gpus.clone());
+        // Whole or a share, as job.json says: the container has its devices.
+        s.pool.adopt(index, &found.gpus, attempt.spec().gpus);
         s.handed += 1;
         let mut launch = s.launch_of(attempt, found.gpus.clone());
         launch.away_since = s.engine_lost_at;
@@ -353,9 +383,7 @@ impl Backend for Local {
         if s.runs.remove(&index).is_some() {
             s.handed -= 1;
         }
-        if let Some(gpus) = s.gpus_of.remove(&index) {
-            s.free_gpus.extend(gpus);
-        }
+        s.pool.release(index);
         if let Some(id) = handle.and_then(|h| h.container_id()) {
             s.removals.push(id.to_string());
         }
@@ -581,6 +609,11 @@ fn survey_of(listed: &[Listed], names: &[String], states: &[JobState]) -> Survey
                         .get("tb.gpus")
                         .map(|g| g.split(',').filter(|s| !s.is_empty()).map(String::from).collect())
                         .unwrap_or_default(),
+                    gpu_share: c
+                        .labels
+                        .get("tb.gpu_share")
+                        .and_then(|v| v.parse().ok())
+                        .and_then(Fraction::from_value),
                     started_at: None,
                 })
             }
@@ -660,6 +693,7 @@ impl Removals {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn listed(id: &str, job: &str, attempt: u32, state: &str) -> Listed {
         Listed {
@@ -677,7 +711,7 @@ mod tests {
         let mut s = JobState::pending();
         for _ in 0..attempt {
             s.begin_attempt(None);
-            s.started(RunHandle::Container { id: "x".into() }, Utc::now(), vec![]);
+            s.started(RunHandle::Container { id: "x".into() }, Utc::now(), vec![], None);
         }
         if !running {
             s.begin_attempt(None);
@@ -691,21 +725,24 @@ mod tests {
         // a runs attempt 2; b's attempt 2 was launched and its container
         // started before the supervisor recorded it; c's was only created.
         let states = vec![state(2, true), state(1, false), state(1, false)];
-        let listed = vec![
+        let mut listed = vec![
             listed("a1", "a", 1, "exited"),
             listed("a2", "a", 2, "running"),
             listed("b2", "b", 2, "exited"),
             listed("c2", "c", 2, "created"),
             listed("z", "zz", 1, "running"),
         ];
+        // a holds half of GPU 1; b (an older tb's container) whole GPUs.
+        listed[1].labels.insert("tb.gpu_share".into(), "0.5".into());
         let s = survey_of(&listed, &names, &states);
         let a = s.jobs[0].as_ref().unwrap();
         assert_eq!(
-            (a.handle.container_id(), a.running, a.gpus.as_slice()),
-            (Some("a2"), true, &["1".to_string()][..])
+            (a.handle.container_id(), a.running, a.gpus.as_slice(), a.gpu_share),
+            (Some("a2"), true, &["1".to_string()][..], Fraction::of(2))
         );
         let b = s.jobs[1].as_ref().unwrap();
         assert_eq!((b.handle.container_id(), b.running, b.attempt), (Some("b2"), false, 2));
+        assert_eq!(b.gpu_share, None);
         assert!(s.jobs[2].is_none());
         let left: Vec<_> = s.leftovers.iter().filter_map(|h| h.container_id()).collect();
         assert_eq!(left, ["a1", "c2", "z"]);

@@ -13,6 +13,7 @@
 pub mod local;
 pub mod slurm;
 
+use crate::gpu::Fraction;
 use crate::run::{BatchDir, JobFile, JobState, Outcome, RunHandle};
 use crate::settings::{JobSpec, Plan};
 use chrono::{DateTime, Utc};
@@ -33,12 +34,13 @@ pub fn for_plan(plan: &Plan) -> Box<dyn Backend> {
 pub enum Event {
     /// Handed to a scheduler that starts it later (Slurm's queue).
     Queued { index: usize, handle: RunHandle },
-    /// It runs, since `at`, on `gpus`.
+    /// It runs, since `at`, on `gpus` (whole, or `gpu_share` of the one).
     Started {
         index: usize,
         handle: RunHandle,
         at: DateTime<Utc>,
         gpus: Vec<String>,
+        gpu_share: Option<Fraction>,
     },
     /// It ended (or never could start: an outcome says why).
     Ended { index: usize, outcome: Outcome },
@@ -99,6 +101,8 @@ pub struct Found {
     pub running: bool,
     /// The GPUs it holds, where known.
     pub gpus: Vec<String>,
+    /// The share of its GPU it holds, if a share.
+    pub gpu_share: Option<Fraction>,
     /// When it started, where known (else the job's state says).
     pub started_at: Option<DateTime<Utc>>,
 }
@@ -154,6 +158,17 @@ pub trait Backend: Send {
     /// Whether `job` can be handed over now (a slot, its GPUs).
     fn has_room(&self, job: &JobSpec) -> bool;
 
+    /// Which of the jobs waiting (keyed, in queue order) to hand over
+    /// next: its key. By default the first with room; a backend whose jobs
+    /// could starve one another (the local one, over GPUs) lets a job that
+    /// must wait hold back what it waits for from the jobs behind it.
+    fn first_fit(&mut self, queued: &mut dyn Iterator<Item = (usize, &JobSpec)>) -> Option<usize> {
+        queued
+            .map(|(key, job)| (key, self.has_room(job)))
+            .find(|(_, fits)| *fits)
+            .map(|(key, _)| key)
+    }
+
     /// Runs an attempt of job `index` (its state is already written).
     fn launch(&mut self, index: usize, attempt: Attempt);
 
@@ -185,6 +200,7 @@ mod tests {
                 started: true,
                 running,
                 gpus: vec![],
+                gpu_share: None,
                 started_at: None,
             })
         };

@@ -104,6 +104,22 @@ pub struct SlurmSection {
     /// More `sbatch` arguments, as written.
     #[serde(default)]
     pub extra: Vec<String>,
+    /// How a job with a share of a GPU (`gpus = 0.5`) asks Slurm for it;
+    /// without it such a job is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gres_share: Option<GresShare>,
+    /// How many `shard`s the cluster's gres.conf gives one GPU: a job with
+    /// 1/n of a GPU asks for this divided by n, rounded up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shards_per_gpu: Option<u32>,
+}
+
+/// The gres that stands for a share of a GPU on a Slurm cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case", expecting = "\"shard\"")]
+pub enum GresShare {
+    /// Slurm's GPU sharding (`--gres=shard:N`), set up by the site.
+    Shard,
 }
 
 /// How a container is given its GPUs.

@@ -1,6 +1,7 @@
 //! Quantities written in batch files: byte sizes (`"8g"`), durations
-//! (`"23h"`), GPU counts (`"auto"`), concurrency (`"auto"`), CPU counts.
+//! (`"23h"`), GPU counts (`"auto"`, `0.5`), concurrency (`"auto"`), CPU counts.
 
+use crate::gpu::GpuShare;
 use serde::de::{self, Deserializer, Visitor};
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -144,8 +145,9 @@ pub enum GpuRequest {
     Auto,
     /// Every GPU of the host, exclusively.
     All,
+    /// A number of GPUs, or a share of one (`0.5`).
     #[serde(untagged)]
-    Count(u32),
+    Given(GpuShare),
 }
 
 impl<'de> Deserialize<'de> for GpuRequest {
@@ -154,23 +156,26 @@ impl<'de> Deserialize<'de> for GpuRequest {
         impl Visitor<'_> for V {
             type Value = GpuRequest;
             fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("\"auto\", \"all\" or a number of GPUs")
+                f.write_str("\"auto\", \"all\", a number of GPUs or a share of one such as 0.5")
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<GpuRequest, E> {
                 match v {
                     "auto" => Ok(GpuRequest::Auto),
                     "all" => Ok(GpuRequest::All),
                     _ => Err(E::custom(format!(
-                        "invalid gpus `{v}`: expected \"auto\", \"all\" or a number"
+                        "invalid gpus `{v}`: expected \"auto\", \"all\", a number or a share of one GPU such as 0.5"
                     ))),
                 }
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<GpuRequest, E> {
                 let r = crate::limits::GPUS;
                 match u32::try_from(v) {
-                    Ok(n) if r.contains(n) => Ok(GpuRequest::Count(n)),
+                    Ok(n) if r.contains(n) => Ok(GpuRequest::Given(GpuShare::Whole(n))),
                     _ => Err(E::custom(format!("invalid gpus {v}: {}", r.between()))),
                 }
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<GpuRequest, E> {
+                GpuShare::from_number(v).map(GpuRequest::Given).map_err(E::custom)
             }
         }
         d.deserialize_any(V)
@@ -349,6 +354,32 @@ mod tests {
         );
         assert_eq!(Span::parse("99999999999999999999999s").unwrap().duration, Duration::MAX);
         assert!(Span::parse("0s").unwrap_err().contains("greater than zero"));
+    }
+
+    #[test]
+    fn gpus_are_counts_or_shares() {
+        #[derive(Deserialize)]
+        struct File {
+            g: GpuRequest,
+        }
+        let gpus = |t: &str| toml::from_str::<File>(&format!("g = {t}")).map(|f| f.g);
+        assert_eq!(gpus("1").unwrap(), GpuRequest::Given(GpuShare::Whole(1)));
+        assert_eq!(gpus("\"all\"").unwrap(), GpuRequest::All);
+        let third = gpus("0.33").unwrap();
+        assert_eq!(
+            third,
+            GpuRequest::Given(GpuShare::Fraction(crate::gpu::Fraction::of(3).unwrap()))
+        );
+        assert_eq!(gpus("0.333").unwrap(), third);
+        for bad in ["0.3", "1.5", "-0.5", "0.01"] {
+            let e = gpus(bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("invalid gpus {bad}")), "{e}");
+            assert!(
+                e.contains("0.5, 0.33, 0.25, 0.2, 0.17, 0.14, 0.12 or a whole number"),
+                "{e}"
+            );
+        }
+        assert!(gpus("65").unwrap_err().to_string().contains("must be between 0 and 64"));
     }
 
     #[test]

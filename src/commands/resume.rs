@@ -94,7 +94,12 @@ fn take_up(name: &str, state: &mut JobState, found: Option<Found>, pruned: Optio
             if f.attempt > state.attempt() {
                 state.begin_attempt(None);
             }
-            state.started(f.handle.clone(), f.started_at.unwrap_or_else(Utc::now), f.gpus.clone());
+            state.started(
+                f.handle.clone(),
+                f.started_at.unwrap_or_else(Utc::now),
+                f.gpus.clone(),
+                f.gpu_share,
+            );
             Next::Follow(f)
         }
         // Queued in a cluster: it starts when the cluster says so.
@@ -126,6 +131,7 @@ mod tests {
             started,
             running: true,
             gpus: vec!["0".into()],
+            gpu_share: None,
             started_at: None,
         }
     }
@@ -152,7 +158,7 @@ mod tests {
         assert_eq!(take_up("a", &mut s, None, None), Next::Launch);
 
         let mut running = pending.clone();
-        running.started(RunHandle::Container { id: "c".into() }, Utc::now(), vec![]);
+        running.started(RunHandle::Container { id: "c".into() }, Utc::now(), vec![], None);
         let mut s = running.clone();
         assert_eq!(take_up("a", &mut s, None, None), Next::Nothing);
         assert_eq!(s.status(), Status::Lost);

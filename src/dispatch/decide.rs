@@ -272,6 +272,7 @@ impl Dispatcher {
                 handle,
                 at,
                 gpus,
+                gpu_share,
             } => {
                 if let Some(f) = self.flights.get_mut(&index) {
                     f.started = true;
@@ -283,7 +284,7 @@ impl Dispatcher {
                     state.attempt(),
                     handle.describe()
                 );
-                state.started(handle, at, gpus);
+                state.started(handle, at, gpus, gpu_share);
                 out.push(Action::Write(index));
                 out.push(Action::Note(Note::Started(index)));
             }
@@ -462,6 +463,7 @@ mod tests {
             handle: RunHandle::Container { id: format!("c{i}") },
             at: Utc::now(),
             gpus: vec![],
+            gpu_share: None,
         })
     }
 

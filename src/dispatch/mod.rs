@@ -415,11 +415,13 @@ impl Loop<'_> {
     /// none). Each begins a new attempt, written before it is handed over.
     fn fill(&mut self, d: &mut Dispatcher, backend: &mut dyn Backend) {
         while d.starting() {
-            let Some(pos) = d
+            let mut waiting = d
                 .queue
                 .iter()
-                .position(|&i| !self.held.holds(i) && backend.has_room(&self.plan.jobs[i]))
-            else {
+                .enumerate()
+                .filter(|(_, i)| !self.held.holds(**i))
+                .map(|(pos, &i)| (pos, &self.plan.jobs[i]));
+            let Some(pos) = backend.first_fit(&mut waiting) else {
                 return;
             };
             let index = d.queue[pos];

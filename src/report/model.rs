@@ -4,6 +4,7 @@
 
 use super::compare::{self, Factor};
 use super::tail;
+use crate::gpu::Fraction;
 use crate::metrics::{self, BadLine, MetricsSpec, Source};
 pub use crate::metrics::{Best, Mode, Monitor};
 use crate::run::{BatchDir, BatchStatus, JobState, Status, read_versioned};
@@ -137,7 +138,11 @@ pub struct JobReport {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub duration_seconds: Option<f64>,
+    /// How many GPUs its attempt was given.
     pub gpus: usize,
+    /// The share of its one GPU it held, if a share (`gpus = 0.5`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu_share: Option<Fraction>,
     /// What the job is judged by: `[job.metrics]`, the trainer's
     /// `monitor`, else `val_loss` if it logged one.
     pub monitor: Option<Monitor>,
@@ -229,6 +234,16 @@ pub fn build(dir: &BatchDir) -> anyhow::Result<Report> {
     build_at(dir, Utc::now())
 }
 
+impl JobReport {
+    /// GPUs' worth it held while it ran: its GPUs, or its share of one.
+    pub fn gpus_held(&self) -> f64 {
+        match self.gpu_share {
+            Some(share) => share.exact(),
+            None => self.gpus as f64,
+        }
+    }
+}
+
 /// [`build`] with a fixed "now", which running jobs' durations count to.
 pub fn build_at(dir: &BatchDir, now: DateTime<Utc>) -> anyhow::Result<Report> {
     let batch = dir.read_batch()?;
@@ -242,9 +257,9 @@ pub fn build_at(dir: &BatchDir, now: DateTime<Utc>) -> anyhow::Result<Report> {
     for (j, _) in &read {
         counts.add(j.status);
         bad += j.metrics.bad_lines;
-        if let (Some(start), n) = (j.started_at, j.gpus) {
+        if let Some(start) = j.started_at {
             let end = j.finished_at.unwrap_or(now);
-            gpu_hours += n as f64 * (end - start).num_milliseconds() as f64 / 3_600_000.0;
+            gpu_hours += j.gpus_held() * (end - start).num_milliseconds() as f64 / 3_600_000.0;
         }
         last_end = last_end.max(j.finished_at);
     }
@@ -424,6 +439,7 @@ fn read_job(dir: &BatchDir, name: &str, now: DateTime<Utc>) -> anyhow::Result<(J
             finished_at: state.finished_at(),
             duration_seconds: state.elapsed(now).map(|d| d.num_milliseconds() as f64 / 1000.0),
             gpus: state.gpus().len(),
+            gpu_share: state.gpu_share(),
             monitor: judged.monitor,
             // A pruned job's trainer saw only an interruption.
             stop_reason: if state.status() == Status::Pruned {
@@ -692,6 +708,7 @@ mod tests {
             finished_at: None,
             duration_seconds: None,
             gpus: 0,
+            gpu_share: None,
             monitor: Some(Monitor {
                 metric: metric.into(),
                 mode,

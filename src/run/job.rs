@@ -6,6 +6,7 @@
 //! one with a finish time) cannot be written.
 
 use crate::durable::VERSION;
+use crate::gpu::Fraction;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -173,6 +174,7 @@ pub struct JobState {
     started_at: Option<DateTime<Utc>>,
     finished_at: Option<DateTime<Utc>>,
     gpus: Vec<String>,
+    gpu_share: Option<Fraction>,
     identity: Option<String>,
     reused_from: Option<PathBuf>,
     waits_for: Option<PathBuf>,
@@ -196,6 +198,9 @@ pub struct AttemptRecord {
     pub slurm_job_id: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub gpus: Vec<String>,
+    /// The share of its one GPU it held, if it held a share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_share: Option<Fraction>,
 }
 
 /// The file format of `state.json`, field for field (docs/run-directory.md): what
@@ -214,6 +219,8 @@ struct Wire {
     finished_at: Option<DateTime<Utc>>,
     #[serde(default)]
     gpus: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    gpu_share: Option<Fraction>,
     #[serde(default)]
     identity: Option<String>,
     #[serde(default)]
@@ -239,6 +246,7 @@ impl From<Wire> for JobState {
             started_at: w.started_at,
             finished_at: w.finished_at,
             gpus: w.gpus,
+            gpu_share: w.gpu_share,
             identity: w.identity,
             reused_from: w.reused_from,
             waits_for: w.waits_for,
@@ -261,6 +269,7 @@ impl From<JobState> for Wire {
             started_at: s.started_at,
             finished_at: s.finished_at,
             gpus: s.gpus,
+            gpu_share: s.gpu_share,
             identity: s.identity,
             reused_from: s.reused_from,
             waits_for: s.waits_for,
@@ -291,6 +300,7 @@ impl JobState {
             started_at: None,
             finished_at: None,
             gpus: Vec::new(),
+            gpu_share: None,
             identity: None,
             reused_from: None,
             waits_for: None,
@@ -332,6 +342,11 @@ impl JobState {
     /// The GPU ids the current attempt was given.
     pub fn gpus(&self) -> &[String] {
         &self.gpus
+    }
+    /// The share of its one GPU the current attempt holds, if it holds a
+    /// share rather than whole GPUs.
+    pub fn gpu_share(&self) -> Option<Fraction> {
+        self.gpu_share
     }
     /// sha256 of everything that decides the job's result (see `identity`).
     pub fn identity(&self) -> Option<&str> {
@@ -375,6 +390,7 @@ impl JobState {
             container_id: self.container_id().map(String::from),
             slurm_job_id: self.handle.as_ref().and_then(|h| h.slurm_job_id()).map(String::from),
             gpus: self.gpus.clone(),
+            gpu_share: self.gpu_share,
         }
     }
 
@@ -387,6 +403,7 @@ impl JobState {
         self.started_at = None;
         self.finished_at = None;
         self.gpus.clear();
+        self.gpu_share = None;
     }
 }
 
@@ -416,13 +433,15 @@ impl JobState {
         self.handle = Some(handle);
     }
 
-    /// The attempt runs, since `at`, on `gpus`.
-    pub fn started(&mut self, handle: RunHandle, at: DateTime<Utc>, gpus: Vec<String>) {
+    /// The attempt runs, since `at`, on `gpus` (whole, or `gpu_share` of
+    /// the one).
+    pub fn started(&mut self, handle: RunHandle, at: DateTime<Utc>, gpus: Vec<String>, gpu_share: Option<Fraction>) {
         self.status = Status::Running;
         self.handle = Some(handle);
         self.started_at = Some(at);
         self.finished_at = None;
         self.gpus = gpus;
+        self.gpu_share = gpu_share;
     }
 
     /// The attempt ended as `outcome` says.
@@ -542,7 +561,12 @@ mod tests {
 
     fn run_once(s: &mut JobState, status: Status, code: i64) {
         s.begin_attempt(Some("sha256:i".into()));
-        s.started(RunHandle::Container { id: "c1".into() }, Utc::now(), vec!["0".into()]);
+        s.started(
+            RunHandle::Container { id: "c1".into() },
+            Utc::now(),
+            vec!["0".into()],
+            None,
+        );
         s.ended(&outcome(status, code));
     }
 
@@ -552,7 +576,12 @@ mod tests {
         s.begin_attempt(Some("sha256:i".into()));
         assert_eq!((s.status(), s.attempt()), (Status::Pending, 1));
         assert!(s.never_started());
-        s.started(RunHandle::Container { id: "c1".into() }, Utc::now(), vec!["0".into()]);
+        s.started(
+            RunHandle::Container { id: "c1".into() },
+            Utc::now(),
+            vec!["0".into()],
+            None,
+        );
         assert_eq!(s.status(), Status::Running);
         assert_eq!(s.container_id(), Some("c1"));
         assert_eq!(s.gpus(), ["0"]);
@@ -630,6 +659,35 @@ mod tests {
     }
 
     #[test]
+    fn a_share_of_a_gpu_is_recorded_beside_its_id() {
+        let mut s = JobState::pending();
+        s.begin_attempt(None);
+        let half = Fraction::of(2);
+        s.started(
+            RunHandle::Container { id: "c".into() },
+            Utc::now(),
+            vec!["1".into()],
+            half,
+        );
+        let json = serde_json::to_value(&s).unwrap();
+        assert_eq!(
+            (&json["gpus"], &json["gpu_share"]),
+            (&serde_json::json!(["1"]), &serde_json::json!(0.5))
+        );
+        let back: JobState = serde_json::from_value(json).unwrap();
+        assert_eq!(back.gpu_share(), half);
+        s.ended(&outcome(Status::Succeeded, 0));
+        s.begin_attempt(None);
+        assert_eq!(s.gpu_share(), None, "the next attempt starts clean");
+        assert_eq!(s.attempts()[0].gpu_share, half, "history keeps it");
+
+        let mut whole = JobState::pending();
+        run_once(&mut whole, Status::Succeeded, 0);
+        let json = serde_json::to_value(&whole).unwrap();
+        assert!(json.get("gpu_share").is_none(), "whole GPUs write no share: {json}");
+    }
+
+    #[test]
     fn cancel_lost_and_stopped_say_why() {
         let mut s = JobState::pending();
         s.cancelled_before_start("cancelled before it started (tb cancel)");
@@ -638,7 +696,7 @@ mod tests {
 
         let mut s = JobState::pending();
         s.begin_attempt(None);
-        s.started(RunHandle::Container { id: "c".into() }, Utc::now(), vec![]);
+        s.started(RunHandle::Container { id: "c".into() }, Utc::now(), vec![], None);
         s.lost("the container vanished".into());
         assert_eq!((s.status(), s.error()), (Status::Lost, Some("the container vanished")));
 

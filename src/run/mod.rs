@@ -277,13 +277,13 @@ impl BatchDir {
             .map(|name| self.read_job_file(name).map(|f| f.into_spec()))
             .collect::<anyhow::Result<Vec<_>>>()?;
         if batch.settings.backend.uses_host_gpus()
-            && let Some(job) = jobs.iter().find(|j| j.gpus as usize > gpus.len())
+            && let Some(job) = jobs.iter().find(|j| j.gpus.gpus() as usize > gpus.len())
         {
             return Err(hinted(
                 format!(
-                    "job `{}` asks for {} GPU(s) but this host has {}",
+                    "job `{}` asks for {} but this host has {}",
                     job.name,
-                    job.gpus,
+                    job.gpus.describe(),
                     gpus.len()
                 ),
                 "run it on the host the batch was made for, or set TB_GPUS",

@@ -1,6 +1,7 @@
 //! Slurm's command-line tools, run without blocking (`tokio::process`),
 //! and the parsing of what they print, as pure functions.
 
+use crate::gpu::GpuShare;
 use crate::run::Status;
 use crate::settings::JobSpec;
 use anyhow::Context;
@@ -55,12 +56,27 @@ pub fn parse_partitions(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Whether the nodes (of `partition`) offer a `gpu` gres.
-pub async fn offers_gpus(partition: Option<&str>) -> anyhow::Result<bool> {
+/// Whether the nodes (of `partition`) offer the gres `name` (`gpu`,
+/// `shard`).
+pub async fn offers_gres(partition: Option<&str>, name: &str) -> anyhow::Result<bool> {
     let p = partition.map(|p| format!("--partition={p}"));
     let mut args = vec!["-h", "-o", "%G"];
     args.extend(p.as_deref());
-    Ok(run("sinfo", &args).await?.contains("gpu"))
+    Ok(run("sinfo", &args).await?.contains(name))
+}
+
+/// The `--gres` a job asks for: `gpu:N` for whole GPUs; for 1/n of a GPU,
+/// `shard:S` with S the cluster's shards per GPU divided by n, rounded up
+/// (at least its share, never less: 8 per GPU and 1/3 asks for 3).
+pub fn gres(gpus: GpuShare, slurm: &crate::batch::SlurmSection) -> Option<String> {
+    match gpus {
+        GpuShare::Whole(0) => None,
+        GpuShare::Whole(n) => Some(format!("gpu:{n}")),
+        GpuShare::Fraction(f) => {
+            let per_gpu = slurm.shards_per_gpu.unwrap_or(1);
+            Some(format!("shard:{}", per_gpu.div_ceil(u32::from(f.per_gpu())).max(1)))
+        }
+    }
 }
 
 /// Runs `test -d path` on a node; `Ok(false)` when the node does not see
@@ -256,8 +272,8 @@ impl Script<'_> {
         opt(format!("--job-name={}", self.name));
         opt(format!("--output={}/slurm-%j.out", self.job_dir.display()));
         opt(format!("--chdir={}", self.job_dir.display()));
-        if job.gpus > 0 {
-            opt(format!("--gres=gpu:{}", job.gpus));
+        if let Some(gres) = gres(job.gpus, self.slurm) {
+            opt(format!("--gres={gres}"));
         }
         opt(format!(
             "--cpus-per-task={}",
@@ -340,6 +356,7 @@ mod tests {
             account: Some("lab".into()),
             qos: None,
             extra: vec![],
+            ..Default::default()
         };
         let s = Script {
             name: job_name("b1", "a", 2),
@@ -356,5 +373,39 @@ mod tests {
              #SBATCH --mem=1536M\n#SBATCH --time=65\n#SBATCH --partition=gpu\n#SBATCH --account=lab\n\
              exec '/opt/tb'\\''s/tb' exec '/shared/runs/b1/jobs/a'\n"
         );
+    }
+
+    #[test]
+    fn a_share_of_a_gpu_asks_for_shards() {
+        let shard = |per_gpu| crate::batch::SlurmSection {
+            gres_share: Some(crate::batch::GresShare::Shard),
+            shards_per_gpu: Some(per_gpu),
+            ..Default::default()
+        };
+        let part = |n| GpuShare::Fraction(crate::gpu::Fraction::of(n).unwrap());
+        assert_eq!(gres(part(2), &shard(8)).as_deref(), Some("shard:4"));
+        assert_eq!(gres(part(4), &shard(8)).as_deref(), Some("shard:2"));
+        assert_eq!(gres(part(3), &shard(8)).as_deref(), Some("shard:3"), "rounded up");
+        assert_eq!(gres(part(8), &shard(4)).as_deref(), Some("shard:1"), "at least one");
+        assert_eq!(gres(part(2), &shard(64)).as_deref(), Some("shard:32"));
+        assert_eq!(gres(GpuShare::Whole(2), &shard(8)).as_deref(), Some("gpu:2"));
+        assert_eq!(gres(GpuShare::Whole(0), &shard(8)), None);
+
+        let job: JobSpec = serde_json::from_value(serde_json::json!({
+            "name": "a", "image": "img", "command": null, "gpus": 0.25, "cpus": null,
+            "memory": null, "shm_size": 1, "time_limit": null, "env": {},
+            "pass_env": [], "mounts": [], "code": null, "network": "bridge", "train": null
+        }))
+        .unwrap();
+        let s = Script {
+            name: job_name("b1", "a", 1),
+            job_dir: Path::new("/shared/runs/b1/jobs/a"),
+            job: &job,
+            slurm: &shard(8),
+            tb: Path::new("/opt/tb"),
+        }
+        .render();
+        assert!(s.contains("#SBATCH --gres=shard:2\n"), "{s}");
+        assert!(!s.contains("gres=gpu"), "{s}");
     }
 }

@@ -10,6 +10,7 @@ pub mod node;
 
 use super::{Attempt, Backend, Event, Found, Ready, Request, Stop, Survey};
 use crate::batch::{Problem, SlurmSection};
+use crate::gpu::GpuShare;
 use crate::run::{BatchDir, JobState, Outcome, RunHandle, Status};
 use crate::settings::{JobSpec, Plan};
 use anyhow::Context;
@@ -98,17 +99,33 @@ impl Backend for Slurm {
                 hint: Some(format!("the partitions are: {}", partitions.join(", "))),
             });
         }
-        if let Some(job) = plan.jobs.iter().find(|j| j.gpus > 0)
-            && !cli::offers_gpus(partition).await?
+        if let Some(job) = plan.jobs.iter().find(|j| matches!(j.gpus, GpuShare::Whole(n) if n > 0))
+            && !cli::offers_gres(partition, "gpu").await?
         {
             problems.push(Problem {
                 at: None,
                 message: format!(
-                    "job `{}` asks for {} GPU(s) but the cluster's nodes offer no `gpu` gres",
-                    job.name, job.gpus
+                    "job `{}` asks for {} but the cluster's nodes offer no `gpu` gres",
+                    job.name,
+                    job.gpus.describe()
                 ),
                 hint: Some(
                     "set gpus = 0 (on Slurm, gpus = \"auto\" means 1), or pick a GPU partition in [batch.slurm]".into(),
+                ),
+            });
+        }
+        if let Some(job) = plan.jobs.iter().find(|j| j.gpus.fraction().is_some())
+            && !cli::offers_gres(partition, "shard").await?
+        {
+            problems.push(Problem {
+                at: None,
+                message: format!(
+                    "job `{}` asks for {} but the cluster's nodes offer no `shard` gres",
+                    job.name,
+                    job.gpus.describe()
+                ),
+                hint: Some(
+                    "ask for a whole GPU (gpus = 1), or pick a partition whose nodes have GPU sharding set up".into(),
                 ),
             });
         }
@@ -204,6 +221,7 @@ impl Backend for Slurm {
                 started: record.as_ref().is_some_and(|r| r.started_at.is_some()),
                 running: listed.is_some_and(|l| cli::in_flight(&l.state)),
                 started_at: record.as_ref().and_then(|r| r.started_at),
+                gpu_share: record.as_ref().and_then(|r| r.gpu_share),
                 gpus: record.map(|r| r.gpus).unwrap_or_default(),
             });
         }
@@ -606,6 +624,7 @@ impl Actor {
                     },
                     at,
                     gpus: r.gpus.clone(),
+                    gpu_share: r.gpu_share,
                 });
             }
             if let Some(outcome) = record.and_then(|r| r.outcome) {

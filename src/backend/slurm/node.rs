@@ -10,6 +10,7 @@ use crate::docker::Engine;
 use crate::error::hinted;
 use crate::executor::{self, Launch, StartGate};
 use crate::exit::Exit;
+use crate::gpu::Fraction;
 use crate::run::{BatchDir, Outcome, Status, read_versioned, write_json};
 use crate::signal::Signals;
 use anyhow::Context;
@@ -31,6 +32,9 @@ pub struct NodeRecord {
     pub started_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub gpus: Vec<String>,
+    /// The share of its GPU it holds, if a share (`gpus = 0.5`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gpu_share: Option<Fraction>,
     /// Set once the attempt ended.
     pub outcome: Option<Outcome>,
 }
@@ -61,17 +65,18 @@ pub fn run(job_dir: &Path) -> anyhow::Result<Exit> {
     let batch = dir.read_batch()?;
     let job = dir.read_job_file(&name)?;
     let gpus = assigned_gpus();
-    if gpus.len() < job.spec.gpus as usize {
+    let need = job.spec.gpus;
+    if gpus.len() < need.gpus() as usize {
         return Err(hinted(
             format!(
-                "job `{name}` asks for {} GPU(s) but Slurm assigned {}",
-                job.spec.gpus,
+                "job `{name}` asks for {} but Slurm assigned {} GPU(s)",
+                need.describe(),
                 gpus.len()
             ),
-            "submit it with --gres=gpu:N (tb does); check the cluster's gres.conf",
+            "submit it with --gres=gpu:N, or shard:N for a share (tb does); check the cluster's gres.conf",
         ));
     }
-    let gpus: Vec<String> = gpus.into_iter().take(job.spec.gpus as usize).collect();
+    let gpus: Vec<String> = gpus.into_iter().take(need.gpus() as usize).collect();
     let mut record = NodeRecord {
         version: crate::run::VERSION,
         attempt: job.attempt,
@@ -82,6 +87,7 @@ pub fn run(job_dir: &Path) -> anyhow::Result<Exit> {
         container_id: None,
         started_at: None,
         gpus: gpus.clone(),
+        gpu_share: need.fraction(),
         outcome: None,
     };
     let launch = Launch {
