@@ -68,6 +68,7 @@ $(MLFLOW_VENV)/bin/mlflow: | prereqs-test
 	$(MLFLOW_VENV)/bin/pip install -q --disable-pip-version-check mlflow==3.17.2
 
 test-trainer: image
+	$(call step,"the trainer's pytest suite in $(IMAGE_TAG) (about 2 minutes)")
 	docker run --rm --network none --user 12345:12345 $(IMAGE_TAG) \
 	    python -m pytest -q -p no:cacheprovider /opt/tb/trainer-py/tests
 
@@ -76,11 +77,13 @@ test-trainer: image
 # panics, accepted files that failed --dry-run). TB_FUZZ_SEED=N repeats a run.
 FUZZ_SECONDS ?= 60
 fuzz: base-image ## the batch-file parser and validator under hostile input for FUZZ_SECONDS (60)
+	$(call step,"the batch-file fuzz ($(FUZZ_SECONDS) s after compiling)")
 	TB_FUZZ_SECONDS=$(FUZZ_SECONDS) cargo test --locked --test main fuzz -- --ignored --nocapture
 
 # A single-node Slurm cluster on this machine (two fake GPUs), started for
 # the Slurm backend's tests and stopped after them, by pid, pass or fail.
 test-slurm: base-image
+	$(call step,"the Slurm tests on a single-node cluster (installs Slurm from Debian the first time; about 3 minutes)")
 	@state=$$(mktemp -d /tmp/tb-slurm.XXXXXX); \
 	trap 'tests/slurm/cluster.sh stop $$state; rm -rf $$state' EXIT; \
 	trap 'exit 130' INT TERM; \
