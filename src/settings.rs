@@ -681,9 +681,6 @@ impl Checker<'_> {
     }
 }
 
-/// When `[batch] deadline` falls: "HH:MM" is its next occurrence after
-/// `now` (local time); a date and time is taken as written (local, unless
-/// it carries an offset).
 /// `concurrency = "auto"` on this host: every GPU share there can be, so
 /// that the GPUs, not a count, bound what runs — one per GPU for whole-GPU
 /// jobs, two per GPU when a job asks for 0.5; 1 on a CPU-only host.
@@ -697,6 +694,9 @@ fn auto_concurrency(gpus: &Inventory, specs: &[JobSpec]) -> usize {
     (gpus.len() * per_gpu).max(1)
 }
 
+/// When `[batch] deadline` falls: "HH:MM" is its next occurrence after
+/// `now` (local time); a date and time is taken as written (local, unless
+/// it carries an offset).
 pub fn deadline_of(value: &str, now: chrono::DateTime<chrono::Local>) -> Result<chrono::DateTime<chrono::Utc>, String> {
     let at = deadline_at(value, now)?;
     let most = limits::DEADLINE_AHEAD;

@@ -35,8 +35,12 @@ pub fn run(args: &ResumeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
 
         let mut work = Work::default();
         let mut ended = Vec::new();
-        for (index, found) in survey.jobs.into_iter().enumerate() {
+        for (index, mut found) in survey.jobs.into_iter().enumerate() {
             let name = &names[index];
+            // A run's share as its container's label says, else as the job asks.
+            if let Some(f) = found.as_mut() {
+                f.gpu_share = f.gpu_share.or_else(|| plan.jobs[index].gpus.fraction());
+            }
             let state = &mut states[index];
             let handle = found.as_ref().map(|f| f.handle.clone());
             let pruned = pruning.stopped(name).map(|d| d.describe());

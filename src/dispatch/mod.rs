@@ -410,9 +410,12 @@ struct Loop<'a> {
 }
 
 impl Loop<'_> {
-    /// Hands queued jobs to the backend while it has room: the first whose
-    /// needs fit (a job waiting for GPUs does not hold up one that needs
-    /// none). Each begins a new attempt, written before it is handed over.
+    /// Hands queued jobs to the backend while it has room: the first the
+    /// backend's `first_fit` admits (locally: in queue order where the
+    /// GPUs fit, except that a job waiting for GPUs keeps the ones it waits
+    /// for from the jobs behind it, so it is not starved; a job that needs
+    /// no GPU is never held up). Each begins a new attempt, written before
+    /// it is handed over.
     fn fill(&mut self, d: &mut Dispatcher, backend: &mut dyn Backend) {
         while d.starting() {
             let mut waiting = d

@@ -150,3 +150,20 @@ def test_missing_resume_checkpoint_starts_fresh_and_resets_history(job_dir):
     lines = read_lines(job_dir)
     assert [l["epoch"] for l in lines] == [1] and "val_loss" in lines[0]["metrics"]
     assert read_result(job_dir)["resumed_from_epoch"] is None
+
+
+def test_a_gpu_share_caps_the_gpu_memory(monkeypatch):
+    # No GPU here: CUDA is faked, and what the cap asks torch is recorded.
+    import torch
+    from tb_trainer.train import cap_gpu_memory
+
+    asked = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, d: asked.append((f, d)))
+    assert cap_gpu_memory({"TB_GPU_SHARE": "0.5"}) == 0.5
+    assert asked == [(0.5, 0)]
+    assert cap_gpu_memory({}) is None
+    assert cap_gpu_memory({"TB_GPU_SHARE": "1"}) is None
+    assert cap_gpu_memory({"TB_GPU_SHARE": "half"}) is None
+    assert asked == [(0.5, 0)]

@@ -93,6 +93,26 @@ class _CpuThreads(Callback):
             torch.set_num_threads(per_process)
 
 
+def cap_gpu_memory(env: Optional[dict] = None) -> Optional[float]:
+    """A job given a share of a GPU (`gpus = 0.5` sets TB_GPU_SHARE=0.5) keeps to
+    that share of the GPU's memory, so the jobs packed onto one GPU cannot run
+    each other out of it. Returns the fraction applied, if any."""
+    share = (os.environ if env is None else env).get("TB_GPU_SHARE")
+    if not share or not torch.cuda.is_available():
+        return None
+    try:
+        fraction = float(share)
+    except ValueError:
+        log.warning("TB_GPU_SHARE=%r is not a number; the GPU's memory is not capped", share)
+        return None
+    if not 0 < fraction < 1:
+        return None
+    for device in range(torch.cuda.device_count()):
+        torch.cuda.set_per_process_memory_fraction(fraction, device)
+    log.info("a %s share of the GPU: its memory is capped at that fraction", share)
+    return fraction
+
+
 def build_datamodule(cfg: TrainConfig, job: Job) -> L.LightningDataModule:
     cls = registry.resolve_datamodule(cfg.data)
     offered = {
@@ -178,6 +198,7 @@ def train(job: Job) -> Result:
     warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
     warnings.filterwarnings("ignore", ".*treespec, LeafSpec.*")
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    cap_gpu_memory()
 
     dm = build_datamodule(cfg, job)
     task = build_task(cfg, dm)
