@@ -25,3 +25,4 @@ mod sources;
 mod sweep;
 mod trainer;
 mod validate;
+mod watch;
