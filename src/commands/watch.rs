@@ -6,6 +6,7 @@
 //! `watch.json` ([`crate::watch`]) before it is taken, so a restart after
 //! any kill goes on where the last one stopped.
 
+use crate::backend::{Backend, Ready};
 use crate::cli::{GlobalArgs, WatchArgs};
 use crate::commands::batch::{self, How, NewBatch};
 use crate::dispatch::Options;
@@ -132,7 +133,6 @@ impl Watcher {
     }
 
     async fn run(&mut self) -> anyhow::Result<Exit> {
-        let once = self.once;
         tracing::info!(
             "watching `{}` ({}); its state is in `{}`",
             self.file.display(),
@@ -140,35 +140,16 @@ impl Watcher {
             self.watch.path().display()
         );
         loop {
-            let step = if self.watch.state.unfinished().is_some() {
-                self.finish().await
-            } else {
-                self.reload();
-                let look = self.look();
-                match self.due(look.as_ref()) {
-                    Some(due) => self.fire(due, look).await,
-                    None if once => {
-                        tracing::info!("nothing is due; {}", self.waiting(look.as_ref()));
-                        return Ok(Exit::Success);
-                    }
-                    None => {
-                        let line = format!("waiting: {}", self.waiting(look.as_ref()));
-                        self.say("status", line, tracing::Level::INFO);
-                        Ok(Step::Wait)
-                    }
-                }
-            };
-            match step {
-                Ok(Step::Ran(Exit::Interrupted)) => return Ok(Exit::Interrupted),
-                Ok(Step::Ran(exit)) if once => return Ok(exit),
+            match self.turn().await {
+                Ok(Step::Ran(exit)) if self.once || exit == Exit::Interrupted => return Ok(exit),
                 // A trigger that came due meanwhile fires now.
-                Ok(Step::Ran(_)) | Ok(Step::Again) => {
+                Ok(Step::Ran(_) | Step::Again) => {
                     self.said.clear();
                     continue;
                 }
-                Ok(Step::Wait) if once => return Ok(Exit::Success),
+                Ok(Step::Wait) if self.once => return Ok(Exit::Success),
                 Ok(Step::Wait) => {}
-                Err(e) if once => return Err(e),
+                Err(e) if self.once => return Err(e),
                 Err(e) => {
                     let line = format!(
                         "{}\n(trying again every {})",
@@ -185,7 +166,28 @@ impl Watcher {
         }
     }
 
-    /// "new files in `/data/in` (at least 100, settled 30s), every 24h00m"
+    /// One turn: the unfinished trigger first; else a look, and the
+    /// trigger that is due, or a line on what it waits for.
+    async fn turn(&mut self) -> anyhow::Result<Step> {
+        if self.watch.state.unfinished().is_some() {
+            return self.finish().await;
+        }
+        self.reload();
+        let look = self.look();
+        if let Some(due) = self.due(look.as_ref()) {
+            return self.fire(due, look).await;
+        }
+        let waiting = self.waiting(look.as_ref());
+        if self.once {
+            tracing::info!("nothing is due; {waiting}");
+        } else {
+            self.say("status", format!("waiting: {waiting}"), tracing::Level::INFO);
+        }
+        Ok(Step::Wait)
+    }
+
+    /// "at least 100 new file(s) in `/data/in`, each unchanged for 30.0s,
+    /// or every 24h00m"
     fn triggers(&self) -> String {
         let mut parts = Vec::new();
         if let Some(dir) = &self.spec.data {
@@ -323,19 +325,11 @@ impl Watcher {
     /// (a problem leaves it unfired, its files new, to fire once fixed);
     /// then recorded, and its batch run.
     async fn fire(&mut self, due: Due, look: Option<Look>) -> anyhow::Result<Step> {
-        let plan = match resolve(&self.file) {
-            Ok(plan) => plan,
-            Err(e) if !self.once => {
-                self.file_problem(&e);
-                return Ok(Step::Wait);
-            }
-            Err(e) => return Err(e),
+        let Some((plan, backend, ready)) = self.prepare().await? else {
+            return Ok(Step::Wait);
         };
-        self.said.remove("file");
-        let (backend, ready) = crate::preflight::run(&plan, &self.runs_dir).await?;
-        batch::ensure_downloads(&plan)?;
         if self.stop_pending() {
-            tracing::info!("stopping: the due trigger did not fire");
+            tracing::info!("stopping; the trigger that was due did not fire");
             return Ok(Step::Ran(Exit::Interrupted));
         }
         let data = self.incoming.as_ref().map(|i| i.dir.clone());
@@ -346,16 +340,39 @@ impl Watcher {
         self.start(trigger, plan, backend, ready).await
     }
 
+    /// The batch file resolved and the system checked, as `tb batch` does
+    /// before it writes anything. While watching, a file that does not
+    /// resolve is said (once) and gives `None`; with `--once` it is the
+    /// error.
+    async fn prepare(&mut self) -> anyhow::Result<Option<(Plan, Box<dyn Backend>, Ready)>> {
+        let plan = match resolve(&self.file) {
+            Ok(plan) => plan,
+            Err(e) if !self.once => {
+                self.file_problem(&e);
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        self.said.remove("file");
+        let (backend, ready) = crate::preflight::run(&plan, &self.runs_dir).await?;
+        batch::ensure_downloads(&plan)?;
+        Ok(Some((plan, backend, ready)))
+    }
+
     /// Creates the batch of a fired trigger and runs it, exactly as
     /// `tb batch FILE` would.
     async fn start(
         &mut self,
         trigger: Trigger,
         plan: Plan,
-        backend: Box<dyn crate::backend::Backend>,
-        ready: crate::backend::Ready,
+        backend: Box<dyn Backend>,
+        ready: Ready,
     ) -> anyhow::Result<Step> {
         let number = trigger.number;
+        if self.stop_pending() {
+            tracing::info!("stopping before the batch of trigger {number} was made; the next `tb watch` makes it");
+            return Ok(Step::Ran(Exit::Interrupted));
+        }
         let how = How {
             skip_done: false,
             detach: false,
@@ -386,10 +403,11 @@ impl Watcher {
         let number = fired.trigger.number;
         match watch::next(watch::find(&self.runs_dir, &fired)?) {
             Next::Create => {
-                tracing::info!("trigger {number} fired before tb watch stopped; creating its batch");
-                let plan = resolve(&self.file)?;
-                let (backend, ready) = crate::preflight::run(&plan, &self.runs_dir).await?;
-                batch::ensure_downloads(&plan)?;
+                let line = format!("trigger {number} fired before tb watch stopped; creating its batch");
+                self.say("create", line, tracing::Level::INFO);
+                let Some((plan, backend, ready)) = self.prepare().await? else {
+                    return Ok(Step::Wait);
+                };
                 self.start(fired.trigger, plan, backend, ready).await
             }
             Next::Resume(dir) => self.resume(number, dir).await,
@@ -420,6 +438,10 @@ impl Watcher {
 
     /// Takes the batch of trigger `number` up again, as `tb resume` would.
     async fn resume(&mut self, number: u64, dir: BatchDir) -> anyhow::Result<Step> {
+        if self.stop_pending() {
+            tracing::info!("stopping; batch {} of trigger {number} was not taken up", dir.id);
+            return Ok(Step::Ran(Exit::Interrupted));
+        }
         let lock = dir.lock()?;
         self.watch.started(number, &dir.id)?;
         let plan = dir.plan(Inventory::detect())?;
@@ -474,7 +496,8 @@ impl Watcher {
         Ok(Step::Ran(exit))
     }
 
-    /// Whether a signal came while nothing was listening for it.
+    /// Whether a signal came while nothing acted on signals (between
+    /// looks, before a dispatcher listens for its own).
     fn stop_pending(&mut self) -> bool {
         futures_util::FutureExt::now_or_never(self.signals.recv()).is_some()
     }
