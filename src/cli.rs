@@ -41,6 +41,11 @@ pub enum Command {
         after_help = "Examples:\n  tb batch jobs/night.toml\n  tb batch jobs/night.toml --concurrency 2 --only baseline\n  tb batch jobs/night.toml --dry-run"
     )]
     Batch(BatchArgs),
+    /// Run a batch file again each time a trigger of its [batch.watch] fires: new files, or a time.
+    #[command(
+        after_help = "Each trigger starts a new batch directory, as `tb batch FILE` would; one that fires\nwhile a batch runs waits for it. State is kept in RUNS/<name>.watch/watch.json: after a\nkill and a restart no trigger is lost or fired twice, and an unfinished batch is resumed.\nTB_WATCH_POLL=SECONDS sets how often it looks (default 5).\n\nExamples:\n  tb watch jobs/retrain.toml\n  tb watch jobs/retrain.toml --once      from cron: run what is due, then exit"
+    )]
+    Watch(WatchArgs),
     /// Check a batch file and the system as `tb batch` would, and list its jobs; runs nothing.
     #[command(after_help = "Example:\n  tb validate jobs/night.toml")]
     Validate(ValidateArgs),
@@ -137,6 +142,15 @@ pub struct BatchArgs {
 pub struct ExecArgs {
     /// The job directory (`runs/<batch>/jobs/<job>`), on a filesystem this node shares.
     pub job_dir: std::path::PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The batch file (TOML), with a [batch.watch] table.
+    pub file: PathBuf,
+    /// Run the batch of a trigger that is due (or left unfinished) to its end, then exit; exit at once when none is.
+    #[arg(long)]
+    pub once: bool,
 }
 
 #[derive(Debug, Args)]

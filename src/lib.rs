@@ -28,6 +28,7 @@ pub mod sanitize;
 pub mod secrets;
 pub mod settings;
 pub mod signal;
+pub mod watch;
 
 use cli::{Cli, Command, ImageCommand};
 use exit::Exit;
@@ -36,6 +37,7 @@ use exit::Exit;
 pub fn run(cli: Cli) -> anyhow::Result<Exit> {
     match &cli.command {
         Command::Batch(args) => commands::batch::run(args, &cli.global),
+        Command::Watch(args) => commands::watch::run(args, &cli.global),
         Command::Validate(args) => commands::validate::run(args, &cli.global),
         Command::Report(args) => commands::report::run(args, &cli.global),
         Command::MlflowSync(args) => commands::mlflow_sync::run(args, &cli.global),

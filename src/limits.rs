@@ -184,13 +184,82 @@ pub const JOB_NAME: Range<usize> = Range {
 };
 
 /// `TB_ENGINE_WAIT`, in seconds.
-pub const ENGINE_WAIT: Range<u64> = Range {
+pub const ENGINE_WAIT: Range<Duration> = Range {
     key: "TB_ENGINE_WAIT",
-    min: 0,
-    max: 7 * DAY,
+    min: Duration::ZERO,
+    max: Duration::from_secs(7 * DAY),
     shown: ("0", "604800 (7 days)"),
     why: "seconds; a value outside is ignored with a warning",
 };
+
+/// `[batch.watch] min_new`: the new settled files that fire the trigger.
+pub const WATCH_MIN_NEW: Range<u64> = Range {
+    key: "watch.min_new",
+    min: 1,
+    max: 1_000_000,
+    shown: ("1", "1,000,000"),
+    why: "files; default 1",
+};
+
+/// `[batch.watch] settle`: how long a new file stays unchanged to count.
+pub const WATCH_SETTLE: Range<Duration> = Range {
+    key: "watch.settle",
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(DAY),
+    shown: ("1s", "1d"),
+    why: "default 30s",
+};
+
+/// `[batch.watch] every`: the time trigger, from the last trigger.
+pub const WATCH_EVERY: Range<Duration> = Range {
+    key: "watch.every",
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(365 * DAY),
+    shown: ("1s", "365d"),
+    why: "",
+};
+
+/// `TB_WATCH_POLL`, in seconds: how often `tb watch` looks.
+pub const WATCH_POLL: Range<Duration> = Range {
+    key: "TB_WATCH_POLL",
+    min: Duration::from_millis(100),
+    max: Duration::from_secs(3600),
+    shown: ("0.1", "3600 (1 hour)"),
+    why: "seconds, default 5; a value outside is ignored with a warning",
+};
+
+/// The environment variable `range.key`, in seconds (fractions allowed):
+/// `default` when it is unset, and when it is not a number inside `range`
+/// (with a warning saying so).
+pub fn seconds_from_env(range: &Range<Duration>, default: Duration) -> Duration {
+    seconds_in(range, std::env::var(range.key).ok().as_deref(), default)
+}
+
+/// [`seconds_from_env`] of the variable's value, `None` when unset.
+fn seconds_in(range: &Range<Duration>, value: Option<&str>, default: Duration) -> Duration {
+    let Some(text) = value else {
+        return default;
+    };
+    match text
+        .trim()
+        .parse::<f64>()
+        .ok()
+        .and_then(|s| Duration::try_from_secs_f64(s).ok())
+    {
+        Some(d) if range.contains(d) => d,
+        _ => {
+            tracing::warn!(
+                "{}=`{}` ignored: expected seconds between {} and {}; using {} s",
+                range.key,
+                crate::sanitize::escape_controls(text),
+                range.shown.0,
+                range.shown.1,
+                default.as_secs_f64()
+            );
+            default
+        }
+    }
+}
 
 /// The limits table of docs/batch-file.md, in Markdown.
 pub fn table() -> String {
@@ -222,6 +291,10 @@ pub fn table() -> String {
     row(&mut out, &PRUNE_MAX_EPOCHS);
     row(&mut out, &JOB_NAME);
     row(&mut out, &ENGINE_WAIT);
+    row(&mut out, &WATCH_MIN_NEW);
+    row(&mut out, &WATCH_SETTLE);
+    row(&mut out, &WATCH_EVERY);
+    row(&mut out, &WATCH_POLL);
     out
 }
 
@@ -240,13 +313,43 @@ mod tests {
     }
 
     #[test]
+    fn seconds_from_the_environment_are_bounded() {
+        const R: Range<Duration> = Range {
+            key: "TB_TEST_SECONDS_FROM_ENV",
+            min: Duration::from_millis(100),
+            max: Duration::from_secs(10),
+            shown: ("0.1", "10"),
+            why: "",
+        };
+        let default = Duration::from_secs(5);
+        assert_eq!(seconds_from_env(&R, default), default);
+        assert_eq!(seconds_in(&R, None, default), default);
+        for (set, got) in [
+            ("0.5", 500),
+            (" 10 ", 10_000),
+            ("0.05", 5000),
+            ("11", 5000),
+            ("x", 5000),
+            ("-1", 5000),
+        ] {
+            assert_eq!(
+                seconds_in(&R, Some(set), default),
+                Duration::from_millis(got),
+                "{set:?}"
+            );
+        }
+    }
+
+    #[test]
     fn the_shown_ends_parse_to_the_ends() {
         use crate::batch::ByteSize;
         for r in [MEMORY, SHM_SIZE] {
             assert_eq!(ByteSize::parse(r.shown.0).unwrap().bytes, r.min, "{}", r.key);
             assert_eq!(ByteSize::parse(r.shown.1).unwrap().bytes, r.max, "{}", r.key);
         }
-        assert_eq!(humantime::parse_duration(TIME_LIMIT.shown.0).unwrap(), TIME_LIMIT.min);
-        assert_eq!(humantime::parse_duration(TIME_LIMIT.shown.1).unwrap(), TIME_LIMIT.max);
+        for r in [TIME_LIMIT, WATCH_SETTLE, WATCH_EVERY] {
+            assert_eq!(humantime::parse_duration(r.shown.0).unwrap(), r.min, "{}", r.key);
+            assert_eq!(humantime::parse_duration(r.shown.1).unwrap(), r.max, "{}", r.key);
+        }
     }
 }

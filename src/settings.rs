@@ -31,7 +31,26 @@ pub struct Plan {
     /// The GPUs of this host.
     pub gpus: Inventory,
     pub jobs: Vec<JobSpec>,
+    /// `[batch.watch]`: what `tb watch` runs the file again on. Not kept in
+    /// the batch directory: a batch is one run, whatever started it.
+    pub watch: Option<WatchSpec>,
 }
+
+/// `[batch.watch]`, resolved: at least one trigger.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchSpec {
+    /// The directory whose new files fire the files trigger, absolute.
+    pub data: Option<PathBuf>,
+    /// New settled files that fire it.
+    pub min_new: u64,
+    /// How long a file stays unchanged before it counts.
+    pub settle: Duration,
+    /// The time trigger: this long after the last trigger.
+    pub every: Option<Duration>,
+}
+
+/// `[batch.watch] settle` when the file does not say.
+pub const DEFAULT_SETTLE: Duration = Duration::from_secs(30);
 
 /// The batch-wide settings (`[batch]`), resolved. Declared once: the plan
 /// holds them, and `batch.json` keeps them for `tb retry` and `tb resume`.
@@ -205,6 +224,7 @@ pub fn resolve_text(
         problems: Vec::new(),
     };
     let (name, mut settings, concurrency) = ck.batch_section(file, &section, overrides);
+    let watch = section.watch.as_ref().and_then(|w| ck.watch(w));
     // On a cluster, Slurm's nodes have the GPUs, not this host: any count is
     // the cluster's to grant (and sbatch's to refuse).
     let job_gpus = if settings.backend.uses_host_gpus() {
@@ -237,6 +257,7 @@ pub fn resolve_text(
         settings,
         gpus,
         jobs: specs,
+        watch,
     })
 }
 
@@ -473,6 +494,92 @@ impl Checker<'_> {
             experiment,
             artifacts,
         })
+    }
+
+    /// `[batch.watch]`: a directory, a time, or both, each within its limits.
+    fn watch(&mut self, w: &batch::WatchSection) -> Option<WatchSpec> {
+        let before = self.problems.len();
+        let data = w.data.as_ref().and_then(|d| {
+            if d.get_ref().trim().is_empty() {
+                self.at(
+                    d.span().start,
+                    "`batch.watch.data` is empty".into(),
+                    Some("name the directory new files arrive in"),
+                );
+                return None;
+            }
+            Some(self.path(d.get_ref()))
+        });
+        let min_new = match &w.min_new {
+            Some(n) => {
+                let r = limits::WATCH_MIN_NEW;
+                if !r.contains(n.get_ref().0) {
+                    self.at(
+                        n.span().start,
+                        format!(
+                            "`batch.watch.min_new` = {} is out of range: it {}",
+                            n.get_ref().0,
+                            r.between()
+                        ),
+                        None,
+                    );
+                }
+                n.get_ref().0
+            }
+            None => 1,
+        };
+        let settle = match &w.settle {
+            Some(s) => {
+                self.span_in_range(s, &limits::WATCH_SETTLE);
+                s.get_ref().duration
+            }
+            None => DEFAULT_SETTLE,
+        };
+        let every = w.every.as_ref().map(|e| {
+            self.span_in_range(e, &limits::WATCH_EVERY);
+            e.get_ref().duration
+        });
+        if w.data.is_none() {
+            for (key, set) in [("min_new", w.min_new.is_some()), ("settle", w.settle.is_some())] {
+                if set {
+                    self.problem(
+                        None,
+                        format!("`batch.watch.{key}` counts files, but [batch.watch] names no `data` directory"),
+                        Some("add data = \"./incoming\" to [batch.watch], or remove the key"),
+                    );
+                }
+            }
+        }
+        if w.data.is_none() && w.every.is_none() {
+            self.problem(
+                None,
+                "[batch.watch] has no trigger: it needs `data` (a directory new files arrive in), `every`, or both"
+                    .into(),
+                Some("add data = \"./incoming\" or every = \"24h\" to [batch.watch]"),
+            );
+        }
+        (self.problems.len() == before).then_some(WatchSpec {
+            data,
+            min_new,
+            settle,
+            every,
+        })
+    }
+
+    /// A problem at the value unless the duration is inside `range`.
+    fn span_in_range(&mut self, value: &toml::Spanned<batch::Span>, range: &limits::Range<Duration>) {
+        if !range.contains(value.get_ref().duration) {
+            self.at(
+                value.span().start,
+                format!(
+                    "`batch.{}` = {} is out of range: it {}",
+                    range.key,
+                    value.get_ref().written,
+                    range.between()
+                ),
+                None,
+            );
+        }
     }
 
     /// Every `[[job]]`, expanded, with `[defaults]` applied.
@@ -1593,6 +1700,58 @@ mode = "max"
                 Err(p) => p.0.iter().map(|p| p.to_string()).collect(),
             };
             assert!(m.iter().any(|l| l.contains(says)), "{file}\n{m:?}");
+        }
+    }
+
+    #[test]
+    fn watch_takes_a_directory_a_time_or_both_with_defaults() {
+        let job = "\n[[job]]\nname = \"a\"\nimage = \"i\"\ncommand = [\"x\"]\n";
+        let p = plan(&format!("[batch.watch]\ndata = \"./incoming\"\n{job}"), "").unwrap();
+        let w = p.watch.unwrap();
+        assert_eq!(w.data, Some(std::env::temp_dir().join("incoming")));
+        assert_eq!((w.min_new, w.settle, w.every), (1, DEFAULT_SETTLE, None));
+        let p = plan(
+            &format!("[batch.watch]\ndata = \"/in\"\nmin_new = 100\nsettle = \"1s\"\nevery = \"24h\"\n{job}"),
+            "",
+        )
+        .unwrap();
+        let w = p.watch.unwrap();
+        assert_eq!(
+            (w.min_new, w.settle, w.every),
+            (100, Duration::from_secs(1), Some(Duration::from_secs(86400)))
+        );
+        let p = plan(&format!("[batch.watch]\nevery = \"1h\"\n{job}"), "").unwrap();
+        assert_eq!(p.watch.unwrap().data, None);
+        assert_eq!(plan(job, "").unwrap().watch, None);
+    }
+
+    #[test]
+    fn watch_without_a_trigger_or_out_of_range_is_refused() {
+        let job = "\n[[job]]\nname = \"a\"\nimage = \"i\"\ncommand = [\"x\"]\n";
+        for (text, says) in [
+            ("[batch.watch]\n", "[batch.watch] has no trigger: it needs `data`"),
+            (
+                "[batch.watch]\nmin_new = 5\nevery = \"1h\"\n",
+                "`batch.watch.min_new` counts files, but [batch.watch] names no `data` directory",
+            ),
+            (
+                "[batch.watch]\ndata = \"/in\"\nmin_new = 0\n",
+                "line 3, column 11: `batch.watch.min_new` = 0 is out of range: it must be between 1 and 1,000,000",
+            ),
+            (
+                "[batch.watch]\ndata = \"/in\"\nsettle = \"2d\"\n",
+                "`batch.watch.settle` = \"2d\" is out of range: it must be between 1s and 1d",
+            ),
+            (
+                "[batch.watch]\nevery = \"500ms\"\n",
+                "`batch.watch.every` = \"500ms\" is out of range: it must be between 1s and 365d",
+            ),
+            ("[batch.watch]\ndata = \" \"\n", "`batch.watch.data` is empty"),
+            ("[batch.watch]\nevery = \"0s\"\n", "must be greater than zero"),
+            ("[batch.watch]\nevrey = \"1h\"\n", "unknown field `evrey`"),
+        ] {
+            let m = messages(&format!("{text}{job}"));
+            assert!(m.iter().any(|l| l.contains(says)), "{text}\n{m:?}");
         }
     }
 

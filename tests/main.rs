@@ -26,3 +26,4 @@ mod sources;
 mod sweep;
 mod trainer;
 mod validate;
+mod watch;

@@ -48,24 +48,7 @@ impl Local {
 /// How long tb waits for an engine that went away before it gives the
 /// jobs up (`TB_ENGINE_WAIT` seconds overrides it).
 pub fn engine_wait() -> Duration {
-    const DEFAULT: Duration = Duration::from_secs(300);
-    let Ok(text) = std::env::var("TB_ENGINE_WAIT") else {
-        return DEFAULT;
-    };
-    let r = crate::limits::ENGINE_WAIT;
-    match text.trim().parse::<u64>() {
-        Ok(secs) if r.contains(secs) => Duration::from_secs(secs),
-        _ => {
-            tracing::warn!(
-                "TB_ENGINE_WAIT=`{}` ignored: expected seconds between {} and {}; waiting {} s",
-                crate::sanitize::escape_controls(&text),
-                r.min,
-                r.max,
-                DEFAULT.as_secs()
-            );
-            DEFAULT
-        }
-    }
+    crate::limits::seconds_from_env(&crate::limits::ENGINE_WAIT, Duration::from_secs(300))
 }
 
 /// A batch being run: what the backend holds for the dispatcher.

@@ -51,6 +51,22 @@ pub struct BatchSection {
     pub slurm: Option<SlurmSection>,
     /// Send the night to an MLflow tracking server.
     pub mlflow: Option<MlflowSection>,
+    /// When `tb watch` runs the file again.
+    pub watch: Option<WatchSection>,
+}
+
+/// `[batch.watch]`: the triggers of `tb watch` (docs/batch-file.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [batch.watch] table")]
+pub struct WatchSection {
+    /// A directory: new files arriving in it fire the trigger.
+    pub data: Option<Spanned<String>>,
+    /// How many new settled files fire it (default 1).
+    pub min_new: Option<Spanned<units::Whole>>,
+    /// How long a file must stay unchanged to count (default 30 s).
+    pub settle: Option<Spanned<Span>>,
+    /// A time trigger: this long after the last trigger.
+    pub every: Option<Spanned<Span>>,
 }
 
 /// `[batch.mlflow]`: where the batch's runs go (docs/batch-file.md).
@@ -548,6 +564,11 @@ mod tests {
             "[defaults.metrics]\nmode = { x = 1 }\n",
             "[defaults.train]\nx = 18446744073709551615\n",
             "[batch]\nmlflow = 3\n",
+            "[batch]\nwatch = 3\n",
+            "[batch.watch]\nmin_new = \"x\"\n",
+            "[batch.watch]\nmin_new = -1\n",
+            "[batch.watch]\nsettle = 3\n",
+            "[batch.watch]\nevery = true\n",
         ] {
             let p = problem(text);
             assert!(!names_a_rust_type(&p.message), "{text:?}: {}", p.message);

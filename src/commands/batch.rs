@@ -8,7 +8,7 @@ use crate::error::hinted;
 use crate::exit::Exit;
 use crate::gpu::Inventory;
 use crate::logging;
-use crate::run::BatchDir;
+use crate::run::{BatchDir, Lock};
 use crate::settings::{self, Overrides, Plan};
 use anyhow::Context;
 use std::collections::HashMap;
@@ -35,36 +35,86 @@ pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
             return Ok(Exit::Success);
         }
         ensure_downloads(&plan)?;
-        let live = crate::run::supervised_under(&runs_dir);
-        let dir = BatchDir::create(&runs_dir, &plan)?;
-        // Taken before anything runs, so that a `tb resume` racing a
-        // detached start cannot supervise the batch twice.
-        let lock = if args.detach { None } else { Some(dir.lock()?) };
-        logging::attach_supervisor_log(&dir.path.join("supervisor.log"))?;
-        warn_if_running(&plan, &live, args.skip_done);
-
-        let elsewhere = if args.skip_done {
-            Elsewhere {
-                done: crate::identity::succeeded_under(&runs_dir, &dir.path),
-                running: crate::identity::running_in(&live),
-            }
-        } else {
-            Elsewhere::default()
+        let how = How {
+            skip_done: args.skip_done,
+            detach: args.detach,
+            trigger: None,
         };
-        let launch = prepare_jobs(&plan, &dir, &ready, &elsewhere)?;
+        let NewBatch { dir, lock, work } = create(&plan, &runs_dir, &ready, how)?;
         let Some(lock) = lock else {
             logging::detach_supervisor_log();
             return detach(&dir, global);
         };
-        let work = Work {
+        supervise_new(&plan, &dir, backend, &ready, work, lock).await
+    })
+}
+
+/// How a new batch starts.
+pub(crate) struct How {
+    pub skip_done: bool,
+    /// Handed to a background supervisor: no lock taken here.
+    pub detach: bool,
+    /// The trigger of `tb watch` that starts it.
+    pub trigger: Option<crate::run::Trigger>,
+}
+
+/// A new batch directory, its jobs prepared for the dispatcher.
+pub(crate) struct NewBatch {
+    pub dir: BatchDir,
+    /// The supervisor lock, unless detached.
+    pub lock: Option<Lock>,
+    pub work: Work,
+}
+
+/// Creates the batch directory of `plan` (already through its preflight)
+/// and prepares its jobs: what `tb batch` and each trigger of `tb watch`
+/// do before the dispatcher runs them. Its log goes to the batch's
+/// `supervisor.log` from here on.
+pub(crate) fn create(plan: &Plan, runs_dir: &Path, ready: &Ready, how: How) -> anyhow::Result<NewBatch> {
+    let live = crate::run::supervised_under(runs_dir);
+    let trigger = how.trigger.as_ref().map(|t| t.describe());
+    let dir = BatchDir::create_triggered(runs_dir, plan, how.trigger)?;
+    // Taken before anything runs, so that a `tb resume` racing a
+    // detached start cannot supervise the batch twice.
+    let lock = if how.detach { None } else { Some(dir.lock()?) };
+    logging::attach_supervisor_log(&dir.path.join("supervisor.log"))?;
+    if let Some(why) = trigger {
+        tracing::info!("batch {}: started by `tb watch`: {why}", dir.id);
+    }
+    warn_if_running(plan, &live, how.skip_done);
+
+    let elsewhere = if how.skip_done {
+        Elsewhere {
+            done: crate::identity::succeeded_under(runs_dir, &dir.path),
+            running: crate::identity::running_in(&live),
+        }
+    } else {
+        Elsewhere::default()
+    };
+    let launch = prepare_jobs(plan, &dir, ready, &elsewhere)?;
+    Ok(NewBatch {
+        dir,
+        lock,
+        work: Work {
             launch,
             follow: Vec::new(),
-        };
-        let options = Options {
-            deadline: plan.settings.deadline,
-        };
-        dispatch::supervise(&plan, &dir, backend, &ready, work, options, lock).await
+        },
     })
+}
+
+/// Runs a new batch to its end under its file's deadline.
+pub(crate) async fn supervise_new(
+    plan: &Plan,
+    dir: &BatchDir,
+    backend: Box<dyn crate::backend::Backend>,
+    ready: &Ready,
+    work: Work,
+    lock: Lock,
+) -> anyhow::Result<Exit> {
+    let options = Options {
+        deadline: plan.settings.deadline,
+    };
+    dispatch::supervise(plan, dir, backend, ready, work, options, lock).await
 }
 
 /// What `--skip-done` found of this batch's jobs in other batches, by
@@ -113,7 +163,7 @@ fn prepare_jobs(plan: &Plan, dir: &BatchDir, ready: &Ready, elsewhere: &Elsewher
 /// unless `--skip-done` makes this one wait for the jobs running there.
 fn warn_if_running(plan: &Plan, live: &[crate::run::Live], skip_done: bool) {
     for other in live {
-        let what = if same_file(&other.state.file, &plan.file) {
+        let what = if crate::run::same_file(&other.state.file, &plan.file) {
             format!("`{}`", plan.file.display())
         } else if other.state.name == plan.name {
             format!("a batch named `{}`", plan.name)
@@ -132,13 +182,6 @@ fn warn_if_running(plan: &Plan, live: &[crate::run::Live], skip_done: bool) {
             s.pid,
             s.host
         );
-    }
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => a == b,
     }
 }
 

@@ -16,3 +16,4 @@ pub mod resume;
 pub mod retry;
 pub mod status;
 pub mod validate;
+pub mod watch;

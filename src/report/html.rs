@@ -82,9 +82,21 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
         esc(&r.batch.name),
         esc(&r.batch.id)
     );
+    let trigger = r
+        .batch
+        .trigger
+        .as_ref()
+        .map(|t| {
+            format!(
+                " · started by <code>tb watch</code>, trigger {}: {}",
+                t.number,
+                esc(&t.describe())
+            )
+        })
+        .unwrap_or_default();
     let _ = writeln!(
         o,
-        "<p class=\"meta\">{:?} · created {} · report generated {}</p><div class=\"cards\">",
+        "<p class=\"meta\">{:?} · created {}{trigger} · report generated {}</p><div class=\"cards\">",
         r.batch.status,
         r.batch.created_at.format("%Y-%m-%d %H:%M UTC"),
         r.generated_at.format("%Y-%m-%d %H:%M:%S UTC")

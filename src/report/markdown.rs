@@ -21,6 +21,14 @@ pub fn render(r: &Report) -> String {
         fmt_seconds(h.wall_seconds),
         h.gpu_hours
     );
+    if let Some(t) = &r.batch.trigger {
+        let _ = writeln!(
+            out,
+            "Started by `tb watch`, trigger {}: {}.\n",
+            t.number,
+            cell(&t.describe())
+        );
+    }
     let _ = write!(out, "Generated {}.", r.generated_at.format("%Y-%m-%d %H:%M:%S UTC"));
     if h.bad_metrics_lines > 0 {
         let _ = write!(

@@ -59,6 +59,9 @@ pub struct BatchInfo {
     pub status: BatchStatus,
     pub created_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// What started the batch, when `tb watch` did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<crate::run::Trigger>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -313,6 +316,7 @@ pub fn build_at(dir: &BatchDir, now: DateTime<Utc>) -> anyhow::Result<Report> {
             status: batch.status,
             created_at: batch.created_at,
             finished_at: batch.finished_at,
+            trigger: batch.trigger,
         },
         headline: Headline {
             jobs: jobs.len(),

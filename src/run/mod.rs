@@ -5,12 +5,14 @@
 
 pub mod job;
 mod lock;
+mod trigger;
 
 pub use crate::durable::{
     VERSION, create_reserve, read_version, read_versioned, release_reserve, write_atomic, write_json,
 };
 pub use job::{AttemptRecord, JobState, Outcome, RunHandle, Status, short};
 pub use lock::Lock;
+pub use trigger::{NewFiles, Trigger};
 
 use crate::error::hinted;
 use crate::gpu::Inventory;
@@ -27,6 +29,17 @@ pub enum BatchStatus {
     Running,
     Finished,
     Interrupted,
+}
+
+impl BatchStatus {
+    /// As `batch.json` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BatchStatus::Running => "running",
+            BatchStatus::Finished => "finished",
+            BatchStatus::Interrupted => "interrupted",
+        }
+    }
 }
 
 /// Who supervises (or last supervised) the batch.
@@ -77,6 +90,9 @@ pub struct BatchState {
     /// engine again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_lost_at: Option<DateTime<Utc>>,
+    /// What started the batch, when `tb watch` did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
 }
 
 /// `jobs/<job>/job.json`: the resolved job as the container sees it.
@@ -125,10 +141,17 @@ pub struct BatchDir {
 }
 
 impl BatchDir {
-    /// Creates `runs/<date>_<time>_<name>` with the batch file, `batch.json`
-    /// and every job's `job.json` and pending `state.json`, then points
+    /// Creates `runs/<date>_<time>_<name>` with the batch file, every job's
+    /// `job.json` and pending `state.json`, and last `batch.json` (what makes
+    /// a directory a batch: one cut short before it is none), then points
     /// `runs/latest` at it.
     pub fn create(runs_dir: &Path, plan: &Plan) -> anyhow::Result<BatchDir> {
+        BatchDir::create_triggered(runs_dir, plan, None)
+    }
+
+    /// [`create`](Self::create), recording in `batch.json` the trigger of
+    /// `tb watch` that started it.
+    pub fn create_triggered(runs_dir: &Path, plan: &Plan, trigger: Option<Trigger>) -> anyhow::Result<BatchDir> {
         std::fs::create_dir_all(runs_dir).map_err(|e| {
             hinted(
                 format!("cannot create the runs directory `{}`: {e}", runs_dir.display()),
@@ -156,6 +179,12 @@ impl BatchDir {
         let dir = BatchDir { path, id };
 
         write_atomic(&dir.path.join("batch.toml"), plan.text.as_bytes())?;
+        for job in &plan.jobs {
+            let jd = dir.job_dir(&job.name);
+            std::fs::create_dir_all(&jd).with_context(|| format!("failed to create `{}`", jd.display()))?;
+            dir.write_job_file(&JobFile::new(&plan.name, &dir.id, 1, job))?;
+            dir.write_job_state(&job.name, &JobState::pending())?;
+        }
         let state = BatchState {
             version: VERSION,
             id: dir.id.clone(),
@@ -169,14 +198,9 @@ impl BatchDir {
             settings: plan.settings.clone(),
             concurrency: None,
             engine_lost_at: None,
+            trigger,
         };
         dir.write_batch(&state)?;
-        for job in &plan.jobs {
-            let jd = dir.job_dir(&job.name);
-            std::fs::create_dir_all(&jd).with_context(|| format!("failed to create `{}`", jd.display()))?;
-            dir.write_job_file(&JobFile::new(&plan.name, &dir.id, 1, job))?;
-            dir.write_job_state(&job.name, &JobState::pending())?;
-        }
         point_latest(runs_dir, &dir.id)?;
         create_reserve(&dir.path);
         Ok(dir)
@@ -296,6 +320,7 @@ impl BatchDir {
             settings: batch.settings,
             gpus,
             jobs,
+            watch: None,
         };
         crate::secrets::register_pass_env(plan.jobs.iter().flat_map(|j| &j.pass_env));
         Ok(plan)
@@ -403,6 +428,15 @@ pub fn batch_of(job_dir: &Path) -> String {
         .and_then(Path::file_name)
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default()
+}
+
+/// Whether two paths name one file (as written, when either is gone): a
+/// batch file, however it was spelled on the command line.
+pub fn same_file(a: &Path, b: &Path) -> bool {
+    match (std::fs::canonicalize(a), std::fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 fn newest_named(runs_dir: &Path, name: &str) -> Option<PathBuf> {

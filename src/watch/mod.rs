@@ -1,0 +1,645 @@
+//! `tb watch`'s own state (docs/run-directory.md): `<runs>/<name>.watch/`
+//! with `watch.json` (every trigger fired, the files triggers took, the
+//! batch each started) and `watch.lock` (one `tb watch` per batch file);
+//! and the decisions made from them: whether a trigger is due, and what
+//! becomes of one whose batch did not end. The loop that acts on them is
+//! `commands/watch.rs`.
+//!
+//! A trigger is recorded `fired` (with the files it took) before its batch
+//! directory exists, and `started` once it does; the directory's
+//! `batch.json` names the trigger. So a `tb watch` killed at any point
+//! finds on restart either nothing fired (the files are still new), or a
+//! fired trigger whose batch it then finds, resumes or creates: never a
+//! trigger lost, never one fired twice.
+
+pub mod incoming;
+
+use crate::durable::{read_versioned, write_json};
+use crate::error::hinted;
+use crate::run::{BatchDir, BatchStatus, Lock, NewFiles, Status, Supervisor, Trigger, VERSION, same_file};
+use crate::settings::WatchSpec;
+use anyhow::Context;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// `watch.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WatchState {
+    pub version: u32,
+    /// The batch file watched, absolute.
+    pub file: PathBuf,
+    /// When the watch first started: the time trigger counts from here
+    /// until a trigger fires.
+    pub created_at: DateTime<Utc>,
+    /// The files of the data directory that triggers took (relative to
+    /// it), as far as they are still there.
+    pub seen: BTreeSet<String>,
+    /// Every trigger fired, oldest first.
+    pub triggers: Vec<Fired>,
+}
+
+/// One trigger and how far it got.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Fired {
+    #[serde(flatten)]
+    pub trigger: Trigger,
+    #[serde(flatten)]
+    pub progress: Progress,
+}
+
+/// How far a trigger got: each state carries what it knows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum Progress {
+    /// Recorded; its batch directory may not exist yet.
+    Fired,
+    /// Its batch directory exists.
+    Started { batch: String },
+    /// Its batch ended (finished, or stopped for good by a deadline or an
+    /// engine that went away); `batch_status` is `None` when the directory
+    /// was gone.
+    Ended {
+        batch: String,
+        batch_status: Option<BatchStatus>,
+    },
+}
+
+impl WatchState {
+    fn new(file: &Path) -> WatchState {
+        WatchState {
+            version: VERSION,
+            file: file.to_path_buf(),
+            created_at: Utc::now(),
+            seen: BTreeSet::new(),
+            triggers: Vec::new(),
+        }
+    }
+
+    /// The trigger whose batch has not ended, if any (only the last can be:
+    /// none fires before the one before it ended).
+    pub fn unfinished(&self) -> Option<&Fired> {
+        self.triggers
+            .last()
+            .filter(|f| !matches!(f.progress, Progress::Ended { .. }))
+    }
+
+    /// When the time trigger is due next: `every` after the last trigger
+    /// (of either kind), or after the watch first started.
+    pub fn next_time(&self, every: Option<std::time::Duration>) -> Option<DateTime<Utc>> {
+        let last = self.triggers.last().map_or(self.created_at, |f| f.trigger.fired_at);
+        let every = chrono::Duration::from_std(every?).ok()?;
+        last.checked_add_signed(every)
+    }
+
+    /// Fires a trigger: it takes the settled new files `due` names (seen
+    /// from now on; `present` is the rest of the directory, and a seen file
+    /// no longer there is forgotten).
+    fn fire(
+        &mut self,
+        watch: &Path,
+        due: &Due,
+        data: Option<&Path>,
+        present: Option<&BTreeSet<String>>,
+        now: DateTime<Utc>,
+    ) -> Trigger {
+        let files = match (data, due.files.first(), due.files.last()) {
+            (Some(dir), Some(first), Some(last)) => Some(NewFiles {
+                dir: dir.to_path_buf(),
+                count: due.files.len() as u64,
+                first: first.clone(),
+                last: last.clone(),
+            }),
+            _ => None,
+        };
+        let trigger = Trigger {
+            watch: watch.to_path_buf(),
+            number: self.triggers.last().map_or(1, |f| f.trigger.number + 1),
+            fired_at: now,
+            files,
+            every_seconds: due.time.map(|every| every.as_secs()),
+        };
+        if let Some(present) = present {
+            self.seen.retain(|f| present.contains(f));
+        }
+        self.seen.extend(due.files.iter().cloned());
+        self.triggers.push(Fired {
+            trigger: trigger.clone(),
+            progress: Progress::Fired,
+        });
+        trigger
+    }
+
+    fn progress(&mut self, number: u64, progress: Progress) {
+        if let Some(f) = self.triggers.iter_mut().find(|f| f.trigger.number == number) {
+            f.progress = progress;
+        }
+    }
+}
+
+/// A trigger that is due now: the settled new files it takes (all there
+/// are, whichever trigger fired) and, when the time trigger fired, its
+/// period.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Due {
+    pub files: Vec<String>,
+    pub time: Option<std::time::Duration>,
+}
+
+/// Whether a trigger is due: at least `min_new` settled new files, or the
+/// time trigger's moment reached; both at once are one trigger.
+pub fn due(
+    spec: &WatchSpec,
+    settled: Option<&[String]>,
+    next_time: Option<DateTime<Utc>>,
+    now: DateTime<Utc>,
+) -> Option<Due> {
+    let settled = settled.unwrap_or_default();
+    let files_due = spec.data.is_some() && settled.len() as u64 >= spec.min_new;
+    let time_due = next_time.is_some_and(|at| now >= at);
+    (files_due || time_due).then(|| Due {
+        files: settled.to_vec(),
+        time: spec.every.filter(|_| time_due),
+    })
+}
+
+/// The batch of an unfinished trigger, as found on disk.
+#[derive(Debug)]
+pub enum Found {
+    /// No batch directory names the trigger: it was never created.
+    Nothing,
+    /// The trigger recorded a batch that is no longer there.
+    Gone(String),
+    Batch {
+        dir: BatchDir,
+        status: BatchStatus,
+        supervisor: Option<Supervisor>,
+        /// Its jobs still pending or running.
+        left: usize,
+    },
+}
+
+/// What becomes of an unfinished trigger.
+#[derive(Debug)]
+pub enum Next {
+    /// Create its batch now.
+    Create,
+    /// Take its batch up again, as `tb resume` would.
+    Resume(BatchDir),
+    /// Another supervisor (a `tb resume` by hand) holds its batch: wait.
+    Wait(String, Supervisor),
+    /// Its batch has nothing left to run: the trigger is done.
+    Close(String, Option<BatchStatus>),
+}
+
+/// Decides, from what was found, how an unfinished trigger goes on.
+pub fn next(found: Found) -> Next {
+    match found {
+        Found::Nothing => Next::Create,
+        Found::Gone(batch) => Next::Close(batch, None),
+        Found::Batch {
+            dir,
+            supervisor: Some(s),
+            ..
+        } => Next::Wait(dir.id, s),
+        Found::Batch { dir, status, left, .. } if status == BatchStatus::Finished || left == 0 => {
+            Next::Close(dir.id, Some(status))
+        }
+        Found::Batch { dir, .. } => Next::Resume(dir),
+    }
+}
+
+/// Finds the batch of an unfinished trigger: the one it recorded, or the
+/// one whose `batch.json` names it (created before `tb watch` could record
+/// it).
+pub fn find(runs_dir: &Path, fired: &Fired) -> anyhow::Result<Found> {
+    let dir = match &fired.progress {
+        Progress::Started { batch } => {
+            let path = runs_dir.join(batch);
+            if !path.join("batch.json").is_file() {
+                return Ok(Found::Gone(batch.clone()));
+            }
+            BatchDir::at(&path)?
+        }
+        _ => match triggered_by(runs_dir, &fired.trigger) {
+            Some(dir) => dir,
+            None => return Ok(Found::Nothing),
+        },
+    };
+    let state = dir.read_batch()?;
+    let states = dir.read_states(&state.jobs)?;
+    let left = states
+        .iter()
+        .filter(|s| matches!(s.status(), Status::Pending | Status::Running))
+        .count();
+    Ok(Found::Batch {
+        supervisor: dir.supervisor(),
+        dir,
+        status: state.status,
+        left,
+    })
+}
+
+/// The batch directory under `runs_dir` that `trigger` started, if any.
+fn triggered_by(runs_dir: &Path, trigger: &Trigger) -> Option<BatchDir> {
+    std::fs::read_dir(runs_dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| !p.is_symlink() && p.join("batch.json").is_file())
+        .filter_map(|p| BatchDir::at(&p).ok())
+        .find(|dir| {
+            dir.read_batch()
+                .ok()
+                .and_then(|b| b.trigger)
+                .is_some_and(|t| t.is(&trigger.watch, trigger.number, trigger.fired_at))
+        })
+}
+
+/// A watch, open: its directory, its state, and its lock.
+#[derive(Debug)]
+pub struct Watch {
+    /// `<runs>/<name>.watch`, absolute.
+    pub dir: PathBuf,
+    pub state: WatchState,
+    _lock: Lock,
+}
+
+/// What opening a watch found.
+#[derive(Debug)]
+pub enum Opened {
+    Ready(Watch),
+    /// Another `tb watch` holds it.
+    Busy(Option<Supervisor>),
+}
+
+impl Watch {
+    /// Opens (or starts) the watch of batch `name` from `file` under
+    /// `runs_dir` and takes its lock. A `watch.json` of another file is
+    /// refused; a corrupt one is an error, never a fresh start.
+    pub fn open(runs_dir: &Path, name: &str, file: &Path) -> anyhow::Result<Opened> {
+        let dir = runs_dir.join(format!("{name}.watch"));
+        std::fs::create_dir_all(&dir).map_err(|e| {
+            hinted(
+                format!("cannot create the watch directory `{}`: {e}", dir.display()),
+                "pick a writable place with --runs-dir or TB_RUNS_DIR",
+            )
+        })?;
+        let dir = std::fs::canonicalize(&dir).with_context(|| format!("failed to resolve `{}`", dir.display()))?;
+        let lock = match Lock::take(&dir.join("watch.lock"))? {
+            Ok(lock) => lock,
+            Err(holder) => return Ok(Opened::Busy(holder)),
+        };
+        let path = dir.join("watch.json");
+        let state = if path.exists() {
+            let state: WatchState = read_versioned(&path).map_err(|e| {
+                hinted(
+                    format!("{e:#}"),
+                    format!(
+                        "move `{}` away to start the watch afresh (every file in the data directory is new again)",
+                        path.display()
+                    ),
+                )
+            })?;
+            if !same_file(&state.file, file) {
+                return Err(hinted(
+                    format!(
+                        "`{}` watches `{}`, another file with the batch name `{name}`",
+                        path.display(),
+                        state.file.display()
+                    ),
+                    "give this file another `name` in [batch], or watch the other one",
+                ));
+            }
+            state
+        } else {
+            let state = WatchState::new(file);
+            write_json(&path, &state)?;
+            state
+        };
+        Ok(Opened::Ready(Watch {
+            dir,
+            state,
+            _lock: lock,
+        }))
+    }
+
+    /// `watch.json`.
+    pub fn path(&self) -> PathBuf {
+        self.dir.join("watch.json")
+    }
+
+    /// Writes `state` and makes it the watch's: on a failed write, the
+    /// state in memory stays what is on disk.
+    fn commit(&mut self, state: WatchState) -> anyhow::Result<()> {
+        write_json(&self.path(), &state)?;
+        self.state = state;
+        Ok(())
+    }
+
+    /// Records a trigger fired, with the files it took, before anything of
+    /// its batch exists.
+    pub fn fire(
+        &mut self,
+        due: &Due,
+        data: Option<&Path>,
+        present: Option<&BTreeSet<String>>,
+    ) -> anyhow::Result<Trigger> {
+        let mut state = self.state.clone();
+        let trigger = state.fire(&self.path(), due, data, present, Utc::now());
+        self.commit(state)?;
+        Ok(trigger)
+    }
+
+    /// Records the batch directory of trigger `number`.
+    pub fn started(&mut self, number: u64, batch: &str) -> anyhow::Result<()> {
+        let mut state = self.state.clone();
+        state.progress(number, Progress::Started { batch: batch.into() });
+        self.commit(state)
+    }
+
+    /// Records that the batch of trigger `number` ended.
+    pub fn ended(&mut self, number: u64, batch: &str, status: Option<BatchStatus>) -> anyhow::Result<()> {
+        let mut state = self.state.clone();
+        state.progress(
+            number,
+            Progress::Ended {
+                batch: batch.into(),
+                batch_status: status,
+            },
+        );
+        self.commit(state)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn spec(min_new: u64, every: Option<u64>) -> WatchSpec {
+        WatchSpec {
+            data: Some("/in".into()),
+            min_new,
+            settle: Duration::from_secs(1),
+            every: every.map(Duration::from_secs),
+        }
+    }
+
+    fn names(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("f{i}")).collect()
+    }
+
+    #[test]
+    fn files_fire_at_min_new_and_time_at_its_moment_both_as_one() {
+        let now = Utc::now();
+        let s = spec(3, None);
+        assert_eq!(due(&s, Some(&names(2)), None, now), None);
+        let d = due(&s, Some(&names(3)), None, now).unwrap();
+        assert_eq!((d.files.len(), d.time), (3, None));
+        // A missing directory counts no file.
+        assert_eq!(due(&s, None, None, now), None);
+
+        let s = spec(3, Some(60));
+        let soon = now + chrono::Duration::seconds(1);
+        assert_eq!(due(&s, Some(&names(1)), Some(soon), now), None);
+        // The time trigger takes the settled files there are too.
+        let d = due(&s, Some(&names(1)), Some(now), now).unwrap();
+        assert_eq!((d.files.len(), d.time), (1, Some(Duration::from_secs(60))));
+        let d = due(&s, Some(&names(5)), Some(now), now).unwrap();
+        assert_eq!((d.files.len(), d.time), (5, Some(Duration::from_secs(60))));
+        // Only a time trigger: no directory to count.
+        let only_time = WatchSpec { data: None, ..s };
+        assert_eq!(due(&only_time, None, Some(soon), now), None);
+        assert!(due(&only_time, None, Some(now), now).is_some());
+    }
+
+    #[test]
+    fn firing_takes_the_files_numbers_the_trigger_and_moves_the_clock() {
+        let mut st = WatchState::new(Path::new("/j/night.toml"));
+        let every = Some(Duration::from_secs(3600));
+        assert_eq!(st.next_time(every), Some(st.created_at + chrono::Duration::hours(1)));
+        assert_eq!(st.next_time(None), None);
+        st.seen.insert("gone.csv".into());
+        let present: BTreeSet<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let due = Due {
+            files: vec!["b".into(), "a".into()],
+            time: None,
+        };
+        let now = Utc::now();
+        let watch = Path::new("/r/night.watch/watch.json");
+        let t = st.fire(watch, &due, Some(Path::new("/in")), Some(&present), now);
+        assert_eq!(t.number, 1);
+        let files = t.files.unwrap();
+        assert_eq!((files.count, files.first.as_str(), files.last.as_str()), (2, "b", "a"));
+        assert_eq!(t.every_seconds, None);
+        // Taken files are seen; one no longer there is forgotten.
+        assert_eq!(st.seen.iter().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(st.unfinished().unwrap().progress, Progress::Fired);
+        assert_eq!(st.next_time(every), Some(now + chrono::Duration::hours(1)));
+
+        st.progress(1, Progress::Started { batch: "b1".into() });
+        assert!(st.unfinished().is_some());
+        st.progress(
+            1,
+            Progress::Ended {
+                batch: "b1".into(),
+                batch_status: Some(BatchStatus::Finished),
+            },
+        );
+        assert!(st.unfinished().is_none());
+        let due = Due {
+            files: vec![],
+            time: Some(Duration::from_secs(3600)),
+        };
+        let t = st.fire(watch, &due, Some(Path::new("/in")), None, now);
+        assert_eq!((t.number, t.files, t.every_seconds), (2, None, Some(3600)));
+    }
+
+    #[test]
+    fn watch_json_round_trips_each_progress() {
+        let mut st = WatchState::new(Path::new("/j/night.toml"));
+        let due = Due {
+            files: vec!["a".into()],
+            time: None,
+        };
+        let watch = Path::new("/r/night.watch/watch.json");
+        for _ in 0..3 {
+            st.fire(watch, &due, Some(Path::new("/in")), None, Utc::now());
+        }
+        st.progress(1, Progress::Started { batch: "b1".into() });
+        st.progress(
+            2,
+            Progress::Ended {
+                batch: "b2".into(),
+                batch_status: None,
+            },
+        );
+        let text = serde_json::to_string_pretty(&st).unwrap();
+        assert!(text.contains("\"status\": \"started\""), "{text}");
+        let back: WatchState = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, st);
+    }
+
+    #[test]
+    fn a_watch_json_fixture_of_version_1_loads() {
+        let st: WatchState = read_versioned(Path::new("tests/fixtures/state/v1_watch.json")).unwrap();
+        assert_eq!(st.triggers.len(), 3);
+        assert_eq!(
+            st.triggers[1].trigger.describe(),
+            "120 new files in `/data/incoming` (first `tile_0001.tif`, last `tile_0120.tif`) and the time trigger (every 24h00m)"
+        );
+        assert!(matches!(
+            st.unfinished().map(|f| &f.progress),
+            Some(Progress::Started { batch }) if batch == "2026-11-24_230000_night"
+        ));
+    }
+
+    fn batch_dir(runs: &Path, id: &str, trigger: Option<Trigger>, status: BatchStatus, jobs: &[Status]) -> BatchDir {
+        let dir = BatchDir {
+            path: runs.join(id),
+            id: id.into(),
+        };
+        let names: Vec<String> = (0..jobs.len()).map(|i| format!("j{i}")).collect();
+        let text = format!(
+            "{{\"version\": 1, \"id\": \"{id}\", \"name\": \"night\", \"file\": \"/j/night.toml\", \
+             \"created_at\": \"2026-11-22T23:00:00Z\", \"status\": \"running\", \"finished_at\": null, \
+             \"supervisor\": null, \"jobs\": {}}}",
+            serde_json::to_string(&names).unwrap()
+        );
+        std::fs::create_dir_all(&dir.path).unwrap();
+        std::fs::write(dir.path.join("batch.json"), text).unwrap();
+        let mut state = dir.read_batch().unwrap();
+        state.trigger = trigger;
+        state.status = status;
+        dir.write_batch(&state).unwrap();
+        for (name, status) in names.iter().zip(jobs) {
+            std::fs::create_dir_all(dir.job_dir(name)).unwrap();
+            let mut s = crate::run::JobState::pending();
+            match status {
+                Status::Running => {
+                    s.begin_attempt(None);
+                    s.started(crate::run::RunHandle::Container { id: "c".into() }, Utc::now(), vec![], None);
+                }
+                Status::Cancelled => s.cancelled_before_start("interrupted"),
+                _ => {}
+            }
+            assert_eq!(s.status(), *status);
+            dir.write_job_state(name, &s).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn an_unfinished_trigger_is_created_found_resumed_or_closed_never_fired_again() {
+        let runs = tempfile::tempdir().unwrap();
+        let mut st = WatchState::new(Path::new("/j/night.toml"));
+        let watch = runs.path().join("night.watch/watch.json");
+        let due = Due {
+            files: vec!["a".into()],
+            time: None,
+        };
+        let t = st.fire(&watch, &due, Some(Path::new("/in")), None, Utc::now());
+        let fired = st.unfinished().unwrap().clone();
+
+        // Killed before its batch directory was made: make it.
+        assert!(matches!(next(find(runs.path(), &fired).unwrap()), Next::Create));
+
+        // Killed after it was made, before it was recorded: found by the
+        // trigger its batch.json names (another watch's trigger 1 is not it).
+        let mut other = t.clone();
+        other.fired_at = t.fired_at - chrono::Duration::days(1);
+        batch_dir(
+            runs.path(),
+            "old",
+            Some(other),
+            BatchStatus::Running,
+            &[Status::Pending],
+        );
+        batch_dir(
+            runs.path(),
+            "b1",
+            Some(t.clone()),
+            BatchStatus::Running,
+            &[Status::Pending, Status::Running],
+        );
+        match next(find(runs.path(), &fired).unwrap()) {
+            Next::Resume(dir) => assert_eq!(dir.id, "b1"),
+            other => panic!("{other:?}"),
+        }
+
+        // Recorded, and interrupted with nothing left to run: done.
+        let started = Fired {
+            trigger: t.clone(),
+            progress: Progress::Started { batch: "b2".into() },
+        };
+        batch_dir(
+            runs.path(),
+            "b2",
+            Some(t.clone()),
+            BatchStatus::Interrupted,
+            &[Status::Cancelled],
+        );
+        assert!(matches!(
+            next(find(runs.path(), &started).unwrap()),
+            Next::Close(id, Some(BatchStatus::Interrupted)) if id == "b2"
+        ));
+        // Interrupted with jobs pending: resumed.
+        batch_dir(
+            runs.path(),
+            "b3",
+            Some(t.clone()),
+            BatchStatus::Interrupted,
+            &[Status::Cancelled, Status::Pending],
+        );
+        let started = Fired {
+            progress: Progress::Started { batch: "b3".into() },
+            ..started
+        };
+        assert!(matches!(next(find(runs.path(), &started).unwrap()), Next::Resume(_)));
+        // Its directory removed by hand: done, nothing to resume.
+        let gone = Fired {
+            progress: Progress::Started { batch: "b9".into() },
+            ..started.clone()
+        };
+        assert!(matches!(next(find(runs.path(), &gone).unwrap()), Next::Close(id, None) if id == "b9"));
+        // Held by a `tb resume` by hand: wait for it.
+        let dir = BatchDir::at(&runs.path().join("b3")).unwrap();
+        let _held = dir.lock().unwrap();
+        assert!(matches!(next(find(runs.path(), &started).unwrap()), Next::Wait(id, _) if id == "b3"));
+    }
+
+    #[test]
+    fn one_watch_per_file_and_its_state_survives_a_restart() {
+        let runs = tempfile::tempdir().unwrap();
+        let file = runs.path().join("night.toml");
+        std::fs::write(&file, "").unwrap();
+        let Opened::Ready(mut w) = Watch::open(runs.path(), "night", &file).unwrap() else {
+            panic!("busy")
+        };
+        assert!(matches!(
+            Watch::open(runs.path(), "night", &file).unwrap(),
+            Opened::Busy(Some(s)) if s.pid == std::process::id()
+        ));
+        let due = Due {
+            files: vec!["a".into()],
+            time: None,
+        };
+        w.fire(&due, Some(Path::new("/in")), None).unwrap();
+        let before = w.state.clone();
+        drop(w);
+        let Opened::Ready(w) = Watch::open(runs.path(), "night", &file).unwrap() else {
+            panic!("busy")
+        };
+        assert_eq!(w.state, before);
+        drop(w);
+        let other = runs.path().join("other.toml");
+        std::fs::write(&other, "").unwrap();
+        let e = crate::error::format(&Watch::open(runs.path(), "night", &other).unwrap_err());
+        assert!(e.contains("another file with the batch name `night`"), "{e}");
+        std::fs::write(runs.path().join("night.watch/watch.json"), "{").unwrap();
+        let e = crate::error::format(&Watch::open(runs.path(), "night", &file).unwrap_err());
+        assert!(e.contains("is corrupt") && e.contains("hint: move"), "{e}");
+    }
+}
