@@ -51,6 +51,28 @@ pub struct BatchSection {
     pub slurm: Option<SlurmSection>,
     /// Send the night to an MLflow tracking server.
     pub mlflow: Option<MlflowSection>,
+    /// Each job starts from the previous batch's best checkpoint of the
+    /// same job name.
+    pub warm_start: Option<bool>,
+    /// When the batch ends, its best model replaces the deployed one if it
+    /// is better on the same data.
+    pub deploy: Option<DeploySection>,
+}
+
+/// `[batch.deploy]`: where the batch's best model goes (docs/batch-file.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [batch.deploy] table")]
+pub struct DeploySection {
+    /// The deploy directory; relative paths start at the batch file's.
+    pub dir: Option<Spanned<String>>,
+}
+
+/// `[batch.deploy]`, resolved: kept in `batch.json` for `tb retry`,
+/// `tb resume` and `tb deploy`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct DeploySpec {
+    /// The deploy directory, absolute.
+    pub dir: std::path::PathBuf,
 }
 
 /// `[batch.mlflow]`: where the batch's runs go (docs/batch-file.md).
@@ -532,6 +554,9 @@ mod tests {
             "[defaults.metrics]\nmode = { x = 1 }\n",
             "[defaults.train]\nx = 18446744073709551615\n",
             "[batch]\nmlflow = 3\n",
+            "[batch]\nwarm_start = 3\n",
+            "[batch]\ndeploy = 3\n",
+            "[batch.deploy]\ndir = 3\n",
         ] {
             let p = problem(text);
             assert!(!names_a_rust_type(&p.message), "{text:?}: {}", p.message);
