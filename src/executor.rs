@@ -185,7 +185,11 @@ pub fn container_spec(launch: &Launch) -> ContainerSpec {
         binds.push(format!("{}:/code:ro", code.display()));
     }
     if let Some(crate::settings::WarmStart::Warm { job_dir, .. }) = &spec.warm_start {
-        binds.push(format!("{}:{}:ro", job_dir.display(), crate::settings::WarmStart::MOUNT));
+        binds.push(format!(
+            "{}:{}:ro",
+            job_dir.display(),
+            crate::settings::WarmStart::MOUNT
+        ));
     }
     binds.extend(spec.mounts.iter().map(|m| m.bind()));
 
@@ -833,8 +837,15 @@ mod tests {
             replaced_init_from: None,
         });
         let c = container_spec(&l);
-        assert!(c.binds.contains(&"/runs/b1/jobs/a:/previous:ro".to_string()), "{:?}", c.binds);
-        assert!(c.env.contains(&"TB_PREVIOUS_BEST=/previous/checkpoints/best.ckpt".to_string()));
+        assert!(
+            c.binds.contains(&"/runs/b1/jobs/a:/previous:ro".to_string()),
+            "{:?}",
+            c.binds
+        );
+        assert!(
+            c.env
+                .contains(&"TB_PREVIOUS_BEST=/previous/checkpoints/best.ckpt".to_string())
+        );
         l.job.spec.warm_start = Some(crate::settings::WarmStart::Cold { why: "first".into() });
         let c = container_spec(&l);
         assert!(!c.binds.iter().any(|b| b.contains("/previous")));

@@ -33,7 +33,10 @@ pub fn of(spec: &JobSpec, image_id: Option<&str>) -> String {
         "code": spec.code,
         "train": spec.train,
     });
-    if let Some(crate::settings::WarmStart::Warm { job_dir, checkpoint, .. }) = &spec.warm_start {
+    if let Some(crate::settings::WarmStart::Warm {
+        job_dir, checkpoint, ..
+    }) = &spec.warm_start
+    {
         canonical["warm_start"] = serde_json::json!(job_dir.join(checkpoint));
     }
     // serde_json's maps are sorted, so equal jobs give equal bytes.
@@ -166,6 +169,10 @@ mod tests {
             of(&w, Some("sha256:1"))
         };
         assert_ne!(warm("/runs/b1/jobs/a"), id);
-        assert_ne!(warm("/runs/b1/jobs/a"), warm("/runs/b2/jobs/a"), "each earlier run is another start");
+        assert_ne!(
+            warm("/runs/b1/jobs/a"),
+            warm("/runs/b2/jobs/a"),
+            "each earlier run is another start"
+        );
     }
 }

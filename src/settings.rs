@@ -1305,7 +1305,10 @@ mod tests {
             p.settings.deploy.as_ref().map(|d| d.dir.clone()),
             Some(std::env::temp_dir().join("deployed"))
         );
-        assert_eq!(p.jobs[0].warm_start, None, "decided when the batch is created, not here");
+        assert_eq!(
+            p.jobs[0].warm_start, None,
+            "decided when the batch is created, not here"
+        );
         let off = plan("[[job]]\nname = \"a\"\nimage = \"i\"\n", "").unwrap();
         assert!(!off.settings.warm_start && off.settings.deploy.is_none());
 
@@ -1316,7 +1319,10 @@ mod tests {
         let m = messages("[batch.deploy]\ndri = \"x\"\n[[job]]\nname = \"a\"\nimage = \"i\"\n");
         assert!(m[0].contains("unknown field `dri`"), "{m:?}");
         let m = messages("[[job]]\nname = \"a\"\nimage = \"i\"\nmounts = [\"/tmp:/previous\"]\n");
-        assert!(m[0].contains("`/previous` is where tb mounts its own directory"), "{m:?}");
+        assert!(
+            m[0].contains("`/previous` is where tb mounts its own directory"),
+            "{m:?}"
+        );
     }
 
     #[test]

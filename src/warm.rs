@@ -50,7 +50,10 @@ pub fn describe(job: &JobSpec) -> Option<String> {
                 .as_ref()
                 .map(|i| format!(", instead of its train.init_from `{i}`"))
                 .unwrap_or_default();
-            format!("{}: warm start from batch {batch}, {checkpoint}{score}{instead}", job.name)
+            format!(
+                "{}: warm start from batch {batch}, {checkpoint}{score}{instead}",
+                job.name
+            )
         }
         WarmStart::Cold { why } => format!("{}: cold start: {why}", job.name),
     })
@@ -97,7 +100,10 @@ fn start_of(job: &JobSpec, batch_name: &str, earlier: &[(BatchDir, BatchState)])
     let before = dir.read_job_file(&job.name).ok();
     if let Some(differs) = model_change(job, before.as_ref()) {
         return WarmStart::Cold {
-            why: format!("its {differs} differs from batch {}'s, whose checkpoint would not fit", dir.id),
+            why: format!(
+                "its {differs} differs from batch {}'s, whose checkpoint would not fit",
+                dir.id
+            ),
         };
     }
     let best = before.as_ref().and_then(|f| {
@@ -140,7 +146,13 @@ fn model_change(job: &JobSpec, before: Option<&JobFile>) -> Option<&'static str>
     ["model", "model_args"]
         .into_iter()
         .find(|key| now.get(key) != then.and_then(|t| t.get(key)))
-        .map(|key| if key == "model" { "train.model" } else { "train.model_args" })
+        .map(|key| {
+            if key == "model" {
+                "train.model"
+            } else {
+                "train.model_args"
+            }
+        })
 }
 
 #[cfg(test)]
@@ -231,7 +243,10 @@ mod tests {
         else {
             panic!("{:?}", p.jobs[0].warm_start)
         };
-        assert_eq!((batch.as_str(), job_dir, checkpoint.as_str()), ("b1", &old, "checkpoints/best.ckpt"));
+        assert_eq!(
+            (batch.as_str(), job_dir, checkpoint.as_str()),
+            ("b1", &old, "checkpoints/best.ckpt")
+        );
         assert_eq!(best.as_ref().map(|b| b.value), Some(0.25));
         assert_eq!(replaced_init_from.as_deref(), Some("/code/pre.ckpt"));
         assert_eq!(
@@ -239,13 +254,19 @@ mod tests {
             "/previous/checkpoints/best.ckpt"
         );
         let line = describe(&p.jobs[0]).unwrap();
-        assert!(line.starts_with("a: warm start from batch b1, checkpoints/best.ckpt (val_loss 0.25"), "{line}");
+        assert!(
+            line.starts_with("a: warm start from batch b1, checkpoints/best.ckpt (val_loss 0.25"),
+            "{line}"
+        );
 
         // A job no earlier batch ran starts cold, keeping its own init_from.
         let WarmStart::Cold { why } = p.jobs[1].warm_start.as_ref().unwrap() else {
             panic!()
         };
-        assert!(why.starts_with("none of the 3 earlier batch(es) named `night` holds"), "{why}");
+        assert!(
+            why.starts_with("none of the 3 earlier batch(es) named `night` holds"),
+            "{why}"
+        );
         assert_eq!(p.jobs[1].train.as_ref().unwrap()["init_from"], "/code/pre.ckpt");
     }
 
@@ -261,7 +282,14 @@ mod tests {
             })
         );
 
-        batch(runs.path(), "b1", 1, &spec("a", Some(serde_json::json!({"model": "fcn"}))), Status::Succeeded, true);
+        batch(
+            runs.path(),
+            "b1",
+            1,
+            &spec("a", Some(serde_json::json!({"model": "fcn"}))),
+            Status::Succeeded,
+            true,
+        );
         let mut p = plan(vec![spec("a", Some(serde_json::json!({"model": "unet"})))]);
         apply(&mut p, runs.path());
         let WarmStart::Cold { why } = p.jobs[0].warm_start.as_ref().unwrap() else {
@@ -282,7 +310,12 @@ mod tests {
         assert!(matches!(p.jobs[0].warm_start, Some(WarmStart::Warm { .. })));
         assert_eq!(p.jobs[0].train, None);
         assert_eq!(
-            p.jobs[0].warm_start.as_ref().unwrap().checkpoint_in_container().as_deref(),
+            p.jobs[0]
+                .warm_start
+                .as_ref()
+                .unwrap()
+                .checkpoint_in_container()
+                .as_deref(),
             Some("/previous/checkpoints/best.ckpt")
         );
         let mut off = plan(vec![spec("c", None)]);

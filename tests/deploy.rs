@@ -5,6 +5,10 @@
 //! split (both outcomes forced by a model that learned and one that could
 //! not), recording both scores. Command jobs are compared by what they
 //! logged, and `tb deploy` does it all by hand.
+//!
+//! `TB_TRAINER_SRC=<repo>/trainer-py/src` runs the trainer from that source
+//! (mounted as the jobs' `code`, first on `PYTHONPATH`) instead of the one
+//! installed in the image: trainer changes tried before `make image`.
 
 use crate::common::*;
 use crate::trainer::trainer_image;
@@ -19,9 +23,12 @@ fn json(path: &Path) -> serde_json::Value {
 /// synthetic tiles of `data_seed`; `extra` goes into `[batch]`, `train`
 /// into `[defaults.train]`.
 fn trainer_batch(image: &str, name: &str, extra: &str, data_seed: u32, epochs: u32, lr: f64, train: &str) -> String {
+    let code = std::env::var("TB_TRAINER_SRC")
+        .map(|src| format!("code = \"{src}\"\n"))
+        .unwrap_or_default();
     format!(
         "[batch]\nname = \"{name}\"\ndownloads = \"./downloads\"\n{extra}\n\
-         [defaults]\nimage = \"{image}\"\ngpus = 0\nnetwork = \"none\"\n\
+         [defaults]\nimage = \"{image}\"\ngpus = 0\nnetwork = \"none\"\n{code}\
          [defaults.train]\nmodel = \"unet\"\nmodel_args = {{ channels = 8, depth = 2 }}\n\
          data_args = {{ samples = 96, size = 32, seed = {data_seed} }}\nmax_epochs = {epochs}\nlr = {lr:?}\n\
          patience = 0\nbatch_size = 16\n{train}\n\
@@ -65,13 +72,23 @@ fn a_warm_start_begins_lower_than_a_cold_start_on_the_same_data() {
     let image = trainer_image();
     let w = Work::new();
     // A: the first batch of its name, so it starts cold although it asks.
-    let a = run_batch(&w, "a.toml", &trainer_batch(&image, "lakes", "warm_start = true", 1, 3, 3e-3, ""), 0);
+    let a = run_batch(
+        &w,
+        "a.toml",
+        &trainer_batch(&image, "lakes", "warm_start = true", 1, 3, 3e-3, ""),
+        0,
+    );
     let a_job = json(&a.join("jobs/seg/job.json"));
     assert_eq!(a_job["warm_start"]["kind"], "cold", "{a_job}");
     assert!(a_job["train"].get("init_from").is_none());
 
     // B: the same file again: from A's best checkpoint, one epoch.
-    let b = run_batch(&w, "b.toml", &trainer_batch(&image, "lakes", "warm_start = true", 1, 1, 3e-3, ""), 0);
+    let b = run_batch(
+        &w,
+        "b.toml",
+        &trainer_batch(&image, "lakes", "warm_start = true", 1, 1, 3e-3, ""),
+        0,
+    );
     let b_job = json(&b.join("jobs/seg/job.json"));
     let warm = &b_job["warm_start"];
     assert_eq!(warm["kind"], "warm", "{b_job}");
@@ -96,13 +113,20 @@ fn a_warm_start_begins_lower_than_a_cold_start_on_the_same_data() {
     assert!((first_val_loss(&a) - cold_first).abs() < 1e-6);
 
     // A warm start is another job (--skip-done must not take A's result for B's).
-    let id = |d: &Path| json(&d.join("jobs/seg/state.json"))["identity"].as_str().unwrap().to_string();
+    let id = |d: &Path| {
+        json(&d.join("jobs/seg/state.json"))["identity"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
     assert_ne!(id(&a), id(&b));
 
     let report = std::fs::read_to_string(b.join("report.md")).unwrap();
     let a_id = a.file_name().unwrap().to_str().unwrap();
     assert!(
-        report.contains(&format!("Warm start: 1 job (seg) from the best checkpoints of batch {a_id}.")),
+        report.contains(&format!(
+            "Warm start: 1 job (seg) from the best checkpoints of batch {a_id}."
+        )),
         "{report}"
     );
     let report_a = std::fs::read_to_string(a.join("report.md")).unwrap();
@@ -126,14 +150,23 @@ fn deploy_promotes_a_model_only_when_it_scores_better_on_the_new_data() {
     // 1. A model that never learned (lr 0) goes into the empty directory.
     let w1 = run_batch(&w, "w1.toml", &weak(1), 0);
     let d1 = json(&w1.join("deploy.json"));
-    assert_eq!((d1["decision"].as_str(), d1["why"].as_str()), (Some("promoted"), Some("nothing was deployed yet")));
+    assert_eq!(
+        (d1["decision"].as_str(), d1["why"].as_str()),
+        (Some("promoted"), Some("nothing was deployed yet"))
+    );
 
     // 2. One that learned, on new tiles: both scored there; it wins.
     let s = run_batch(&w, "s.toml", &strong, 0);
     let d2 = json(&s.join("deploy.json"));
     assert_eq!(d2["decision"], "promoted", "{d2}");
-    assert_eq!((d2["compared_on"].as_str(), d2["re_evaluated"].as_bool()), (Some("test_loss"), Some(true)));
-    let (cand, dep) = (d2["candidate"]["score"].as_f64().unwrap(), d2["deployed"]["score"].as_f64().unwrap());
+    assert_eq!(
+        (d2["compared_on"].as_str(), d2["re_evaluated"].as_bool()),
+        (Some("test_loss"), Some(true))
+    );
+    let (cand, dep) = (
+        d2["candidate"]["score"].as_f64().unwrap(),
+        d2["deployed"]["score"].as_f64().unwrap(),
+    );
     assert!(cand < dep, "{d2}");
     // The scores are the scoring runs' own, on this batch's test split.
     let scored = |side: &str| json(&s.join(format!("deploy/{side}/evaluation.json")));
@@ -146,7 +179,10 @@ fn deploy_promotes_a_model_only_when_it_scores_better_on_the_new_data() {
     let w2 = run_batch(&w, "w2.toml", &weak(3), 0);
     let d3 = json(&w2.join("deploy.json"));
     assert_eq!(d3["decision"], "kept", "{d3}");
-    let (cand, dep) = (d3["candidate"]["score"].as_f64().unwrap(), d3["deployed"]["score"].as_f64().unwrap());
+    let (cand, dep) = (
+        d3["candidate"]["score"].as_f64().unwrap(),
+        d3["deployed"]["score"].as_f64().unwrap(),
+    );
     assert!(cand > dep, "{d3}");
     assert!(d3["why"].as_str().unwrap().starts_with("test_loss "), "{d3}");
 
@@ -155,25 +191,40 @@ fn deploy_promotes_a_model_only_when_it_scores_better_on_the_new_data() {
     let decisions: Vec<&str> = h.iter().map(|r| r["decision"].as_str().unwrap()).collect();
     assert_eq!(decisions, ["promoted", "promoted", "kept"]);
     for r in &h[1..] {
-        assert!(r["candidate"]["score"].is_number() && r["deployed"]["score"].is_number(), "{r}");
+        assert!(
+            r["candidate"]["score"].is_number() && r["deployed"]["score"].is_number(),
+            "{r}"
+        );
     }
     let current = std::fs::canonicalize(deployed.join("current")).unwrap();
     let previous = std::fs::canonicalize(deployed.join("previous")).unwrap();
     let s_id = s.file_name().unwrap().to_str().unwrap().to_string();
-    assert_eq!(current, deployed.join(format!("versions/{s_id}.seg")).canonicalize().unwrap());
+    assert_eq!(
+        current,
+        deployed.join(format!("versions/{s_id}.seg")).canonicalize().unwrap()
+    );
     assert_eq!(
         sha256(&current.join("model.ckpt")),
         sha256(&s.join("jobs/seg/checkpoints/best.ckpt"))
     );
     assert!(previous.ends_with(format!("{}.seg", w1.file_name().unwrap().to_str().unwrap())));
-    assert!(current.join("model.pt").metadata().unwrap().len() > 1000, "the TorchScript export");
+    assert!(
+        current.join("model.pt").metadata().unwrap().len() > 1000,
+        "the TorchScript export"
+    );
     assert_eq!(json(&current.join("deploy.json"))["decision"], "promoted");
     assert_eq!(json(&current.join("job.json"))["batch_id"], s_id.as_str());
     assert!(current.join("evaluation.json").is_file());
-    assert_eq!(std::fs::read_dir(deployed.join("versions")).unwrap().count(), 2, "current and previous");
-    assert!(!std::fs::read_dir(&deployed).unwrap().any(|e| {
-        e.unwrap().file_name().to_string_lossy().starts_with(".incoming")
-    }));
+    assert_eq!(
+        std::fs::read_dir(deployed.join("versions")).unwrap().count(),
+        2,
+        "current and previous"
+    );
+    assert!(
+        !std::fs::read_dir(&deployed)
+            .unwrap()
+            .any(|e| { e.unwrap().file_name().to_string_lossy().starts_with(".incoming") })
+    );
 
     let report = std::fs::read_to_string(w2.join("report.md")).unwrap();
     assert!(
@@ -191,10 +242,17 @@ fn deploy_promotes_a_model_only_when_it_scores_better_on_the_new_data() {
     assert_eq!(text(&out.stdout).trim(), deployed.join("current").to_str().unwrap());
     let out = w.run(&["deploy", &w2_id]);
     assert_exit(&out, 3);
-    assert!(text(&out.stderr).contains("this checkpoint is the deployed model already"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("this checkpoint is the deployed model already"),
+        "{}",
+        text(&out.stderr)
+    );
     let h = history(&deployed);
     assert_eq!(h.len(), 5);
-    assert_eq!((h[3]["decision"].as_str(), h[3]["forced"].as_bool()), (Some("promoted"), Some(true)));
+    assert_eq!(
+        (h[3]["decision"].as_str(), h[3]["forced"].as_bool()),
+        (Some("promoted"), Some(true))
+    );
     assert_eq!(h[4]["decision"], "kept");
     assert_exit(&w.run(&["deploy", &w2_id, "--job", "nope"]), 2);
     assert!(w.leftover_containers().is_empty(), "the scoring containers are removed");
@@ -232,9 +290,21 @@ fn command_jobs_are_compared_by_what_they_logged_and_see_the_previous_checkpoint
     assert_eq!(stdout.trim(), "previous /previous/checkpoints/best.ckpt weights 0.5");
     let d = json(&worse.join("deploy.json"));
     assert_eq!(d["decision"], "kept", "{d}");
-    assert_eq!((d["re_evaluated"].as_bool(), d["compared_on"].as_str()), (Some(false), Some("val_loss")));
-    assert_eq!((d["candidate"]["score"].as_f64(), d["deployed"]["score"].as_f64()), (Some(0.7), Some(0.5)));
-    assert!(d["why"].as_str().unwrap().contains("as each job logged it (not re-evaluated)"), "{d}");
+    assert_eq!(
+        (d["re_evaluated"].as_bool(), d["compared_on"].as_str()),
+        (Some(false), Some("val_loss"))
+    );
+    assert_eq!(
+        (d["candidate"]["score"].as_f64(), d["deployed"]["score"].as_f64()),
+        (Some(0.7), Some(0.5))
+    );
+    assert!(
+        d["why"]
+            .as_str()
+            .unwrap()
+            .contains("as each job logged it (not re-evaluated)"),
+        "{d}"
+    );
     // Warm starts follow the newest success: the kept batch's job, not the deployed one.
     let better = run_batch(&w, "cmd.toml", &body(0.3), 0);
     let stdout = std::fs::read_to_string(better.join("jobs/fit/stdout.log")).unwrap();
@@ -264,9 +334,18 @@ fn a_batch_with_nothing_to_deploy_says_so_and_changes_nothing() {
     let b = run_batch(&w, "none.toml", &body, 0);
     let d = json(&b.join("deploy.json"));
     assert_eq!(d["decision"], "failed", "{d}");
-    assert!(d["why"].as_str().unwrap().contains("succeeded with a best value and a best checkpoint"), "{d}");
+    assert!(
+        d["why"]
+            .as_str()
+            .unwrap()
+            .contains("succeeded with a best value and a best checkpoint"),
+        "{d}"
+    );
     assert!(!w.path().join("deployed/current").exists());
-    assert!(!w.path().join("deployed/history.jsonl").exists(), "a failure is no decision");
+    assert!(
+        !w.path().join("deployed/history.jsonl").exists(),
+        "a failure is no decision"
+    );
     let report = std::fs::read_to_string(b.join("report.md")).unwrap();
     assert!(report.contains("Deploy failed, nothing changed in"), "{report}");
     let out = w.run(&["deploy"]);

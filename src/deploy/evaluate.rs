@@ -111,7 +111,8 @@ impl Evaluator {
             );
         }
         let path = out.join("evaluation.json");
-        let bytes = std::fs::read(&path).with_context(|| format!("the {side} model's evaluation wrote no `{}`", path.display()))?;
+        let bytes = std::fs::read(&path)
+            .with_context(|| format!("the {side} model's evaluation wrote no `{}`", path.display()))?;
         serde_json::from_slice(&bytes).with_context(|| format!("`{}` is not an evaluation", path.display()))
     }
 
@@ -205,10 +206,19 @@ mod tests {
     #[test]
     fn the_deployed_model_is_scored_on_the_candidates_data() {
         let deployed = serde_json::json!({"model": "fcn", "data_args": {"samples": 9}});
-        let s = evaluation_spec(&spec(), "deployed", Some(&deployed), Path::new("/deploy/current/model.ckpt")).unwrap();
+        let s = evaluation_spec(
+            &spec(),
+            "deployed",
+            Some(&deployed),
+            Path::new("/deploy/current/model.ckpt"),
+        )
+        .unwrap();
         let t = s.train.as_ref().unwrap();
         assert_eq!(t["model"], "fcn");
-        assert!(t.get("model_args").is_none(), "the deployed job had none: the trainer's default");
+        assert!(
+            t.get("model_args").is_none(),
+            "the deployed job had none: the trainer's default"
+        );
         assert_eq!(t["data_args"]["samples"], 64, "the data is the candidate's");
         assert!(t.get("init_from").is_none() && t.get("export").is_none());
         assert_eq!(
@@ -219,7 +229,13 @@ mod tests {
         assert_eq!((s.gpus, s.time_limit), (1, Some(DEFAULT_LIMIT)));
         assert_eq!(s.name, "a.evaluate-deployed");
 
-        let c = evaluation_spec(&spec(), "candidate", None, Path::new("/runs/b/jobs/a/checkpoints/best.ckpt")).unwrap();
+        let c = evaluation_spec(
+            &spec(),
+            "candidate",
+            None,
+            Path::new("/runs/b/jobs/a/checkpoints/best.ckpt"),
+        )
+        .unwrap();
         assert_eq!(c.train.as_ref().unwrap()["model_args"]["channels"], 8);
     }
 }

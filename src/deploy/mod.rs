@@ -153,7 +153,13 @@ pub async fn deploy(req: &Request<'_>) -> anyhow::Result<Record> {
     let (record, interrupted) = match decide(req, &store, &candidate, deployed.as_ref()).await {
         Ok(record) => (record, None),
         Err(e) => {
-            let mut r = record(req.target, Verdict::Failed, format!("{e:#}"), Some(&candidate), deployed.as_ref());
+            let mut r = record(
+                req.target,
+                Verdict::Failed,
+                format!("{e:#}"),
+                Some(&candidate),
+                deployed.as_ref(),
+            );
             r.forced = req.force;
             (r, e.downcast::<Interrupted>().ok())
         }
@@ -281,7 +287,11 @@ fn plan(c: &Candidate, deployed: Option<&Deployed>, force: bool) -> Plan {
     let Some(d) = deployed else {
         return Plan::Promote("nothing was deployed yet".into());
     };
-    let same = d.record.candidate.as_ref().is_some_and(|s| s.checkpoint_sha256 == c.sha256);
+    let same = d
+        .record
+        .candidate
+        .as_ref()
+        .is_some_and(|s| s.checkpoint_sha256 == c.sha256);
     if same {
         return Plan::Keep(format!("this checkpoint is the deployed model already ({})", d.version));
     }
@@ -357,7 +367,7 @@ fn verdict(metric: &str, mode: Mode, candidate: f64, deployed: f64, on: &str) ->
         (
             Verdict::Kept,
             format!(
-                "{metric} {c} does not beat the deployed model's {d} {on} ({} is better)",
+                "{metric} {c} does not beat the deployed model's {d} ({} is better) {on}",
                 mode_word(mode)
             ),
         )
@@ -369,13 +379,7 @@ fn mode_word(mode: Mode) -> &'static str {
 }
 
 /// A record of `verdict` with the two sides as known before any scoring.
-fn record(
-    target: &Path,
-    decision: Verdict,
-    why: String,
-    c: Option<&Candidate>,
-    d: Option<&Deployed>,
-) -> Record {
+fn record(target: &Path, decision: Verdict, why: String, c: Option<&Candidate>, d: Option<&Deployed>) -> Record {
     Record {
         version: crate::run::VERSION,
         at: Utc::now(),
@@ -407,7 +411,9 @@ fn record(
 fn candidate(batch: &BatchDir, job: Option<&str>) -> anyhow::Result<Candidate> {
     let report = crate::report::build(batch)?;
     let deployable = |j: &&crate::report::JobReport| {
-        j.status == Status::Succeeded && j.best.is_some() && origin(batch, &j.name).is_some_and(|o| crate::run::best_checkpoint(&o).is_some())
+        j.status == Status::Succeeded
+            && j.best.is_some()
+            && origin(batch, &j.name).is_some_and(|o| crate::run::best_checkpoint(&o).is_some())
     };
     let chosen = match job {
         Some(name) => {
@@ -435,7 +441,12 @@ fn candidate(batch: &BatchDir, job: Option<&str>) -> anyhow::Result<Candidate> {
                 .iter()
                 .filter(|j| j.best.as_ref().map(|b| &b.metric) == ranking.map(|m| &m.metric))
                 .find(deployable)
-                .ok_or_else(|| anyhow::anyhow!("no job of batch {} succeeded with a best value and a best checkpoint", batch.id))?
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no job of batch {} succeeded with a best value and a best checkpoint",
+                        batch.id
+                    )
+                })?
         }
     };
     let job_dir = origin(batch, &chosen.name).expect("a deployable job has a directory");
@@ -466,7 +477,12 @@ fn candidate(batch: &BatchDir, job: Option<&str>) -> anyhow::Result<Candidate> {
 /// `--skip-done` reuse.
 fn origin(batch: &BatchDir, job: &str) -> Option<PathBuf> {
     let state = batch.read_job_state(job).ok()?;
-    Some(state.reused_from().map(Path::to_path_buf).unwrap_or_else(|| batch.job_dir(job)))
+    Some(
+        state
+            .reused_from()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| batch.job_dir(job)),
+    )
 }
 
 /// The candidate's TorchScript export, if its trainer wrote one.
@@ -544,11 +560,17 @@ mod tests {
         let trainer = candidate(true, 0.2, "new");
         let old_trainer = deployed(&candidate(true, 0.3, "old"));
         let old_command = deployed(&candidate(false, 0.3, "old"));
-        assert_eq!(plan(&trainer, None, false), Plan::Promote("nothing was deployed yet".into()));
+        assert_eq!(
+            plan(&trainer, None, false),
+            Plan::Promote("nothing was deployed yet".into())
+        );
         assert!(matches!(plan(&trainer, Some(&old_trainer), true), Plan::Promote(w) if w.starts_with("forced")));
         assert_eq!(plan(&trainer, Some(&old_trainer), false), Plan::Score);
         assert_eq!(plan(&trainer, Some(&old_command), false), Plan::Logged);
-        assert_eq!(plan(&candidate(false, 0.2, "new"), Some(&old_trainer), false), Plan::Logged);
+        assert_eq!(
+            plan(&candidate(false, 0.2, "new"), Some(&old_trainer), false),
+            Plan::Logged
+        );
         let same = deployed(&candidate(true, 0.2, "new"));
         assert!(matches!(plan(&trainer, Some(&same), false), Plan::Keep(w) if w.contains("deployed model already")));
     }
@@ -557,11 +579,21 @@ mod tests {
     fn only_a_strictly_better_score_promotes() {
         let (v, why) = verdict("test_loss", Mode::Min, 0.2, 0.25, "on this batch's test split");
         assert_eq!(v, Verdict::Promoted);
-        assert_eq!(why, "test_loss 0.2000 beats the deployed model's 0.2500 on this batch's test split");
-        assert_eq!(verdict("test_loss", Mode::Min, 0.25, 0.25, "").0, Verdict::Kept, "a tie keeps");
+        assert_eq!(
+            why,
+            "test_loss 0.2000 beats the deployed model's 0.2500 on this batch's test split"
+        );
+        assert_eq!(
+            verdict("test_loss", Mode::Min, 0.25, 0.25, "").0,
+            Verdict::Kept,
+            "a tie keeps"
+        );
         let (v, why) = verdict("test_iou", Mode::Max, 0.7, 0.8, "here");
         assert_eq!(v, Verdict::Kept);
-        assert!(why.ends_with("(higher is better)"), "{why}");
+        assert_eq!(
+            why,
+            "test_iou 0.7000 does not beat the deployed model's 0.8000 (higher is better) here"
+        );
         assert_eq!(verdict("test_iou", Mode::Max, 0.9, 0.8, "").0, Verdict::Promoted);
     }
 
@@ -571,7 +603,10 @@ mod tests {
         let d = deployed(&candidate(false, 0.3, "old"));
         let r = compare_logged(Path::new("/d"), &c, &d);
         assert_eq!(r.decision, Verdict::Promoted);
-        assert_eq!((r.candidate.as_ref().unwrap().score, r.deployed.as_ref().unwrap().score), (Some(0.2), Some(0.3)));
+        assert_eq!(
+            (r.candidate.as_ref().unwrap().score, r.deployed.as_ref().unwrap().score),
+            (Some(0.2), Some(0.3))
+        );
         assert!(r.why.ends_with("as each job logged it (not re-evaluated)"), "{}", r.why);
         assert!(!r.re_evaluated);
         assert_eq!(r.deployed.as_ref().unwrap().model.as_deref(), Some("versions/b1.a"));
@@ -581,17 +616,31 @@ mod tests {
         other.mode = Mode::Max;
         let r = compare_logged(Path::new("/d"), &other, &d);
         assert_eq!(r.decision, Verdict::Kept);
-        assert!(r.why.starts_with("not comparable: the deployed model is judged by val_loss, this job by val_iou"), "{}", r.why);
+        assert!(
+            r.why
+                .starts_with("not comparable: the deployed model is judged by val_loss, this job by val_iou"),
+            "{}",
+            r.why
+        );
     }
 
     #[test]
     fn a_record_reads_back_as_written() {
         let c = candidate(true, 0.2, "new");
-        let r = record(Path::new("/d"), Verdict::Kept, "why".into(), Some(&c), Some(&deployed(&c)));
+        let r = record(
+            Path::new("/d"),
+            Verdict::Kept,
+            "why".into(),
+            Some(&c),
+            Some(&deployed(&c)),
+        );
         let text = serde_json::to_string(&r).unwrap();
         let back: Record = serde_json::from_str(&text).unwrap();
         assert_eq!(back, r);
         let line = describe(&r);
-        assert_eq!(line, "deploy: kept the deployed model (a of batch b1) over a of batch b2: why");
+        assert_eq!(
+            line,
+            "deploy: kept the deployed model (a of batch b1) over a of batch b2: why"
+        );
     }
 }

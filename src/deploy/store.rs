@@ -73,7 +73,11 @@ impl Store {
         if !flock(&file, libc::LOCK_NB) {
             tracing::info!("waiting for another deploy into `{}` to end", dir.display());
             if !flock(&file, 0) {
-                anyhow::bail!("failed to lock `{}`: {}", path.display(), std::io::Error::last_os_error());
+                anyhow::bail!(
+                    "failed to lock `{}`: {}",
+                    path.display(),
+                    std::io::Error::last_os_error()
+                );
             }
         }
         Ok(Store {
@@ -112,7 +116,13 @@ impl Store {
         let versions = self.dir.join(VERSIONS);
         std::fs::create_dir_all(&versions).with_context(|| format!("failed to create `{}`", versions.display()))?;
         let id = (1..)
-            .map(|n| if n == 1 { name.to_string() } else { format!("{name}-{n}") })
+            .map(|n| {
+                if n == 1 {
+                    name.to_string()
+                } else {
+                    format!("{name}-{n}")
+                }
+            })
             .find(|id| !versions.join(id).exists())
             .expect("an unused name");
         let version = format!("{VERSIONS}/{id}");
@@ -278,15 +288,25 @@ mod tests {
             let mut r = record(&dir);
             store.promote(&files(&tmp.path().join(w), w), &mut r, "b.a").unwrap();
             store.append(&r).unwrap();
-            let name = if i == 0 { "b.a".to_string() } else { format!("b.a-{}", i + 1) };
+            let name = if i == 0 {
+                "b.a".to_string()
+            } else {
+                format!("b.a-{}", i + 1)
+            };
             assert_eq!(r.current.as_deref(), Some(format!("versions/{name}").as_str()));
             let now = store.current().unwrap().unwrap();
             assert_eq!(std::fs::read_to_string(&now.checkpoint).unwrap(), *w);
             assert_eq!(now.record.current, r.current, "its own deploy.json says what it is");
             assert_eq!(now.job.name, "a");
         }
-        assert_eq!(std::fs::read_link(dir.join(CURRENT)).unwrap(), Path::new("versions/b.a-3"));
-        assert_eq!(std::fs::read_link(dir.join(PREVIOUS)).unwrap(), Path::new("versions/b.a-2"));
+        assert_eq!(
+            std::fs::read_link(dir.join(CURRENT)).unwrap(),
+            Path::new("versions/b.a-3")
+        );
+        assert_eq!(
+            std::fs::read_link(dir.join(PREVIOUS)).unwrap(),
+            Path::new("versions/b.a-2")
+        );
         assert_eq!(std::fs::read_to_string(dir.join("previous/model.ckpt")).unwrap(), "two");
         let mut left: Vec<String> = std::fs::read_dir(dir.join(VERSIONS))
             .unwrap()
@@ -304,7 +324,10 @@ mod tests {
             .unwrap()
             .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
             .collect();
-        assert!(!names.iter().any(|n| n.starts_with(".incoming") || n.ends_with(".tmp")), "{names:?}");
+        assert!(
+            !names.iter().any(|n| n.starts_with(".incoming") || n.ends_with(".tmp")),
+            "{names:?}"
+        );
     }
 
     #[test]
@@ -313,7 +336,9 @@ mod tests {
         let dir = tmp.path().join("deployed");
         let store = Store::open(&dir).unwrap();
         let mut r = record(&dir);
-        store.promote(&files(&tmp.path().join("one"), "one"), &mut r, "b.a").unwrap();
+        store
+            .promote(&files(&tmp.path().join("one"), "one"), &mut r, "b.a")
+            .unwrap();
         let mut broken = files(&tmp.path().join("two"), "two");
         broken.checkpoint = tmp.path().join("missing.ckpt");
         let mut r = record(&dir);

@@ -174,7 +174,12 @@ pub(crate) fn retraining_lines(report: &Report) -> Vec<String> {
     }
     let mut lines: Vec<String> = warm
         .iter()
-        .map(|(batch, names)| format!("Warm start: {} from the best checkpoints of batch {batch}.", some_jobs(names)))
+        .map(|(batch, names)| {
+            format!(
+                "Warm start: {} from the best checkpoints of batch {batch}.",
+                some_jobs(names)
+            )
+        })
         .collect();
     lines.extend(
         cold.iter()
@@ -203,8 +208,14 @@ fn deploy_lines(d: &Value) -> Vec<String> {
         ""
     };
     let mut lines = vec![match text(d, "decision").as_str() {
-        "promoted" => format!("Deployed{forced}: {} is the model in {dir}/current now: {why}.", who("candidate")),
-        "kept" => format!("Not deployed: the deployed model ({}) stays in {dir}: {why}.", who("deployed")),
+        "promoted" => format!(
+            "Deployed{forced}: {} is the model in {dir}/current now: {why}.",
+            who("candidate")
+        ),
+        "kept" => format!(
+            "Not deployed: the deployed model ({}) stays in {dir}: {why}.",
+            who("deployed")
+        ),
         _ => format!("Deploy failed, nothing changed in {dir}: {why}."),
     }];
     if let Some(ts) = d.get("export").and_then(|e| e.get("torchscript")) {

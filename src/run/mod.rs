@@ -500,11 +500,23 @@ mod tests {
         std::fs::write(jd.join("checkpoints/best.ckpt"), "w").unwrap();
         assert_eq!(best_checkpoint(jd).as_deref(), Some("checkpoints/best.ckpt"));
         std::fs::write(jd.join("checkpoints/epoch3.ckpt"), "w").unwrap();
-        std::fs::write(jd.join("result.json"), r#"{"best": {"checkpoint": "checkpoints/epoch3.ckpt"}}"#).unwrap();
+        std::fs::write(
+            jd.join("result.json"),
+            r#"{"best": {"checkpoint": "checkpoints/epoch3.ckpt"}}"#,
+        )
+        .unwrap();
         assert_eq!(best_checkpoint(jd).as_deref(), Some("checkpoints/epoch3.ckpt"));
         for outside in ["/etc/passwd", "../x/best.ckpt", "checkpoints/missing.ckpt"] {
-            std::fs::write(jd.join("result.json"), format!(r#"{{"best": {{"checkpoint": "{outside}"}}}}"#)).unwrap();
-            assert_eq!(best_checkpoint(jd).as_deref(), Some("checkpoints/best.ckpt"), "{outside}");
+            std::fs::write(
+                jd.join("result.json"),
+                format!(r#"{{"best": {{"checkpoint": "{outside}"}}}}"#),
+            )
+            .unwrap();
+            assert_eq!(
+                best_checkpoint(jd).as_deref(),
+                Some("checkpoints/best.ckpt"),
+                "{outside}"
+            );
         }
     }
 
