@@ -129,6 +129,11 @@ fn a_warm_start_begins_lower_than_a_cold_start_on_the_same_data() {
         )),
         "{report}"
     );
+    let html = std::fs::read_to_string(b.join("report.html")).unwrap();
+    assert!(
+        html.contains("<section id=\"retraining\"><h2>Retraining</h2><ul><li>Warm start: 1 job (seg)"),
+        "{html}"
+    );
     let report_a = std::fs::read_to_string(a.join("report.md")).unwrap();
     assert!(
         report_a.contains("Cold start: 1 job (seg): no earlier batch named `lakes` under the runs directory."),

@@ -7,13 +7,13 @@
 //! directory's `history.jsonl` and the batch's `deploy.json` ([`Record`]);
 //! a promotion replaces the model atomically ([`store`]).
 
+mod candidate;
 mod evaluate;
 pub mod store;
 
 use crate::metrics::{Mode, better};
-use crate::run::{BatchDir, Status, read_versioned, write_json};
-use crate::settings::JobSpec;
-use anyhow::Context;
+use crate::run::{BatchDir, read_versioned, write_json};
+use candidate::Candidate;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -102,34 +102,6 @@ pub struct Request<'a> {
     pub gpu_ids: Vec<String>,
 }
 
-/// The batch's model a deploy is about.
-struct Candidate {
-    batch: String,
-    job: String,
-    /// The directory holding its files (the origin of a `--skip-done` reuse).
-    job_dir: PathBuf,
-    spec: JobSpec,
-    checkpoint: PathBuf,
-    sha256: String,
-    metric: String,
-    mode: Mode,
-    logged: Option<f64>,
-    export: Option<serde_json::Value>,
-}
-
-impl Candidate {
-    fn side(&self, score: Option<f64>) -> Side {
-        Side {
-            batch: self.batch.clone(),
-            job: self.job.clone(),
-            score,
-            logged: self.logged,
-            checkpoint_sha256: self.sha256.clone(),
-            model: None,
-        }
-    }
-}
-
 /// How the candidate and the deployed model are to be compared.
 #[derive(Debug, PartialEq)]
 enum Plan {
@@ -147,7 +119,7 @@ enum Plan {
 /// nothing changed. A scoring that fails is a `Failed` record; every
 /// record is written to the batch.
 pub async fn deploy(req: &Request<'_>) -> anyhow::Result<Record> {
-    let candidate = candidate(req.batch, req.job)?;
+    let candidate = Candidate::of(req.batch, req.job)?;
     let store = Store::open(req.target)?;
     let deployed = store.current()?;
     let (record, interrupted) = match decide(req, &store, &candidate, deployed.as_ref()).await {
@@ -269,7 +241,7 @@ async fn decide(
             job_json: req.batch.job_dir(&candidate.job).join("job.json"),
             result: Some(candidate.job_dir.join("result.json")).filter(|p| p.is_file()),
             evaluation: Some(evaluation).filter(|p| r.re_evaluated && p.is_file()),
-            torchscript: torchscript_of(candidate),
+            torchscript: candidate.torchscript(),
         };
         store.promote(&files, &mut r, &format!("{}.{}", candidate.batch, candidate.job))?;
     } else {
@@ -406,115 +378,10 @@ fn record(target: &Path, decision: Verdict, why: String, c: Option<&Candidate>, 
     }
 }
 
-/// The job to deploy: `job`, or the best succeeded job of the report's
-/// ranking; either with a best value and a best checkpoint.
-fn candidate(batch: &BatchDir, job: Option<&str>) -> anyhow::Result<Candidate> {
-    let report = crate::report::build(batch)?;
-    let deployable = |j: &&crate::report::JobReport| {
-        j.status == Status::Succeeded
-            && j.best.is_some()
-            && origin(batch, &j.name).is_some_and(|o| crate::run::best_checkpoint(&o).is_some())
-    };
-    let chosen = match job {
-        Some(name) => {
-            let j = report.jobs.iter().find(|j| j.name == name).ok_or_else(|| {
-                crate::error::hinted(
-                    format!("batch {} has no job `{name}`", batch.id),
-                    "`tb status BATCH` lists its jobs",
-                )
-            })?;
-            if !deployable(&j) {
-                return Err(crate::error::hinted(
-                    format!(
-                        "job `{name}` cannot be deployed: it is {} and needs to have succeeded with a best value and a best checkpoint (checkpoints/best.ckpt)",
-                        j.status
-                    ),
-                    "deploy another job with --job, or the batch's best without it",
-                ));
-            }
-            j
-        }
-        None => {
-            let ranking = report.ranking.as_ref();
-            report
-                .jobs
-                .iter()
-                .filter(|j| j.best.as_ref().map(|b| &b.metric) == ranking.map(|m| &m.metric))
-                .find(deployable)
-                .ok_or_else(|| {
-                    anyhow::anyhow!(
-                        "no job of batch {} succeeded with a best value and a best checkpoint",
-                        batch.id
-                    )
-                })?
-        }
-    };
-    let job_dir = origin(batch, &chosen.name).expect("a deployable job has a directory");
-    let rel = crate::run::best_checkpoint(&job_dir).expect("a deployable job has a checkpoint");
-    let checkpoint = job_dir.join(rel);
-    let best = chosen.best.as_ref().expect("a deployable job has a best value");
-    let mode = chosen.monitor.as_ref().map_or(Mode::Min, |m| m.mode);
-    let spec = batch.read_job_file(&chosen.name)?.into_spec();
-    let export = std::fs::read(job_dir.join("result.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|r| r.get("export").cloned());
-    Ok(Candidate {
-        batch: batch.id.clone(),
-        job: chosen.name.clone(),
-        sha256: sha256_of(&checkpoint)?,
-        checkpoint,
-        job_dir,
-        spec,
-        metric: best.metric.clone(),
-        mode,
-        logged: Some(best.value),
-        export,
-    })
-}
-
-/// The directory with the job's files: its own, or the origin of a
-/// `--skip-done` reuse.
-fn origin(batch: &BatchDir, job: &str) -> Option<PathBuf> {
-    let state = batch.read_job_state(job).ok()?;
-    Some(
-        state
-            .reused_from()
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| batch.job_dir(job)),
-    )
-}
-
-/// The candidate's TorchScript export, if its trainer wrote one.
-fn torchscript_of(c: &Candidate) -> Option<PathBuf> {
-    let rel = c.export.as_ref()?.get("torchscript")?.get("path")?.as_str()?;
-    let p = Path::new(rel);
-    (p.is_relative() && p.components().all(|x| matches!(x, std::path::Component::Normal(_))))
-        .then(|| c.job_dir.join(p))
-        .filter(|p| p.is_file())
-}
-
-fn sha256_of(path: &Path) -> anyhow::Result<String> {
-    use sha2::{Digest, Sha256};
-    use std::io::Read;
-    let mut file = std::fs::File::open(path).with_context(|| format!("failed to read `{}`", path.display()))?;
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file
-            .read(&mut buf)
-            .with_context(|| format!("failed to read `{}`", path.display()))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::settings::JobSpec;
 
     fn spec(train: Option<serde_json::Value>) -> JobSpec {
         serde_json::from_value(serde_json::json!({
