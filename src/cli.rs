@@ -88,6 +88,11 @@ pub enum Command {
         after_help = "Idempotent: runs are found by their tb.job_id tag and no point is sent twice.\nCredentials come from MLFLOW_TRACKING_TOKEN or MLFLOW_TRACKING_USERNAME and\nMLFLOW_TRACKING_PASSWORD.\n\nExamples:\n  tb mlflow-sync\n  tb mlflow-sync 2026-11-22_230000_night --tracking-uri http://mlflow.lab:5000"
     )]
     MlflowSync(MlflowSyncArgs),
+    /// Deploy a batch's best model if it beats the deployed one on the same data.
+    #[command(
+        after_help = "The model goes to [batch.deploy]'s dir (or --dir) only if it is better: a trainer job's\ncheckpoint and the deployed one are both scored on this batch's test split; a command\njob's logged monitor is compared. Every decision is appended to DIR/history.jsonl.\nServing code reads DIR/current/ (model.ckpt, model.pt, job.json, deploy.json).\n\nExit status: 0 promoted, 3 kept (the deployed model is as good or better), 1 the\ncomparison could not be made, 2 the request is invalid.\n\nExamples:\n  tb deploy\n  tb deploy 2026-11-22_230000_night --job lr_r03\n  tb deploy --force --dir ./deployed"
+    )]
+    Deploy(DeployArgs),
     /// Start TensorBoard over every job of a batch (from the trainer image), print its URL; Ctrl-C stops it.
     #[command(
         after_help = "Each job is a run named after it. The container uses host networking, mounts the\nbatch read-only, and is removed when TensorBoard stops.\n\nExamples:\n  tb board\n  tb board 2026-11-22_230000_night --port 6007"
@@ -217,6 +222,21 @@ pub struct MlflowSyncArgs {
     /// The experiment (default: the batch's [batch.mlflow], else the batch's name).
     #[arg(long, value_name = "NAME")]
     pub experiment: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeployArgs {
+    /// A batch directory or its name (default: the newest batch).
+    pub batch: Option<String>,
+    /// Deploy this job rather than the batch's best.
+    #[arg(long, value_name = "NAME")]
+    pub job: Option<String>,
+    /// Promote without comparing (the decision is still recorded).
+    #[arg(long)]
+    pub force: bool,
+    /// The deploy directory (default: the batch's [batch.deploy] dir).
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -136,6 +136,9 @@ pub fn container_spec(launch: &Launch) -> ContainerSpec {
         "TB_OUT=/out".into(),
         "TB_DOWNLOADS=/downloads".into(),
     ];
+    if let Some(best) = spec.warm_start.as_ref().and_then(|w| w.checkpoint_in_container()) {
+        env.push(format!("TB_PREVIOUS_BEST={best}"));
+    }
     let resume = launch.job_dir.join("checkpoints").join("last.ckpt");
     if job.attempt > 1 && resume.is_file() {
         env.push("TB_RESUME=/out/checkpoints/last.ckpt".into());
@@ -185,6 +188,13 @@ pub fn container_spec(launch: &Launch) -> ContainerSpec {
     ];
     if let Some(code) = &spec.code {
         binds.push(format!("{}:/code:ro", code.display()));
+    }
+    if let Some(crate::settings::WarmStart::Warm { job_dir, .. }) = &spec.warm_start {
+        binds.push(format!(
+            "{}:{}:ro",
+            job_dir.display(),
+            crate::settings::WarmStart::MOUNT
+        ));
     }
     binds.extend(spec.mounts.iter().map(|m| m.bind()));
 
@@ -821,6 +831,33 @@ mod tests {
         let e = container_spec(&launch(GpuMode::Env));
         assert!(e.device_ids.is_empty());
         assert!(e.env.contains(&"NVIDIA_VISIBLE_DEVICES=1".to_string()));
+        assert!(!c.env.iter().any(|e| e.starts_with("TB_PREVIOUS_BEST")));
+        assert!(!c.binds.iter().any(|b| b.contains("/previous")));
+    }
+
+    #[test]
+    fn a_warm_start_mounts_the_earlier_job_read_only() {
+        let mut l = launch(GpuMode::DeviceRequest);
+        l.job.spec.warm_start = Some(crate::settings::WarmStart::Warm {
+            batch: "b1".into(),
+            job_dir: "/runs/b1/jobs/a".into(),
+            checkpoint: "checkpoints/best.ckpt".into(),
+            best: None,
+            replaced_init_from: None,
+        });
+        let c = container_spec(&l);
+        assert!(
+            c.binds.contains(&"/runs/b1/jobs/a:/previous:ro".to_string()),
+            "{:?}",
+            c.binds
+        );
+        assert!(
+            c.env
+                .contains(&"TB_PREVIOUS_BEST=/previous/checkpoints/best.ckpt".to_string())
+        );
+        l.job.spec.warm_start = Some(crate::settings::WarmStart::Cold { why: "first".into() });
+        let c = container_spec(&l);
+        assert!(!c.binds.iter().any(|b| b.contains("/previous")));
     }
 
     #[test]

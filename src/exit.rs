@@ -10,6 +10,8 @@ pub enum Exit {
     JobsFailed = 1,
     /// The input or the system is invalid; nothing was started.
     Invalid = 2,
+    /// `tb deploy`: the deployed model stays (the candidate is not better).
+    Kept = 3,
     /// Interrupted (Ctrl-C or SIGTERM).
     Interrupted = 130,
 }

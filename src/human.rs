@@ -22,6 +22,19 @@ pub fn seconds(s: f64) -> String {
     duration(chrono::Duration::try_milliseconds(ms).unwrap_or_else(chrono::Duration::zero))
 }
 
+/// A metric value, to four decimals where that reads well (`0.8200`), in
+/// scientific notation where it does not (`1.000e-5`).
+pub fn value(v: f64) -> String {
+    let a = v.abs();
+    if v == 0.0 {
+        "0".into()
+    } else if !(1e-3..1e5).contains(&a) {
+        format!("{v:.3e}")
+    } else {
+        format!("{v:.4}")
+    }
+}
+
 /// `64.0 MiB`, `512 B`.
 pub fn bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];

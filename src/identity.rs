@@ -11,10 +11,13 @@ use std::path::{Path, PathBuf};
 ///
 /// In: the image id (not its tag), command, GPU count, limits, network,
 /// env, the names of `pass_env` (never their values), mounts, the code
-/// path, and the `train` table. Out: the job's name, the batch, attempts
-/// and `time_limit`, which decide where and how long, not what.
+/// path, the `train` table, and under `warm_start` the checkpoint it
+/// starts from (a job warm-started from another run is another job; one
+/// that starts cold, or without warm start, keeps the identity it always
+/// had). Out: the job's name, the batch, attempts and `time_limit`, which
+/// decide where and how long, not what.
 pub fn of(spec: &JobSpec, image_id: Option<&str>) -> String {
-    let canonical = serde_json::json!({
+    let mut canonical = serde_json::json!({
         // Without an id (a cluster's nodes have the image, this host may not),
         // the name stands for it.
         "image_id": image_id.unwrap_or(&spec.image),
@@ -30,6 +33,12 @@ pub fn of(spec: &JobSpec, image_id: Option<&str>) -> String {
         "code": spec.code,
         "train": spec.train,
     });
+    if let Some(crate::settings::WarmStart::Warm {
+        job_dir, checkpoint, ..
+    }) = &spec.warm_start
+    {
+        canonical["warm_start"] = serde_json::json!(job_dir.join(checkpoint));
+    }
     // serde_json's maps are sorted, so equal jobs give equal bytes.
     let bytes = serde_json::to_vec(&canonical).expect("JSON values serialize");
     Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect()
@@ -149,5 +158,36 @@ mod tests {
         let mut lr = a.clone();
         lr.train = Some(serde_json::json!({"lr": 0.2}));
         assert_ne!(of(&lr, Some("sha256:1")), id, "train does");
+    }
+
+    #[test]
+    fn a_warm_start_is_part_of_the_identity_and_a_cold_one_is_not() {
+        use crate::settings::WarmStart;
+        let a = spec();
+        let id = of(&a, Some("sha256:1"));
+        assert_eq!(
+            id, "6b77858dd25ae134bf2dcdd243c206d6a0ff8fa4528a6f88ba2b197393822389",
+            "identities of jobs without warm start stay what they were (the sha256 of the canonical JSON, computed apart)"
+        );
+        let mut cold = a.clone();
+        cold.warm_start = Some(WarmStart::Cold { why: "first".into() });
+        assert_eq!(of(&cold, Some("sha256:1")), id);
+        let warm = |dir: &str| {
+            let mut w = a.clone();
+            w.warm_start = Some(WarmStart::Warm {
+                batch: "b".into(),
+                job_dir: dir.into(),
+                checkpoint: "checkpoints/best.ckpt".into(),
+                best: None,
+                replaced_init_from: None,
+            });
+            of(&w, Some("sha256:1"))
+        };
+        assert_ne!(warm("/runs/b1/jobs/a"), id);
+        assert_ne!(
+            warm("/runs/b1/jobs/a"),
+            warm("/runs/b2/jobs/a"),
+            "each earlier run is another start"
+        );
     }
 }

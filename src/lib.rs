@@ -5,6 +5,7 @@ pub mod backend;
 pub mod batch;
 pub mod cli;
 pub mod commands;
+pub mod deploy;
 pub mod dispatch;
 pub mod docker;
 pub mod durable;
@@ -29,6 +30,7 @@ pub mod secrets;
 pub mod settings;
 pub mod signal;
 pub mod watch;
+pub mod warm;
 
 use cli::{Cli, Command, ImageCommand};
 use exit::Exit;
@@ -42,6 +44,7 @@ pub fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Report(args) => commands::report::run(args, &cli.global),
         Command::MlflowSync(args) => commands::mlflow_sync::run(args, &cli.global),
         Command::Board(args) => commands::board::run(args, &cli.global),
+        Command::Deploy(args) => commands::deploy::run(args, &cli.global),
         Command::Resume(args) => commands::resume::run(args, &cli.global),
         Command::Cancel(args) => commands::cancel::run(args, &cli.global),
         Command::Clean(args) => commands::clean::run(args),

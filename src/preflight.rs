@@ -24,15 +24,19 @@ pub async fn run(plan: &Plan, runs_dir: &Path) -> anyhow::Result<(Box<dyn Backen
 pub fn directories(plan: &Plan, runs_dir: &Path) -> Vec<Problem> {
     let mut problems = Vec::new();
     let downloads = plan.settings.downloads.as_path();
-    for (what, dir) in [("runs directory", runs_dir), ("downloads directory", downloads)] {
+    let mut dirs = vec![("runs directory", runs_dir), ("downloads directory", downloads)];
+    if let Some(d) = &plan.settings.deploy {
+        dirs.push(("deploy directory", d.dir.as_path()));
+    }
+    for (what, dir) in dirs {
         if let Err(why) = writable(dir) {
             problems.push(Problem {
                 at: None,
                 message: format!("the {what} `{}` is not usable: {why}", dir.display()),
-                hint: Some(if what == "runs directory" {
-                    "choose another with --runs-dir or TB_RUNS_DIR".into()
-                } else {
-                    "set `downloads` in [batch] to a writable directory".into()
+                hint: Some(match what {
+                    "runs directory" => "choose another with --runs-dir or TB_RUNS_DIR".into(),
+                    "deploy directory" => "set `dir` in [batch.deploy] to a writable directory".into(),
+                    _ => "set `downloads` in [batch] to a writable directory".into(),
                 }),
             });
         } else if let Some(free) = free_bytes(dir)

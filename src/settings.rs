@@ -79,6 +79,13 @@ pub struct BatchSettings {
     /// Where the night goes in MLflow (`[batch.mlflow]`).
     #[serde(default)]
     pub mlflow: Option<batch::mlflow::MlflowSpec>,
+    /// Each job starts from the previous batch's best checkpoint of its
+    /// name (`[batch] warm_start`); what each found is its `warm_start`.
+    #[serde(default)]
+    pub warm_start: bool,
+    /// Where the best model goes when the batch ends (`[batch.deploy]`).
+    #[serde(default)]
+    pub deploy: Option<batch::DeploySpec>,
 }
 
 /// One job, resolved: `[defaults]` applied, paths absolute, GPUs counted.
@@ -118,6 +125,47 @@ pub struct JobSpec {
     /// them as its `swept` table.
     #[serde(skip)]
     pub swept: BTreeMap<String, serde_json::Value>,
+    /// Under `[batch] warm_start`: what the job starts from, decided when
+    /// the batch is created (`crate::warm`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warm_start: Option<WarmStart>,
+}
+
+/// Where a job of a `warm_start` batch starts from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum WarmStart {
+    /// From the best checkpoint of the same job in an earlier batch: that
+    /// job's directory is mounted read-only at `/previous`.
+    Warm {
+        /// The earlier batch's directory name.
+        batch: String,
+        /// Its job directory (the one holding the checkpoint), absolute.
+        job_dir: PathBuf,
+        /// The checkpoint, relative to `job_dir`.
+        checkpoint: String,
+        /// That job's best value of its monitor, for the report.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        best: Option<crate::metrics::Best>,
+        /// The job's own `train.init_from`, which the checkpoint replaced.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        replaced_init_from: Option<String>,
+    },
+    /// From scratch (or the job's own `train.init_from`): why.
+    Cold { why: String },
+}
+
+impl WarmStart {
+    /// Where the earlier job's directory is in the container.
+    pub const MOUNT: &'static str = "/previous";
+
+    /// The checkpoint's path in the container.
+    pub fn checkpoint_in_container(&self) -> Option<String> {
+        match self {
+            WarmStart::Warm { checkpoint, .. } => Some(format!("{}/{checkpoint}", WarmStart::MOUNT)),
+            WarmStart::Cold { .. } => None,
+        }
+    }
 }
 
 /// A bind mount, `host:container[:options]`, with the host side absolute.
@@ -363,6 +411,8 @@ impl Checker<'_> {
             deadline,
             on_finish,
             mlflow: None,
+            warm_start: section.warm_start.unwrap_or(false),
+            deploy: section.deploy.as_ref().and_then(|d| self.deploy(d)),
         };
         let mlflow = section.mlflow.as_ref().and_then(|m| self.mlflow(m, &name));
         (name, BatchSettings { mlflow, ..settings }, concurrency)
@@ -403,6 +453,27 @@ impl Checker<'_> {
                 Some("Gres=gpu:2,shard:64 in slurm.conf means 32 per GPU; `scontrol show node` lists a node's gres"),
             ),
             (Some(batch::GresShare::Shard), Some(_)) => {}
+        }
+    }
+
+    /// `[batch.deploy]`: its directory, anchored at the batch file's.
+    fn deploy(&mut self, d: &batch::DeploySection) -> Option<batch::DeploySpec> {
+        match &d.dir {
+            Some(dir) if dir.get_ref().trim().is_empty() => {
+                self.at(dir.span().start, "`batch.deploy.dir` is empty".into(), None);
+                None
+            }
+            Some(dir) => Some(batch::DeploySpec {
+                dir: self.path(dir.get_ref()),
+            }),
+            None => {
+                self.problem(
+                    None,
+                    "[batch.deploy] names no directory".into(),
+                    Some("add dir = \"./deployed\" to [batch.deploy]: the best model goes there"),
+                );
+                None
+            }
         }
     }
 
@@ -1158,6 +1229,7 @@ impl Checker<'_> {
             metrics,
             prune,
             swept: BTreeMap::new(),
+            warm_start: None,
         })
     }
 
@@ -1274,7 +1346,7 @@ impl Checker<'_> {
         if !container.starts_with('/') {
             return Err(format!("the container path `{container}` must be absolute"));
         }
-        let reserved = ["/out", "/downloads", "/code"];
+        let reserved = ["/out", "/downloads", "/code", WarmStart::MOUNT];
         let target = normalize(Path::new(container));
         if reserved.iter().any(|r| target == Path::new(r)) {
             return Err(format!("`{container}` is where tb mounts its own directory"));
@@ -1380,6 +1452,38 @@ mod tests {
 
     fn messages(text: &str) -> Vec<String> {
         plan(text, "").unwrap_err().0.iter().map(|p| p.to_string()).collect()
+    }
+
+    #[test]
+    fn warm_start_and_deploy_are_batch_settings() {
+        let p = plan(
+            "[batch]\nwarm_start = true\n[batch.deploy]\ndir = \"./deployed\"\n[[job]]\nname = \"a\"\nimage = \"i\"\n",
+            "",
+        )
+        .unwrap();
+        assert!(p.settings.warm_start);
+        assert_eq!(
+            p.settings.deploy.as_ref().map(|d| d.dir.clone()),
+            Some(std::env::temp_dir().join("deployed"))
+        );
+        assert_eq!(
+            p.jobs[0].warm_start, None,
+            "decided when the batch is created, not here"
+        );
+        let off = plan("[[job]]\nname = \"a\"\nimage = \"i\"\n", "").unwrap();
+        assert!(!off.settings.warm_start && off.settings.deploy.is_none());
+
+        let m = messages("[batch.deploy]\n[[job]]\nname = \"a\"\nimage = \"i\"\n");
+        assert_eq!(m, ["[batch.deploy] names no directory"]);
+        let m = messages("[batch.deploy]\ndir = \"\"\n[[job]]\nname = \"a\"\nimage = \"i\"\n");
+        assert_eq!(m, ["line 2, column 7: `batch.deploy.dir` is empty"]);
+        let m = messages("[batch.deploy]\ndri = \"x\"\n[[job]]\nname = \"a\"\nimage = \"i\"\n");
+        assert!(m[0].contains("unknown field `dri`"), "{m:?}");
+        let m = messages("[[job]]\nname = \"a\"\nimage = \"i\"\nmounts = [\"/tmp:/previous\"]\n");
+        assert!(
+            m[0].contains("`/previous` is where tb mounts its own directory"),
+            "{m:?}"
+        );
     }
 
     #[test]

@@ -35,6 +35,8 @@ const BATCH_KEYS: &[&str] = &[
     "deadline",
     "backend",
     "mlflow",
+    "warm_start",
+    "deploy",
 ];
 
 const JOB_KEYS: &[&str] = &[
@@ -184,6 +186,11 @@ fn values_of(key: &str) -> (&'static [&'static str], &'static [&'static str]) {
                 "{ tracking_uri = \"http://u:p@h\" }",
                 "{ artifacts = [\"nope\"] }",
             ],
+        ),
+        "warm_start" => (&["true", "false"], &["1", "\"yes\""]),
+        "deploy" => (
+            &["{ dir = \"./deployed\" }", "{ dir = \"./data/d/e\" }"],
+            &["3", "{ }", "{ dir = \"\" }", "{ dri = \"x\" }", "{ dir = 3 }"],
         ),
         "image" => (&["\"tb-base:bookworm\""], &["\"tb-no-such-image:1\"", "\"\""]),
         "command" => (

@@ -290,6 +290,7 @@ fn a_device_request_names_exactly_the_assigned_gpu() {
         metrics: Default::default(),
         prune: None,
         swept: Default::default(),
+        warm_start: None,
     };
     let batch_id = format!("test-devreq-{}", std::process::id());
     let launch = tb::executor::Launch {

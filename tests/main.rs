@@ -7,6 +7,7 @@ mod cli;
 mod common;
 mod compare;
 mod concurrent;
+mod deploy;
 mod engine;
 mod faults;
 mod fuzz;

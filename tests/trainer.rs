@@ -5,7 +5,7 @@ use crate::common::*;
 use std::time::{Duration, Instant};
 
 /// What `make image` builds; `make test` builds it before these tests run.
-fn trainer_image() -> String {
+pub fn trainer_image() -> String {
     let image = std::env::var("TB_TRAINER_IMAGE").unwrap_or_else(|_| "tb-trainer:latest".into());
     let ok = std::process::Command::new("docker")
         .args(["image", "inspect", &image])

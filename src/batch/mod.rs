@@ -53,6 +53,12 @@ pub struct BatchSection {
     pub mlflow: Option<MlflowSection>,
     /// When `tb watch` runs the file again.
     pub watch: Option<WatchSection>,
+    /// Each job starts from the previous batch's best checkpoint of the
+    /// same job name.
+    pub warm_start: Option<bool>,
+    /// When the batch ends, its best model replaces the deployed one if it
+    /// is better on the same data.
+    pub deploy: Option<DeploySection>,
 }
 
 /// `[batch.watch]`: the triggers of `tb watch` (docs/batch-file.md).
@@ -67,6 +73,22 @@ pub struct WatchSection {
     pub settle: Option<Spanned<Span>>,
     /// A time trigger: this long after the last trigger.
     pub every: Option<Spanned<Span>>,
+}
+
+/// `[batch.deploy]`: where the batch's best model goes (docs/batch-file.md).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, expecting = "a [batch.deploy] table")]
+pub struct DeploySection {
+    /// The deploy directory; relative paths start at the batch file's.
+    pub dir: Option<Spanned<String>>,
+}
+
+/// `[batch.deploy]`, resolved: kept in `batch.json` for `tb retry`,
+/// `tb resume` and `tb deploy`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+pub struct DeploySpec {
+    /// The deploy directory, absolute.
+    pub dir: std::path::PathBuf,
 }
 
 /// `[batch.mlflow]`: where the batch's runs go (docs/batch-file.md).
@@ -569,6 +591,9 @@ mod tests {
             "[batch.watch]\nmin_new = -1\n",
             "[batch.watch]\nsettle = 3\n",
             "[batch.watch]\nevery = true\n",
+            "[batch]\nwarm_start = 3\n",
+            "[batch]\ndeploy = 3\n",
+            "[batch.deploy]\ndir = 3\n",
         ] {
             let p = problem(text);
             assert!(!names_a_rust_type(&p.message), "{text:?}: {}", p.message);

@@ -20,13 +20,15 @@ pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         only: args.only.clone(),
         backend: args.backend.clone(),
     };
-    let plan = settings::resolve(&args.file, &overrides, Inventory::detect())?;
+    let mut plan = settings::resolve(&args.file, &overrides, Inventory::detect())?;
     crate::secrets::register_pass_env(plan.jobs.iter().flat_map(|j| &j.pass_env));
     let runs_dir = std::path::absolute(&global.runs_dir)?;
+    crate::warm::apply(&mut plan, &runs_dir);
     crate::runtime()?.block_on(async {
         let (backend, ready) = crate::preflight::run(&plan, &runs_dir).await?;
         if args.dry_run {
             crate::commands::validate::print_plan(&plan);
+            log_warm_starts(&plan);
             eprintln!(
                 "dry run: {} job(s) would run, concurrency {}; nothing started",
                 plan.jobs.len(),
@@ -82,6 +84,7 @@ pub(crate) fn create(plan: &Plan, runs_dir: &Path, ready: &Ready, how: How) -> a
         tracing::info!("batch {}: started by `tb watch`: {why}", dir.id);
     }
     warn_if_running(plan, &live, how.skip_done);
+    log_warm_starts(plan);
 
     let elsewhere = if how.skip_done {
         Elsewhere {
@@ -156,6 +159,13 @@ fn prepare_jobs(plan: &Plan, dir: &BatchDir, ready: &Ready, elsewhere: &Elsewher
         launch.push(i);
     }
     Ok(launch)
+}
+
+/// Under `warm_start`, where each job starts from.
+fn log_warm_starts(plan: &Plan) {
+    for line in plan.jobs.iter().filter_map(crate::warm::describe) {
+        tracing::info!("{line}");
+    }
 }
 
 /// Warns when the batch file (or a batch of the same name) already runs

@@ -6,6 +6,7 @@ pub mod board;
 pub mod cancel;
 pub mod clean;
 pub mod completions;
+pub mod deploy;
 pub mod exec;
 pub mod image;
 pub mod logs;

@@ -345,7 +345,7 @@ impl Watcher {
     /// resolve is said (once) and gives `None`; with `--once` it is the
     /// error.
     async fn prepare(&mut self) -> anyhow::Result<Option<(Plan, Box<dyn Backend>, Ready)>> {
-        let plan = match resolve(&self.file) {
+        let mut plan = match resolve(&self.file) {
             Ok(plan) => plan,
             Err(e) if !self.once => {
                 self.file_problem(&e);
@@ -354,6 +354,8 @@ impl Watcher {
             Err(e) => return Err(e),
         };
         self.said.remove("file");
+        // Under `warm_start`, each job starts from the previous batch's best.
+        crate::warm::apply(&mut plan, &self.runs_dir);
         let (backend, ready) = crate::preflight::run(&plan, &self.runs_dir).await?;
         batch::ensure_downloads(&plan)?;
         Ok(Some((plan, backend, ready)))

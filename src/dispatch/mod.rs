@@ -126,6 +126,10 @@ pub async fn supervise(
         _ => None,
     };
     dir.write_batch(&state)?;
+    if let Some(spec) = &plan.settings.deploy {
+        let finished = state.status == BatchStatus::Finished;
+        crate::deploy::at_end(dir, spec, plan.gpus.ids.clone(), finished).await;
+    }
     close::close(plan, dir, &summary);
     if let Some(following) = following {
         let ended = summary.interrupted || summary.halted.is_some();

@@ -263,7 +263,7 @@ impl JobMetrics {
 }
 
 /// A job's best value of its monitor, and where it comes from.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Best {
     pub metric: String,
     pub value: f64,

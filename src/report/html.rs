@@ -117,6 +117,7 @@ pub fn render(r: &Report) -> anyhow::Result<String> {
     );
 
     best_section(&mut o, r);
+    retraining_section(&mut o, r);
     jobs_table(&mut o, r);
     mattered_section(&mut o, r)?;
     overlays_section(&mut o, r)?;
@@ -174,6 +175,19 @@ fn best_section(o: &mut String, r: &Report) {
         o.push_str("</p>");
     }
     o.push_str("</section>\n");
+}
+
+/// Where the jobs started from, and the deploy decision.
+fn retraining_section(o: &mut String, r: &Report) {
+    let lines = super::retraining_lines(r);
+    if lines.is_empty() {
+        return;
+    }
+    o.push_str("<section id=\"retraining\"><h2>Retraining</h2><ul>");
+    for line in lines {
+        let _ = write!(o, "<li>{}</li>", esc(&line));
+    }
+    o.push_str("</ul></section>\n");
 }
 
 fn jobs_table(o: &mut String, r: &Report) {

@@ -63,6 +63,14 @@ pub fn render(r: &Report) -> String {
         }
         out.push_str("\n\n");
     }
+    let retraining = super::retraining_lines(r);
+    if !retraining.is_empty() {
+        out.push_str("## Retraining\n\n");
+        for line in retraining {
+            let _ = writeln!(out, "- {}", cell(&line));
+        }
+        out.push('\n');
+    }
     out.push_str("## Jobs\n\n");
     if let Some(m) = &r.ranking {
         let _ = writeln!(

@@ -8,7 +8,7 @@ mod csv;
 mod html;
 mod markdown;
 pub mod model;
-mod tail;
+pub(crate) mod tail;
 
 pub use model::{Best, Group, JobReport, Mode, Monitor, Report, build, build_at};
 
@@ -154,6 +154,81 @@ pub(crate) fn metrics_notes(report: &Report) -> Vec<String> {
     lines
 }
 
+/// Under `warm_start` and `[batch.deploy]`, as lines for people: which jobs
+/// started from which earlier batch and which started cold (and why), and
+/// the deploy decision.
+pub(crate) fn retraining_lines(report: &Report) -> Vec<String> {
+    let mut warm: Vec<(String, Vec<&str>)> = Vec::new();
+    let mut cold: Vec<(String, Vec<&str>)> = Vec::new();
+    for j in &report.jobs {
+        let Some(w) = &j.warm_start else { continue };
+        let text = |k: &str| w.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+        let (groups, key) = match w.get("kind").and_then(Value::as_str) {
+            Some("warm") => (&mut warm, text("batch")),
+            _ => (&mut cold, text("why")),
+        };
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, names)) => names.push(&j.name),
+            None => groups.push((key, vec![&j.name])),
+        }
+    }
+    let mut lines: Vec<String> = warm
+        .iter()
+        .map(|(batch, names)| {
+            format!(
+                "Warm start: {} from the best checkpoints of batch {batch}.",
+                some_jobs(names)
+            )
+        })
+        .collect();
+    lines.extend(
+        cold.iter()
+            .map(|(why, names)| format!("Cold start: {}: {why}.", some_jobs(names))),
+    );
+    if let Some(d) = &report.deploy {
+        lines.extend(deploy_lines(d));
+    }
+    lines
+}
+
+/// `deploy.json` in words.
+fn deploy_lines(d: &Value) -> Vec<String> {
+    let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
+    let who = |side: &str| {
+        d.get(side)
+            .filter(|s| s.is_object())
+            .map(|s| format!("{} of batch {}", text(s, "job"), text(s, "batch")))
+            .unwrap_or_else(|| "none".into())
+    };
+    let dir = text(d, "dir");
+    let why = text(d, "why");
+    let forced = if d.get("forced").and_then(Value::as_bool) == Some(true) {
+        " (forced)"
+    } else {
+        ""
+    };
+    let mut lines = vec![match text(d, "decision").as_str() {
+        "promoted" => format!(
+            "Deployed{forced}: {} is the model in {dir}/current now: {why}.",
+            who("candidate")
+        ),
+        "kept" => format!(
+            "Not deployed: the deployed model ({}) stays in {dir}: {why}.",
+            who("deployed")
+        ),
+        _ => format!("Deploy failed, nothing changed in {dir}: {why}."),
+    }];
+    if let Some(ts) = d.get("export").and_then(|e| e.get("torchscript")) {
+        lines.push(match (ts.get("method").and_then(Value::as_str), ts.get("error")) {
+            (Some("script"), _) => "TorchScript: model.pt, scripted.".into(),
+            (Some(m), _) => format!("TorchScript: model.pt, {m}d: {}.", text(ts, "not_scripted")),
+            (None, Some(e)) => format!("TorchScript: not exported: {}.", e.as_str().unwrap_or_default()),
+            (None, None) => "TorchScript: not exported.".into(),
+        });
+    }
+    lines
+}
+
 /// Jobs named in a note at most.
 const NAMED_JOBS: usize = 8;
 
@@ -250,14 +325,7 @@ pub(crate) fn reason(j: &JobReport) -> String {
 
 /// A metric value, to four decimals where that reads well.
 pub(crate) fn fmt_value(v: f64) -> String {
-    let a = v.abs();
-    if v == 0.0 {
-        "0".into()
-    } else if !(1e-3..1e5).contains(&a) {
-        format!("{v:.3e}")
-    } else {
-        format!("{v:.4}")
-    }
+    crate::human::value(v)
 }
 
 /// A swept value as written in the batch file: `0.001`, `16`, `adam`.

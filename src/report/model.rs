@@ -48,6 +48,9 @@ pub struct Report {
     pub jobs: Vec<JobReport>,
     /// Cross-validation folds of one configuration.
     pub groups: Vec<Group>,
+    /// The batch's latest deploy decision (`deploy.json`), as written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deploy: Option<Value>,
     #[serde(skip)]
     pub dir: PathBuf,
 }
@@ -168,6 +171,9 @@ pub struct JobReport {
     /// The last lines of `stderr.log`, for a job that did not succeed.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub stderr_tail: Vec<String>,
+    /// Under `warm_start`: where it started from (`job.json`'s `warm_start`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warm_start: Option<Value>,
     /// Every metric's value by epoch (by step, if the job logged no
     /// epochs), for the charts.
     #[serde(skip)]
@@ -334,8 +340,21 @@ pub fn build_at(dir: &BatchDir, now: DateTime<Utc>) -> anyhow::Result<Report> {
         mattered,
         jobs,
         groups,
+        deploy: read_deploy(&dir.path),
         dir: dir.path.clone(),
     })
+}
+
+/// `deploy.json`, when a deploy was made (or tried); an unreadable one is
+/// left out of the report, with a warning.
+fn read_deploy(batch: &Path) -> Option<Value> {
+    let path = batch.join("deploy.json");
+    if !path.exists() {
+        return None;
+    }
+    read_versioned(&path)
+        .map_err(|e| tracing::warn!("the report leaves the deploy out: {e:#}"))
+        .ok()
 }
 
 /// `f` over `items` on every core, results in `items`' order: a thousand
@@ -461,6 +480,7 @@ fn read_job(dir: &BatchDir, name: &str, now: DateTime<Utc>) -> anyhow::Result<(J
             metrics: info,
             problems,
             stderr_tail,
+            warm_start: job.get("warm_start").filter(|w| w.is_object()).cloned(),
             series: m.epochs,
             step_series: m.steps,
         },
@@ -496,6 +516,8 @@ fn fold_key(job: &Value) -> Option<String> {
     let obj = job.as_object_mut()?;
     obj.remove("name");
     obj.remove("attempt");
+    // Each fold starts from its own earlier fold.
+    obj.remove("warm_start");
     if let Some(prune) = obj.get_mut("prune").and_then(Value::as_object_mut) {
         prune.remove("group");
     }
@@ -734,6 +756,7 @@ mod tests {
             metrics: MetricsInfo::default(),
             problems: Vec::new(),
             stderr_tail: Vec::new(),
+            warm_start: None,
             series: BTreeMap::new(),
             step_series: BTreeMap::new(),
         }

@@ -439,6 +439,33 @@ pub fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// The best checkpoint a job directory holds, relative to it: the one
+/// `result.json` names (`best.checkpoint`), else `checkpoints/best.ckpt`
+/// (docs/trainer-protocol.md). Only a file inside the directory counts.
+pub fn best_checkpoint(job_dir: &Path) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Result {
+        best: Option<Best>,
+    }
+    #[derive(Deserialize)]
+    struct Best {
+        checkpoint: Option<String>,
+    }
+    let named = std::fs::read(job_dir.join("result.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Result>(&b).ok())
+        .and_then(|r| r.best?.checkpoint);
+    let inside = |rel: &str| {
+        let p = Path::new(rel);
+        p.is_relative()
+            && p.components().all(|c| matches!(c, std::path::Component::Normal(_)))
+            && job_dir.join(p).is_file()
+    };
+    named
+        .filter(|c| inside(c))
+        .or_else(|| inside("checkpoints/best.ckpt").then(|| "checkpoints/best.ckpt".to_string()))
+}
+
 fn newest_named(runs_dir: &Path, name: &str) -> Option<PathBuf> {
     let entries = std::fs::read_dir(runs_dir).ok()?;
     let suffix = format!("_{name}");
@@ -496,6 +523,35 @@ mod tests {
             "one\n"
         );
         assert!(!b.job_dir("a").join("attempts/1").exists());
+    }
+
+    #[test]
+    fn the_best_checkpoint_is_the_one_result_json_names_inside_the_job() {
+        let dir = tempfile::tempdir().unwrap();
+        let jd = dir.path();
+        assert_eq!(best_checkpoint(jd), None);
+        std::fs::create_dir_all(jd.join("checkpoints")).unwrap();
+        std::fs::write(jd.join("checkpoints/best.ckpt"), "w").unwrap();
+        assert_eq!(best_checkpoint(jd).as_deref(), Some("checkpoints/best.ckpt"));
+        std::fs::write(jd.join("checkpoints/epoch3.ckpt"), "w").unwrap();
+        std::fs::write(
+            jd.join("result.json"),
+            r#"{"best": {"checkpoint": "checkpoints/epoch3.ckpt"}}"#,
+        )
+        .unwrap();
+        assert_eq!(best_checkpoint(jd).as_deref(), Some("checkpoints/epoch3.ckpt"));
+        for outside in ["/etc/passwd", "../x/best.ckpt", "checkpoints/missing.ckpt"] {
+            std::fs::write(
+                jd.join("result.json"),
+                format!(r#"{{"best": {{"checkpoint": "{outside}"}}}}"#),
+            )
+            .unwrap();
+            assert_eq!(
+                best_checkpoint(jd).as_deref(),
+                Some("checkpoints/best.ckpt"),
+                "{outside}"
+            );
+        }
     }
 
     #[test]

@@ -3,6 +3,11 @@
 Exit status: 0 training ended on its own terms (max_epochs, early_stopping,
 target_reached, time_limit) · 1 it failed · 2 the configuration is invalid,
 nothing was trained · 128+N interrupted by signal N (143 SIGTERM, 130 SIGINT).
+
+With `--evaluate CKPT` it trains nothing: it scores the checkpoint on the
+job's test split and writes `evaluation.json` into the output directory
+(exit 0; 1 it failed; 2 the checkpoint does not fit the job's model, or the
+data has no test split).
 """
 
 from __future__ import annotations
@@ -21,6 +26,12 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser.add_argument("--job", type=Path, help="job file (default: $TB_OUT/job.json)")
     parser.add_argument("--out", type=Path, help="output directory (default: $TB_OUT or /out)")
     parser.add_argument("--check", action="store_true", help="validate the job file and exit")
+    parser.add_argument(
+        "--evaluate",
+        type=Path,
+        metavar="CKPT",
+        help="score this checkpoint on the job's test split into OUT/evaluation.json; train nothing",
+    )
     args = parser.parse_args(argv)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s: %(name)s: %(message)s"))
@@ -35,6 +46,16 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"error: invalid job: {e}", file=sys.stderr)
         return EXIT_CONFIG
     if args.check:
+        return EXIT_OK
+
+    if args.evaluate is not None:
+        from .evaluate import evaluate
+
+        try:
+            evaluate(job, args.evaluate)
+        except ConfigError as e:
+            print(f"error: cannot evaluate: {e}", file=sys.stderr)
+            return EXIT_CONFIG
         return EXIT_OK
 
     from .train import train  # torch is imported only once the config is known good

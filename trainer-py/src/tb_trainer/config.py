@@ -159,6 +159,9 @@ class CrossValidation:
             raise ConfigError(f"`cv.fold` must be < `cv.folds` ({self.folds}), got {self.fold}")
 
 
+EXPORTS = ("torchscript",)
+"""What `train.export` may ask for."""
+
 _PRECISIONS = {
     "64", "64-true", "32", "32-true", "16", "16-mixed", "16-true",
     "bf16", "bf16-mixed", "bf16-true", "transformer-engine",
@@ -215,6 +218,8 @@ class TrainConfig:
     strategy: str = "auto"
     log_every_n_steps: int = 50
     """How often per-step values go to TensorBoard."""
+    export: list = field(default_factory=list)
+    """Exports of the best model written at the end of training: `["torchscript"]` (`export/model.pt`)."""
 
     def __post_init__(self) -> None:
         self.model = _str(self.model, "model")
@@ -269,6 +274,14 @@ class TrainConfig:
             self.devices = _int(self.devices, "devices", 1)
         self.strategy = _str(self.strategy, "strategy")
         self.log_every_n_steps = _int(self.log_every_n_steps, "log_every_n_steps", 1)
+        if not isinstance(self.export, (list, tuple)):
+            raise ConfigError(f"`export` must be a list such as [\"torchscript\"], got {self.export!r}")
+        for kind in self.export:
+            if kind not in EXPORTS:
+                raise ConfigError(
+                    f"`export` holds {kind!r}; it may hold " + ", ".join(f"\"{e}\"" for e in EXPORTS)
+                )
+        self.export = list(dict.fromkeys(self.export))
 
     @property
     def max_time_seconds(self) -> Optional[float]:

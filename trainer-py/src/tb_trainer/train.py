@@ -52,22 +52,26 @@ class Result:
         return doc
 
     def write(self, path: Path) -> None:
-        """Atomically: a temp file in the same directory, fsync, rename."""
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w") as f:
-            json.dump(self.to_json(), f, indent=2)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        write_json(path, self.to_json())
+
+
+def write_json(path: Path, doc: dict) -> None:
+    """Atomically: a temp file in the same directory, fsync, rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(doc, f, indent=2)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    try:
+        dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
-            dir_fd = os.open(path.parent, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
-        except OSError:
-            pass
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
 
 
 def cpu_quota() -> Optional[int]:
@@ -144,9 +148,11 @@ def build_task(cfg: TrainConfig, dm: Any) -> L.LightningModule:
     )
 
 
-def load_initial_weights(task: L.LightningModule, path: Path) -> None:
+def load_initial_weights(task: L.LightningModule, path: Path, what: str = "`init_from`") -> None:
+    """The weights of the checkpoint at `path` (a Lightning checkpoint or a
+    bare `state_dict` of the network) into `task`; `what` names it in errors."""
     if not path.is_file():
-        raise ConfigError(f"`init_from` checkpoint `{path}` not found")
+        raise ConfigError(f"{what} checkpoint `{path}` not found")
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else ckpt
     try:
@@ -154,11 +160,19 @@ def load_initial_weights(task: L.LightningModule, path: Path) -> None:
     except RuntimeError as first:
         net = getattr(task, "net", None)
         if net is None:
-            raise ConfigError(f"`init_from` `{path}` does not fit the model: {first}") from None
+            raise ConfigError(f"{what} `{path}` does not fit the model: {first}") from None
         try:
             net.load_state_dict(state)  # a bare nn.Module state dict
         except RuntimeError:
-            raise ConfigError(f"`init_from` `{path}` does not fit the model: {first}") from None
+            raise ConfigError(f"{what} `{path}` does not fit the model: {first}") from None
+
+
+def quiet_warnings() -> None:
+    """Lightning's chatter about num_workers and DDP samplers is noise for tb's logs."""
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*Using DistributedSampler.*")
+    warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
+    warnings.filterwarnings("ignore", ".*treespec, LeafSpec.*")
 
 
 def _best(history: list[dict], ckpt_cb: ModelCheckpoint, cfg: TrainConfig, ckpt_dir: Path, out: Path) -> Optional[dict]:
@@ -192,11 +206,7 @@ def train(job: Job) -> Result:
     stopper = StopOnSignal()
     stopper.install()
 
-    # Lightning's chatter about num_workers and DDP samplers is noise for tb's logs.
-    warnings.filterwarnings("ignore", ".*does not have many workers.*")
-    warnings.filterwarnings("ignore", ".*Using DistributedSampler.*")
-    warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
-    warnings.filterwarnings("ignore", ".*treespec, LeafSpec.*")
+    quiet_warnings()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     cap_gpu_memory()
 
@@ -271,7 +281,7 @@ def train(job: Job) -> Result:
         out.mkdir(parents=True, exist_ok=True)
         (out / "result.json").unlink(missing_ok=True)  # a previous attempt's
 
-    def finish(stop_reason: str, test: Optional[dict], signum: Optional[int] = None) -> Result:
+    def finish(stop_reason: str, test: Optional[dict], signum: Optional[int] = None, extra: Optional[dict] = None) -> Result:
         history = writer.history
         result = Result(
             stop_reason=stop_reason,
@@ -284,6 +294,7 @@ def train(job: Job) -> Result:
             duration_s=round(time.monotonic() - t0, 3),
             resumed_from_epoch=writer.start_epoch if resume else None,
             signal=signum,
+            extra=extra or {},
         )
         if trainer.is_global_zero:
             result.write(out / "result.json")
@@ -313,4 +324,13 @@ def train(job: Job) -> Result:
         except (Interrupted, SIGTERMException):
             return finish("interrupted", None, stopper.signum or signal.SIGTERM)
         test = {k: float(v) for row in rows for k, v in row.items()}
-    return finish(stop_reason, test)
+    extra = {}
+    if cfg.export and trainer.is_global_zero and best_path.exists():
+        from .export import export_all
+
+        try:
+            extra["export"] = export_all(cfg.export, task, dm, best_path, out)
+        except Exception as e:  # the training succeeded; the export says why it did not
+            log.warning("export failed: %s", e)
+            extra["export"] = {kind: {"error": str(e)} for kind in cfg.export}
+    return finish(stop_reason, test, extra=extra)

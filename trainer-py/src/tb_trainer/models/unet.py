@@ -48,6 +48,7 @@ class UNet(nn.Module):
             skips.append(x)
             x = self.pool(x)
         x = self.bottom(x)
-        for up, block, skip in zip(self.up, self.up_blocks, reversed(skips)):
-            x = block(torch.cat([up(x), skip], dim=1))
+        # Indexing rather than reversed(): TorchScript compiles this (train.export).
+        for i, (up, block) in enumerate(zip(self.up, self.up_blocks)):
+            x = block(torch.cat([up(x), skips[-1 - i]], dim=1))
         return self.head(x)
