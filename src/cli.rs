@@ -64,7 +64,7 @@ pub enum Command {
     Cancel(CancelArgs),
     /// Run one job of a batch here, in one container: what a Slurm job runs on its node.
     #[command(
-        after_help = "tb writes the job script that calls this; you rarely run it by hand.\nIt uses this node's Docker engine and the GPUs Slurm assigned (SLURM_JOB_GPUS).\n\nExample:\n  tb exec /shared/runs/2026-11-22_230000_night/jobs/baseline"
+        after_help = "tb writes the job script that calls this; you rarely run it by hand.\nIt uses this node's Docker engine and the GPUs Slurm assigned, by the node's ids\n(SLURM_JOB_GPUS, else `scontrol show job -d`).\n\nExample:\n  tb exec /shared/runs/2026-11-22_230000_night/jobs/baseline"
     )]
     Exec(ExecArgs),
     /// Remove leftover tb containers of batches that no supervisor holds.

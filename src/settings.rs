@@ -419,8 +419,9 @@ impl Checker<'_> {
     }
 
     /// `[batch.slurm]`'s sharing keys; and on Slurm, a share of a GPU is a
-    /// `shard` gres, which only a site that set up sharding has, in a
-    /// number of shards per GPU it chose.
+    /// `shard` gres, which only a site that set up sharding has. How many
+    /// shards one GPU has is the cluster's: the backend asks it before
+    /// submitting, unless `shards_per_gpu` says.
     fn slurm_shares(&mut self, settings: &BatchSettings, specs: &[JobSpec]) {
         let slurm = &settings.slurm;
         if let Some(n) = slurm.shards_per_gpu
@@ -433,26 +434,17 @@ impl Checker<'_> {
             );
         }
         let shared = specs.iter().find(|j| j.gpus.fraction().is_some());
-        let (Some(job), batch::Backend::Slurm) = (shared, settings.backend) else {
-            return;
-        };
-        match (slurm.gres_share, slurm.shards_per_gpu) {
-            (None, _) => self.problem(
+        if let (Some(job), batch::Backend::Slurm, None) = (shared, settings.backend, slurm.gres_share) {
+            self.problem(
                 None,
                 format!(
                     "job `{}` asks for a share of a GPU (gpus = {}), which Slurm grants only as a `shard` gres",
                     job.name, job.gpus
                 ),
                 Some(
-                    "if the cluster's gres.conf sets up GPU sharding, add gres_share = \"shard\" and shards_per_gpu to [batch.slurm]; else ask for a whole GPU (gpus = 1)",
+                    "if the cluster's gres.conf sets up GPU sharding, add gres_share = \"shard\" to [batch.slurm]; else ask for a whole GPU (gpus = 1)",
                 ),
-            ),
-            (Some(batch::GresShare::Shard), None) => self.problem(
-                None,
-                "[batch.slurm] gres_share = \"shard\" needs shards_per_gpu: how many shards the cluster gives one GPU".into(),
-                Some("Gres=gpu:2,shard:64 in slurm.conf means 32 per GPU; `scontrol show node` lists a node's gres"),
-            ),
-            (Some(batch::GresShare::Shard), Some(_)) => {}
+            );
         }
     }
 
@@ -1633,8 +1625,10 @@ shm_size = "2g"
             "job `a` asks for a share of a GPU (gpus = 0.5), which Slurm grants only as a `shard` gres"
         );
         assert!(m[0].hint.as_deref().unwrap().contains("gres_share = \"shard\""));
-        let m = on_slurm("gres_share = \"shard\"\n").unwrap_err().0;
-        assert!(m[0].message.contains("needs shards_per_gpu"), "{}", m[0].message);
+        // The shards per GPU are the cluster's: preflight asks it.
+        let p = on_slurm("gres_share = \"shard\"\n").unwrap();
+        assert_eq!(p.settings.slurm.gres_share, Some(batch::GresShare::Shard));
+        assert_eq!(p.settings.slurm.shards_per_gpu, None);
         let m = on_slurm("gres_share = \"shard\"\nshards_per_gpu = 0\n").unwrap_err().0;
         assert_eq!(m[0].message, "invalid shards_per_gpu 0: must be between 1 and 1024");
         let p = on_slurm("gres_share = \"shard\"\nshards_per_gpu = 8\n").unwrap();

@@ -1,6 +1,7 @@
 //! The same batch on a Slurm cluster: `make test-slurm` starts a single-node
 //! cluster on this machine with two fake GPUs (tests/slurm/cluster.sh) and
-//! runs these with `--ignored`; without a cluster they are ignored, not run.
+//! runs these with `--ignored`; without a cluster they are ignored, not run
+//! (all but the validation test, which needs no cluster).
 
 use crate::common::*;
 
@@ -44,16 +45,22 @@ fn four_one_gpu_jobs_run_two_at_a_time_each_on_its_own_gpu() {
         );
         jobs.push((j, interval(&state), device));
     }
+    two_at_a_time_each_on_its_own_gpu(&jobs);
+    assert!(w.leftover_containers().is_empty());
+}
+
+/// Jobs (name, run interval, the GPU id they saw) ran two at a time, and
+/// never two at once on one GPU.
+fn two_at_a_time_each_on_its_own_gpu(jobs: &[(&str, (f64, f64), String)]) {
     let intervals: Vec<(f64, f64)> = jobs.iter().map(|j| j.1).collect();
     assert_eq!(max_overlap(&intervals), 2, "two GPUs, two jobs at a time: {jobs:?}");
-    for (a, ia, da) in &jobs {
-        for (b, ib, db) in &jobs {
+    for (a, ia, da) in jobs {
+        for (b, ib, db) in jobs {
             if a < b && ia.0 < ib.1 && ib.0 < ia.1 {
                 assert_ne!(da, db, "{a} and {b} ran at once on GPU {da}");
             }
         }
     }
-    assert!(w.leftover_containers().is_empty());
 }
 
 #[test]
@@ -269,4 +276,179 @@ fn a_slurm_batch_makes_no_call_to_the_local_engine() {
         "{}",
         text(&local.stderr)
     );
+}
+
+/// A batch of half-GPU jobs as `shard`s, the shards per GPU learned from
+/// the cluster (the test cluster gives each of its two GPUs 3, so `0.5`
+/// asks for `shard:2` and two at once cannot share a GPU).
+fn halves(w: &Work, names: &[&str], command: &str) -> std::path::PathBuf {
+    let mut body = head("[batch.slurm]\ngres_share = \"shard\"\n").replace(
+        "gpus = 0\n",
+        &format!("gpus = 0.5\ncommand = [\"sh\", \"-c\", \"{command}\"]\n"),
+    );
+    for n in names {
+        body.push_str(&format!("[[job]]\nname = \"{n}\"\n"));
+    }
+    w.batch("halves.toml", &body)
+}
+
+#[test]
+#[ignore = "needs the Slurm test cluster: make test-slurm"]
+fn half_gpu_jobs_run_as_shards_each_on_the_nodes_id_of_its_gpu() {
+    cluster();
+    let w = Work::new();
+    let names = ["h1", "h2", "h3", "h4"];
+    let f = halves(&w, &names, "echo $NVIDIA_VISIBLE_DEVICES; sleep 4");
+    let validate = w.run(&["validate", f.to_str().unwrap()]);
+    assert_exit(&validate, 0);
+    assert!(
+        text(&validate.stderr).contains(", 3 shards per GPU (from sinfo)"),
+        "{}",
+        text(&validate.stderr)
+    );
+    let out = w.run(&["batch", f.to_str().unwrap()]);
+    assert_exit(&out, 0);
+    let mut jobs = Vec::new();
+    for j in names {
+        let state = w.state(j);
+        assert_eq!(state["status"], "succeeded", "{j}: {state}");
+        assert_eq!(state["gpu_share"], 0.5, "{j}: state.json records the share: {state}");
+        let script = std::fs::read_to_string(w.job_dir(j).join("slurm.sh")).unwrap();
+        assert!(script.contains("#SBATCH --gres=shard:2\n"), "{script}");
+        let seen: Vec<String> = w.stdout_of(j).lines().map(String::from).collect();
+        assert_eq!(seen.len(), 1, "{j} saw NVIDIA_VISIBLE_DEVICES={seen:?}");
+        let device = seen[0].clone();
+        assert!(
+            device == "0" || device == "1",
+            "{j} saw NVIDIA_VISIBLE_DEVICES={device:?}"
+        );
+        assert_eq!(state["gpus"], serde_json::json!([device]), "{j}: {state}");
+        jobs.push((j, interval(&state), device));
+    }
+    // Two CPUs: two jobs at a time; 2 of a GPU's 3 shards each: never two
+    // on one GPU.
+    two_at_a_time_each_on_its_own_gpu(&jobs);
+    let used: std::collections::BTreeSet<&str> = jobs.iter().map(|j| j.2.as_str()).collect();
+    assert_eq!(used, ["0", "1"].into(), "{jobs:?}");
+    assert!(w.leftover_containers().is_empty());
+}
+
+/// Polls `scontrol show job -d ID` until the job runs; its line's `GRES=`.
+fn running_gres(id: &str) -> String {
+    for _ in 0..60 {
+        let out = std::process::Command::new("scontrol")
+            .args(["show", "job", "-d", id])
+            .output()
+            .unwrap();
+        let t = text(&out.stdout);
+        if t.contains("JobState=RUNNING")
+            && let Some(g) = t
+                .split_whitespace()
+                .find_map(|w| w.strip_prefix("GRES=").filter(|g| !g.is_empty()))
+        {
+            return g.to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    panic!("Slurm job {id} did not start");
+}
+
+#[test]
+#[ignore = "needs the Slurm test cluster: make test-slurm"]
+fn without_slurm_job_gpus_tb_exec_asks_scontrol_for_the_nodes_gpu_id() {
+    cluster();
+    let w = Work::new();
+    let f = halves(&w, &["a"], "echo $NVIDIA_VISIBLE_DEVICES");
+    assert_exit(&w.run(&["batch", f.to_str().unwrap()]), 0);
+    let job_dir = w.job_dir("a");
+
+    // The first GPU's shards taken, a job of 2 shards goes to the second,
+    // where (ConstrainDevices) CUDA_VISIBLE_DEVICES says 0. Run tb exec
+    // there as tb's script does, with the variables that name the GPU gone.
+    let blocker = std::process::Command::new("sbatch")
+        .args(["--parsable", "--gres=shard:2", "--job-name=tb-test-blocker"])
+        .args(["--output=/dev/null", "--wrap", "sleep 60"])
+        .output()
+        .unwrap();
+    assert!(blocker.status.success(), "{}", text(&blocker.stderr));
+    let blocker = text(&blocker.stdout).trim().to_string();
+    let _cancel = Cancel(blocker.clone());
+    assert_eq!(
+        running_gres(&blocker),
+        "shard:2(IDX:0)",
+        "Slurm places the first shards on the first GPU"
+    );
+    let wrap = format!(
+        "echo CUDA_VISIBLE_DEVICES=$CUDA_VISIBLE_DEVICES; unset SLURM_JOB_GPUS SLURM_STEP_GPUS; exec {} exec {}",
+        env!("CARGO_BIN_EXE_tb"),
+        job_dir.display()
+    );
+    let out_file = w.path().join("by-hand.out");
+    let by_hand = std::process::Command::new("sbatch")
+        .args(["--parsable", "--wait", "--gres=shard:2"])
+        .arg(format!("--output={}", out_file.display()))
+        .args(["--wrap", &wrap])
+        .output()
+        .unwrap();
+    let slurm_out = std::fs::read_to_string(&out_file).unwrap_or_default();
+    assert!(by_hand.status.success(), "{}\n{slurm_out}", text(&by_hand.stderr));
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(job_dir.join("exec.json")).unwrap()).unwrap();
+    assert_eq!(record["gpus"], serde_json::json!(["1"]), "{record}\n{slurm_out}");
+    assert_eq!(record["gpu_share"], 0.5, "{record}");
+    assert_eq!(record["outcome"]["status"], "succeeded", "{record}");
+    assert!(w.stdout_of("a").ends_with("1\n"), "{:?}", w.stdout_of("a"));
+    let config = std::fs::read_to_string(std::env::var("SLURM_CONF").unwrap()).unwrap();
+    if config.contains("TaskPlugin=task/cgroup") {
+        assert!(
+            slurm_out.contains("CUDA_VISIBLE_DEVICES=0\n"),
+            "the job's own count, which tb must not use: {slurm_out}"
+        );
+    } else {
+        eprintln!("devices not constrained on this cluster: CUDA_VISIBLE_DEVICES is the node's id here");
+    }
+
+    // Outside Slurm nothing names the GPU: an error, not GPU 0.
+    let out = w
+        .tb()
+        .args(["exec", job_dir.to_str().unwrap()])
+        .env("CUDA_VISIBLE_DEVICES", "0")
+        .env_remove("SLURM_JOB_ID")
+        .env_remove("SLURM_JOB_GPUS")
+        .env_remove("SLURM_STEP_GPUS")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("cannot tell which GPU(s) Slurm gave job `a` (a share of a GPU (gpus = 0.5))")
+            && err.contains("is this a Slurm job?"),
+        "{err}"
+    );
+}
+
+/// Cancels a Slurm job when dropped, also when the test fails half way.
+struct Cancel(String);
+
+impl Drop for Cancel {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("scancel").arg(&self.0).output();
+    }
+}
+
+#[test]
+fn a_share_on_slurm_without_gres_share_is_refused_at_validation() {
+    let w = Work::scratch();
+    let f = w.batch(
+        "half.toml",
+        "[batch]\nbackend = \"slurm\"\n[defaults]\nimage = \"tb-base:bookworm\"\ngpus = 0.5\n[[job]]\nname = \"a\"\n",
+    );
+    let out = w.run(&["validate", f.to_str().unwrap()]);
+    assert_exit(&out, 2);
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("job `a` asks for a share of a GPU (gpus = 0.5), which Slurm grants only as a `shard` gres"),
+        "{err}"
+    );
+    assert!(err.contains("add gres_share = \"shard\" to [batch.slurm]"), "{err}");
 }

@@ -147,7 +147,8 @@ pub struct SlurmSection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gres_share: Option<GresShare>,
     /// How many `shard`s the cluster's gres.conf gives one GPU: a job with
-    /// 1/n of a GPU asks for this divided by n, rounded up.
+    /// 1/n of a GPU asks for this divided by n, rounded up. Unset, the
+    /// Slurm backend learns it from the nodes' gres (`sinfo`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shards_per_gpu: Option<u32>,
 }

@@ -1,7 +1,6 @@
 //! Slurm's command-line tools, run without blocking (`tokio::process`),
 //! and the parsing of what they print, as pure functions.
 
-use crate::gpu::GpuShare;
 use crate::run::Status;
 use crate::settings::JobSpec;
 use anyhow::Context;
@@ -56,27 +55,33 @@ pub fn parse_partitions(text: &str) -> Vec<String> {
         .collect()
 }
 
-/// Whether the nodes (of `partition`) offer the gres `name` (`gpu`,
-/// `shard`).
-pub async fn offers_gres(partition: Option<&str>, name: &str) -> anyhow::Result<bool> {
-    let p = partition.map(|p| format!("--partition={p}"));
-    let mut args = vec!["-h", "-o", "%G"];
-    args.extend(p.as_deref());
-    Ok(run("sinfo", &args).await?.contains(name))
+/// The gres lists (`sinfo -o %G`, one a line) of the nodes of
+/// `partition`, or of the default partition.
+pub async fn node_gres(partition: Option<&str>) -> anyhow::Result<Vec<String>> {
+    Ok(parse_node_gres(&run("sinfo", &["-h", "-o", "%P|%G"]).await?, partition))
 }
 
-/// The `--gres` a job asks for: `gpu:N` for whole GPUs; for 1/n of a GPU,
-/// `shard:S` with S the cluster's shards per GPU divided by n, rounded up
-/// (at least its share, never less: 8 per GPU and 1/3 asks for 3).
-pub fn gres(gpus: GpuShare, slurm: &crate::batch::SlurmSection) -> Option<String> {
-    match gpus {
-        GpuShare::Whole(0) => None,
-        GpuShare::Whole(n) => Some(format!("gpu:{n}")),
-        GpuShare::Fraction(f) => {
-            let per_gpu = slurm.shards_per_gpu.unwrap_or(1);
-            Some(format!("shard:{}", per_gpu.div_ceil(u32::from(f.per_gpu())).max(1)))
-        }
-    }
+/// `sinfo -o %P|%G` lines: the gres of `partition`'s nodes, or of the
+/// default partition's (marked `*`; all of them if none is).
+pub fn parse_node_gres(text: &str, partition: Option<&str>) -> Vec<String> {
+    let rows: Vec<(&str, &str)> = text
+        .lines()
+        .filter_map(|l| l.trim().split_once('|'))
+        .map(|(p, g)| (p.trim(), g.trim()))
+        .collect();
+    let default = rows.iter().any(|(p, _)| p.ends_with('*'));
+    rows.into_iter()
+        .filter(|(p, _)| match partition {
+            Some(want) => p.trim_end_matches('*') == want,
+            None => !default || p.ends_with('*'),
+        })
+        .map(|(_, g)| g.to_string())
+        .collect()
+}
+
+/// `scontrol show job -d ID`: the job with the resources of each node.
+pub async fn job_detail(id: &str) -> anyhow::Result<String> {
+    run("scontrol", &["show", "job", "-d", id]).await
 }
 
 /// Runs `test -d path` on a node; `Ok(false)` when the node does not see
@@ -265,14 +270,14 @@ pub struct Script<'a> {
 impl Script<'_> {
     /// `sbatch` options from the job's resources, then `tb exec` (exec'd,
     /// so that Slurm's SIGTERM reaches it).
-    pub fn render(&self) -> String {
+    pub fn render(&self) -> anyhow::Result<String> {
         let job = self.job;
         let mut s = String::from("#!/bin/bash\n");
         let mut opt = |o: String| s.push_str(&format!("#SBATCH {o}\n"));
         opt(format!("--job-name={}", self.name));
         opt(format!("--output={}/slurm-%j.out", self.job_dir.display()));
         opt(format!("--chdir={}", self.job_dir.display()));
-        if let Some(gres) = gres(job.gpus, self.slurm) {
+        if let Some(gres) = super::gres::request(job.gpus, self.slurm.shards_per_gpu)? {
             opt(format!("--gres={gres}"));
         }
         opt(format!(
@@ -301,7 +306,7 @@ impl Script<'_> {
             shell_quote(&self.tb.display().to_string()),
             shell_quote(&self.job_dir.display().to_string())
         ));
-        s
+        Ok(s)
     }
 }
 
@@ -365,7 +370,8 @@ mod tests {
             slurm: &slurm,
             tb: Path::new("/opt/tb's/tb"),
         }
-        .render();
+        .render()
+        .unwrap();
         assert_eq!(
             s,
             "#!/bin/bash\n#SBATCH --job-name=tb-b1-a-2\n#SBATCH --output=/shared/runs/b1/jobs/a/slurm-%j.out\n\
@@ -376,36 +382,50 @@ mod tests {
     }
 
     #[test]
-    fn a_share_of_a_gpu_asks_for_shards() {
+    fn a_share_of_a_gpu_asks_for_shards_once_their_number_is_known() {
         let shard = |per_gpu| crate::batch::SlurmSection {
             gres_share: Some(crate::batch::GresShare::Shard),
-            shards_per_gpu: Some(per_gpu),
+            shards_per_gpu: per_gpu,
             ..Default::default()
         };
-        let part = |n| GpuShare::Fraction(crate::gpu::Fraction::of(n).unwrap());
-        assert_eq!(gres(part(2), &shard(8)).as_deref(), Some("shard:4"));
-        assert_eq!(gres(part(4), &shard(8)).as_deref(), Some("shard:2"));
-        assert_eq!(gres(part(3), &shard(8)).as_deref(), Some("shard:3"), "rounded up");
-        assert_eq!(gres(part(8), &shard(4)).as_deref(), Some("shard:1"), "at least one");
-        assert_eq!(gres(part(2), &shard(64)).as_deref(), Some("shard:32"));
-        assert_eq!(gres(GpuShare::Whole(2), &shard(8)).as_deref(), Some("gpu:2"));
-        assert_eq!(gres(GpuShare::Whole(0), &shard(8)), None);
-
         let job: JobSpec = serde_json::from_value(serde_json::json!({
             "name": "a", "image": "img", "command": null, "gpus": 0.25, "cpus": null,
             "memory": null, "shm_size": 1, "time_limit": null, "env": {},
             "pass_env": [], "mounts": [], "code": null, "network": "bridge", "train": null
         }))
         .unwrap();
-        let s = Script {
-            name: job_name("b1", "a", 1),
-            job_dir: Path::new("/shared/runs/b1/jobs/a"),
-            job: &job,
-            slurm: &shard(8),
-            tb: Path::new("/opt/tb"),
-        }
-        .render();
+        let render = |slurm| {
+            Script {
+                name: job_name("b1", "a", 1),
+                job_dir: Path::new("/shared/runs/b1/jobs/a"),
+                job: &job,
+                slurm,
+                tb: Path::new("/opt/tb"),
+            }
+            .render()
+        };
+        let (known, unknown) = (shard(Some(8)), shard(None));
+        let s = render(&known).unwrap();
         assert!(s.contains("#SBATCH --gres=shard:2\n"), "{s}");
         assert!(!s.contains("gres=gpu"), "{s}");
+        let e = render(&unknown).unwrap_err().to_string();
+        assert!(e.contains("shards_per_gpu"), "{e}");
+    }
+
+    #[test]
+    fn the_gres_of_a_partitions_nodes() {
+        let text = "debug*|gpu:2,shard:6\ngpu|gpu:tesla:4(S:0-1),shard:64(S:0-1)\ngpu|(null)\ncpu|(null)\n";
+        assert_eq!(parse_node_gres(text, None), ["gpu:2,shard:6"], "the default partition");
+        assert_eq!(
+            parse_node_gres(text, Some("gpu")),
+            ["gpu:tesla:4(S:0-1),shard:64(S:0-1)", "(null)"]
+        );
+        assert_eq!(parse_node_gres(text, Some("debug")), ["gpu:2,shard:6"]);
+        assert!(parse_node_gres(text, Some("none")).is_empty());
+        assert_eq!(
+            parse_node_gres("a|gpu:1\nb|gpu:2\n", None),
+            ["gpu:1", "gpu:2"],
+            "no default partition: all"
+        );
     }
 }

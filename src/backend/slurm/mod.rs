@@ -6,6 +6,7 @@
 //! and stops jobs with `scancel`. It needs no Docker engine on this host.
 
 pub mod cli;
+pub mod gres;
 pub mod node;
 
 use super::{Attempt, Backend, Event, Found, Ready, Request, Stop, Survey};
@@ -74,6 +75,82 @@ impl Slurm {
             session: None,
         }
     }
+
+    /// Whether the partition's nodes have the GPUs and shards the jobs ask
+    /// for; and, for shares, how many shards one GPU has: `shards_per_gpu`
+    /// if set, else learned from the nodes' gres (then kept for the
+    /// submissions). What it found, for the describe line.
+    async fn gpu_problems(&mut self, plan: &Plan, problems: &mut Vec<Problem>) -> anyhow::Result<String> {
+        let whole = plan.jobs.iter().find(|j| matches!(j.gpus, GpuShare::Whole(n) if n > 0));
+        let shared = plan.jobs.iter().find(|j| j.gpus.fraction().is_some());
+        if whole.is_none() && shared.is_none() {
+            return Ok(String::new());
+        }
+        let lines = cli::node_gres(self.section.partition.as_deref()).await?;
+        let offers = |name: &str| gres::offers(&lines, name);
+        let lacking = |job: &JobSpec, name: &str, hint: &str| Problem {
+            at: None,
+            message: format!(
+                "job `{}` asks for {} but the cluster's nodes offer no `{name}` gres",
+                job.name,
+                job.gpus.describe()
+            ),
+            hint: Some(hint.into()),
+        };
+        if let Some(job) = whole
+            && !offers("gpu")
+        {
+            problems.push(lacking(
+                job,
+                "gpu",
+                "set gpus = 0 (on Slurm, gpus = \"auto\" means 1), or pick a GPU partition in [batch.slurm]",
+            ));
+        }
+        let Some(job) = shared else {
+            return Ok(String::new());
+        };
+        if !offers("shard") {
+            problems.push(lacking(
+                job,
+                "shard",
+                "ask for a whole GPU (gpus = 1), or pick a partition whose nodes have GPU sharding set up",
+            ));
+            return Ok(String::new());
+        }
+        match shards_per_gpu(&lines, self.section.shards_per_gpu, job) {
+            Ok((n, source)) => {
+                self.section.shards_per_gpu = Some(n);
+                Ok(format!(", {n} shards per GPU ({source})"))
+            }
+            Err(problem) => {
+                problems.push(problem);
+                Ok(String::new())
+            }
+        }
+    }
+}
+
+/// The shards one GPU has, and where that came from: `set`
+/// (`shards_per_gpu`), else the nodes' gres `lines`; a problem naming
+/// `shards_per_gpu` when neither says, for `job`'s sake.
+fn shards_per_gpu(lines: &[String], set: Option<u32>, job: &JobSpec) -> Result<(u32, &'static str), Problem> {
+    let learned = gres::shards_per_gpu(lines);
+    if let Some(n) = set {
+        if let Some(m) = learned.filter(|m| *m != n) {
+            tracing::warn!("[batch.slurm] shards_per_gpu = {n}, but the cluster's nodes have {m} per GPU; using {n}");
+        }
+        return Ok((n, "shards_per_gpu"));
+    }
+    learned.map(|n| (n, "from sinfo")).ok_or_else(|| Problem {
+        at: None,
+        message: format!(
+            "job `{}` asks for {}, but how many shards the cluster gives one GPU cannot be told from its nodes' gres ({})",
+            job.name,
+            job.gpus.describe(),
+            if lines.is_empty() { "none".to_string() } else { lines.join("; ") }
+        ),
+        hint: Some("set shards_per_gpu in [batch.slurm]: Gres=gpu:2,shard:64 in slurm.conf means 32".into()),
+    })
 }
 
 #[async_trait::async_trait]
@@ -89,7 +166,8 @@ impl Backend for Slurm {
             .await
             .map_err(|e| crate::error::with_hint(e, "is slurmctld running, and SLURM_CONF right?"))?;
         let mut problems = Vec::new();
-        let partition = self.section.partition.as_deref();
+        let partition = self.section.partition.clone();
+        let partition = partition.as_deref();
         if let Some(p) = partition
             && !partitions.iter().any(|q| q == p)
         {
@@ -99,36 +177,7 @@ impl Backend for Slurm {
                 hint: Some(format!("the partitions are: {}", partitions.join(", "))),
             });
         }
-        if let Some(job) = plan.jobs.iter().find(|j| matches!(j.gpus, GpuShare::Whole(n) if n > 0))
-            && !cli::offers_gres(partition, "gpu").await?
-        {
-            problems.push(Problem {
-                at: None,
-                message: format!(
-                    "job `{}` asks for {} but the cluster's nodes offer no `gpu` gres",
-                    job.name,
-                    job.gpus.describe()
-                ),
-                hint: Some(
-                    "set gpus = 0 (on Slurm, gpus = \"auto\" means 1), or pick a GPU partition in [batch.slurm]".into(),
-                ),
-            });
-        }
-        if let Some(job) = plan.jobs.iter().find(|j| j.gpus.fraction().is_some())
-            && !cli::offers_gres(partition, "shard").await?
-        {
-            problems.push(Problem {
-                at: None,
-                message: format!(
-                    "job `{}` asks for {} but the cluster's nodes offer no `shard` gres",
-                    job.name,
-                    job.gpus.describe()
-                ),
-                hint: Some(
-                    "ask for a whole GPU (gpus = 1), or pick a partition whose nodes have GPU sharding set up".into(),
-                ),
-            });
-        }
+        let shards = self.gpu_problems(plan, &mut problems).await?;
         problems.extend(crate::preflight::directories(plan, runs_dir));
         if problems.is_empty() {
             // The nodes write the job directories: they must see the runs
@@ -159,7 +208,7 @@ impl Backend for Slurm {
             // The images are the nodes' engines' business.
             image_ids: vec![None; plan.jobs.len()],
             describe: format!(
-                "{version}, partition {}",
+                "{version}, partition {}{shards}",
                 partition.unwrap_or("(the cluster's default)")
             ),
         })
@@ -533,7 +582,7 @@ impl Actor {
         // A record of an earlier submission of this attempt (one taken back)
         // must not be read as this one's.
         let _ = std::fs::remove_file(job_dir.join(node::RECORD));
-        let submitted = match crate::run::write_atomic(&path, script.as_bytes()) {
+        let submitted = match script.and_then(|s| crate::run::write_atomic(&path, s.as_bytes())) {
             Ok(()) => cli::submit(&path, &self.section.extra).await,
             Err(e) => Err(e),
         };
@@ -712,5 +761,40 @@ impl Actor {
             self.tracked.remove(&index);
             self.send(event);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_shards_per_gpu_are_set_or_learned_or_a_problem_naming_the_key() {
+        let job: JobSpec = serde_json::from_value(serde_json::json!({
+            "name": "a", "image": "img", "command": null, "gpus": 0.5, "cpus": null,
+            "memory": null, "shm_size": 1, "time_limit": null, "env": {},
+            "pass_env": [], "mounts": [], "code": null, "network": "bridge", "train": null
+        }))
+        .unwrap();
+        let lines = |t: &str| t.lines().map(String::from).collect::<Vec<_>>();
+        assert_eq!(
+            shards_per_gpu(&lines("gpu:2,shard:64"), None, &job).unwrap(),
+            (32, "from sinfo")
+        );
+        assert_eq!(
+            shards_per_gpu(&lines("gpu:2,shard:64"), Some(8), &job).unwrap(),
+            (8, "shards_per_gpu"),
+            "the key overrides the cluster"
+        );
+        assert_eq!(
+            shards_per_gpu(&lines("shard:64"), Some(8), &job).unwrap(),
+            (8, "shards_per_gpu")
+        );
+        let p = shards_per_gpu(&lines("shard:64\n(null)"), None, &job).unwrap_err();
+        assert_eq!(
+            p.message,
+            "job `a` asks for a share of a GPU (gpus = 0.5), but how many shards the cluster gives one GPU cannot be told from its nodes' gres (shard:64; (null))"
+        );
+        assert!(p.hint.unwrap().starts_with("set shards_per_gpu in [batch.slurm]"));
     }
 }

@@ -10,7 +10,7 @@ use crate::docker::Engine;
 use crate::error::hinted;
 use crate::executor::{self, Launch, StartGate};
 use crate::exit::Exit;
-use crate::gpu::Fraction;
+use crate::gpu::{Fraction, GpuShare};
 use crate::run::{BatchDir, Outcome, Status, read_versioned, write_json};
 use crate::signal::Signals;
 use anyhow::Context;
@@ -64,19 +64,17 @@ pub fn run(job_dir: &Path) -> anyhow::Result<Exit> {
         .unwrap_or_default();
     let batch = dir.read_batch()?;
     let job = dir.read_job_file(&name)?;
-    let gpus = assigned_gpus();
     let need = job.spec.gpus;
-    if gpus.len() < need.gpus() as usize {
-        return Err(hinted(
-            format!(
-                "job `{name}` asks for {} but Slurm assigned {} GPU(s)",
-                need.describe(),
-                gpus.len()
-            ),
-            "submit it with --gres=gpu:N, or shard:N for a share (tb does); check the cluster's gres.conf",
-        ));
-    }
-    let gpus: Vec<String> = gpus.into_iter().take(need.gpus() as usize).collect();
+    let runtime = crate::runtime()?;
+    let gpus = match need.gpus() {
+        0 => Vec::new(),
+        _ => held_gpus(
+            &name,
+            need,
+            |k| std::env::var(k).ok(),
+            |id| runtime.block_on(super::cli::job_detail(id)),
+        )?,
+    };
     let mut record = NodeRecord {
         version: crate::run::VERSION,
         attempt: job.attempt,
@@ -102,7 +100,7 @@ pub fn run(job_dir: &Path) -> anyhow::Result<Exit> {
         away_since: None,
     };
     let record_path = job_dir.join(RECORD);
-    crate::runtime()?.block_on(async {
+    runtime.block_on(async {
         let engine = Engine::connect().await?;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(Stop::Run);
         // scancel, and Slurm at the job's time limit, send SIGTERM.
@@ -149,17 +147,148 @@ pub fn run(job_dir: &Path) -> anyhow::Result<Exit> {
     })
 }
 
-/// The GPU ids Slurm gave this job: `SLURM_JOB_GPUS`, else
-/// `SLURM_STEP_GPUS`, else `CUDA_VISIBLE_DEVICES`.
-fn assigned_gpus() -> Vec<String> {
-    ["SLURM_JOB_GPUS", "SLURM_STEP_GPUS", "CUDA_VISIBLE_DEVICES"]
+/// The node's ids of the GPUs Slurm gave this job, as many as it needs
+/// (one for a share): `SLURM_JOB_GPUS` (or `SLURM_STEP_GPUS`), else the
+/// job's `GRES` in `scontrol show job -d` (`detail`). The container is
+/// created by the node's Docker engine, outside the job's cgroup, so it
+/// needs the node's id: never `CUDA_VISIBLE_DEVICES`, which under
+/// `ConstrainDevices` counts from 0 within the job (a share on the
+/// second GPU sees `0`). An error, rather than a guess, when neither says.
+fn held_gpus(
+    name: &str,
+    need: GpuShare,
+    env: impl Fn(&str) -> Option<String>,
+    detail: impl FnOnce(&str) -> anyhow::Result<String>,
+) -> anyhow::Result<Vec<String>> {
+    let listed = ["SLURM_JOB_GPUS", "SLURM_STEP_GPUS"]
         .iter()
-        .find_map(|k| std::env::var(k).ok().filter(|v| !v.trim().is_empty()))
+        .find_map(|k| env(k).filter(|v| !v.trim().is_empty()))
         .map(|v| {
             v.split(',')
                 .map(|s| s.trim().to_string())
                 .filter(|s| !s.is_empty())
-                .collect()
+                .collect::<Vec<_>>()
+        });
+    let ids = match listed {
+        Some(ids) => ids,
+        None => from_scontrol(name, need, env("SLURM_JOB_ID"), detail)?,
+    };
+    if ids.len() < need.gpus() as usize {
+        return Err(hinted(
+            format!(
+                "job `{name}` asks for {} but Slurm assigned {} GPU(s)",
+                need.describe(),
+                ids.len()
+            ),
+            "submit it with --gres=gpu:N, or shard:N for a share (tb does); check the cluster's gres.conf",
+        ));
+    }
+    Ok(ids.into_iter().take(need.gpus() as usize).collect())
+}
+
+/// [`held_gpus`] without `SLURM_JOB_GPUS`: what `scontrol show job -d`
+/// says of job `job_id`, through `detail`.
+fn from_scontrol(
+    name: &str,
+    need: GpuShare,
+    job_id: Option<String>,
+    detail: impl FnOnce(&str) -> anyhow::Result<String>,
+) -> anyhow::Result<Vec<String>> {
+    let unknown = |why: String| {
+        hinted(
+            format!(
+                "cannot tell which GPU(s) Slurm gave job `{name}` ({}): {why}",
+                need.describe()
+            ),
+            "Slurm names them only for a gres with device files: gres.conf needs File= for each GPU (and shard); CUDA_VISIBLE_DEVICES is not used, as it counts from 0 within the job",
+        )
+    };
+    let id = job_id
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| unknown("SLURM_JOB_GPUS and SLURM_JOB_ID are not set: is this a Slurm job?".into()))?;
+    let text = detail(&id).map_err(|e| unknown(format!("SLURM_JOB_GPUS is not set, and {e:#}")))?;
+    let host = hostname::get()
+        .map(|h| h.to_string_lossy().split('.').next().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    super::gres::held_gpus(&text, &host).ok_or_else(|| {
+        unknown(format!(
+            "SLURM_JOB_GPUS is not set, and `scontrol show job -d {id}` names no GPU index for this node"
+        ))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn env(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let vars: BTreeMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        move |k| vars.get(k).cloned()
+    }
+
+    fn half() -> GpuShare {
+        GpuShare::Fraction(Fraction::of(2).unwrap())
+    }
+
+    /// What a `--gres=shard:2` job on the second GPU saw on the test
+    /// cluster (Slurm 22.05, `ConstrainDevices=yes`), less `SLURM_JOB_GPUS`.
+    const SHARD_ON_GPU_1: &str = "JobId=7 JobName=x\n   JOB_GRES=shard:2\n     \
+                                  Nodes=vm CPU_IDs=1 Mem=0 GRES=shard:2(IDX:1)\n";
+
+    #[test]
+    fn a_share_takes_the_nodes_gpu_id_never_the_cgroup_relative_one() {
+        let relative = [("CUDA_VISIBLE_DEVICES", "0"), ("SLURM_SHARDS_ON_NODE", "2")];
+        // Slurm names it: no need to ask.
+        let mut vars = relative.to_vec();
+        vars.push(("SLURM_JOB_GPUS", "1"));
+        let gpus = held_gpus("a", half(), env(&vars), |_| panic!("scontrol asked")).unwrap();
+        assert_eq!(gpus, ["1"]);
+        let mut vars = relative.to_vec();
+        vars.push(("SLURM_STEP_GPUS", "1"));
+        assert_eq!(held_gpus("a", half(), env(&vars), |_| panic!()).unwrap(), ["1"]);
+        // Only CUDA_VISIBLE_DEVICES: scontrol says which GPU.
+        let mut vars = relative.to_vec();
+        vars.push(("SLURM_JOB_ID", "7"));
+        let asked = std::cell::Cell::new(None);
+        let gpus = held_gpus("a", half(), env(&vars), |id| {
+            asked.set(Some(id.to_string()));
+            Ok(SHARD_ON_GPU_1.to_string())
         })
-        .unwrap_or_default()
+        .unwrap();
+        assert_eq!(gpus, ["1"]);
+        assert_eq!(asked.take().as_deref(), Some("7"));
+        // A share is of one GPU, whatever Slurm lists.
+        let two = env(&[("SLURM_JOB_GPUS", "0,1")]);
+        assert_eq!(held_gpus("a", half(), two, |_| panic!()).unwrap(), ["0"]);
+    }
+
+    #[test]
+    fn no_gpu_id_is_an_error_not_a_guess() {
+        let only_relative = env(&[("CUDA_VISIBLE_DEVICES", "0"), ("SLURM_JOB_ID", "7")]);
+        let e = held_gpus("a", half(), only_relative, |_| {
+            Err(anyhow::anyhow!("`scontrol` failed: down"))
+        })
+        .unwrap_err();
+        let text = e.root_cause().to_string();
+        assert!(
+            text.starts_with("cannot tell which GPU(s) Slurm gave job `a` (a share of a GPU (gpus = 0.5)): SLURM_JOB_GPUS is not set, and `scontrol` failed: down"),
+            "{text}"
+        );
+        let e = held_gpus(
+            "a",
+            half(),
+            env(&[("CUDA_VISIBLE_DEVICES", "0"), ("SLURM_JOB_ID", "7")]),
+            |_| Ok("   JOB_GRES=shard:2\n     Nodes=vm CPU_IDs=1 Mem=0 GRES=\n".into()),
+        )
+        .unwrap_err();
+        assert!(e.root_cause().to_string().contains("names no GPU index"), "{e:#}");
+        let e = held_gpus("a", half(), env(&[("CUDA_VISIBLE_DEVICES", "0")]), |_| panic!()).unwrap_err();
+        assert!(e.root_cause().to_string().contains("is this a Slurm job?"), "{e:#}");
+        let e = held_gpus("a", GpuShare::Whole(2), env(&[("SLURM_JOB_GPUS", "3")]), |_| panic!()).unwrap_err();
+        assert_eq!(
+            e.root_cause().to_string(),
+            "job `a` asks for 2 GPU(s) but Slurm assigned 1 GPU(s)"
+        );
+    }
 }
