@@ -29,8 +29,8 @@ pub mod sanitize;
 pub mod secrets;
 pub mod settings;
 pub mod signal;
-pub mod watch;
 pub mod warm;
+pub mod watch;
 
 use cli::{Cli, Command, ImageCommand};
 use exit::Exit;

@@ -229,7 +229,10 @@ mod tests {
             "python -m tb_trainer --evaluate /evaluate/model.ckpt"
         );
         assert_eq!(s.mounts[0].bind(), "/deploy/current:/evaluate:ro");
-        assert_eq!((s.gpus, s.time_limit), (crate::gpu::GpuShare::Whole(1), Some(DEFAULT_LIMIT)));
+        assert_eq!(
+            (s.gpus, s.time_limit),
+            (crate::gpu::GpuShare::Whole(1), Some(DEFAULT_LIMIT))
+        );
         assert_eq!(s.name, "a.evaluate-deployed");
 
         let c = evaluation_spec(

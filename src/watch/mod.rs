@@ -520,7 +520,12 @@ mod tests {
             match status {
                 Status::Running => {
                     s.begin_attempt(None);
-                    s.started(crate::run::RunHandle::Container { id: "c".into() }, Utc::now(), vec![], None);
+                    s.started(
+                        crate::run::RunHandle::Container { id: "c".into() },
+                        Utc::now(),
+                        vec![],
+                        None,
+                    );
                 }
                 Status::Cancelled => s.cancelled_before_start("interrupted"),
                 _ => {}
