@@ -77,6 +77,10 @@ impl Steps {
         if let Some((n, total, instruction)) = parse_step(line) {
             self.end_step();
             let label = format!("[{n}/{total}] {}", describe(instruction, &self.base));
+            if let Show::Bar(bar) = &self.show {
+                // The spinner's time is the step's.
+                bar.reset_elapsed();
+            }
             self.say(&label);
             let now = Instant::now();
             self.current = Some(Step {
