@@ -30,10 +30,14 @@ fn an_unchanged_context_is_a_cache_hit_and_a_change_rebuilds() {
         content_tag.starts_with(&format!("{repo}:")) && content_tag.len() == repo.len() + 17,
         "{content_tag}"
     );
+    // One line per step, in words; the engine's own stream only under -v.
+    let said = text(&first.stderr);
+    for step in ["[2/4] starting from tb-base:bookworm", "[3/4] copying trainer-py/", "[4/4] RUN python3"] {
+        assert!(said.contains(step), "no `{step}` line: {said}");
+    }
     assert!(
-        text(&first.stderr).contains("Step 3/4 : COPY trainer-py/"),
-        "build output streams: {}",
-        text(&first.stderr)
+        !said.contains("Step 3/4 :") && !said.lines().any(|l| l.trim() == "hello"),
+        "the engine's stream leaked: {said}"
     );
 
     let second = build();
@@ -47,7 +51,12 @@ fn an_unchanged_context_is_a_cache_hit_and_a_change_rebuilds() {
     assert!(!text(&second.stderr).contains("Step "), "a cache hit builds nothing");
 
     std::fs::write(root.join("trainer-py/src/hello.py"), "print('changed')\n").unwrap();
-    let third = build();
+    let third = w.run(&["-v", "image", "build", "--tag", &tag, "--context", root.to_str().unwrap()]);
+    assert!(
+        text(&third.stderr).contains("Step 3/4 : COPY trainer-py/") && text(&third.stderr).contains("changed"),
+        "-v streams the engine's output: {}",
+        text(&third.stderr)
+    );
     assert_exit(&third, 0);
     assert_ne!(
         text(&third.stdout).trim(),
@@ -89,6 +98,8 @@ fn a_failing_step_is_named_and_the_exit_is_non_zero() {
         "{err}"
     );
     assert!(err.contains("returned a non-zero code: 3"), "{err}");
+    // What the step printed is shown above the error.
+    assert!(err.contains("the engine's last") && err.contains("  broken"), "{err}");
 }
 
 #[test]
