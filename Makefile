@@ -90,8 +90,9 @@ test-slurm: base-image
 	tests/slurm/cluster.sh start $$state >/dev/null; \
 	. $$state/env; cargo test --locked --test main slurm -- --ignored --test-threads 1
 
-bench: build base-image image ## benchmarks: tb against a docker-run loop and the bare engine API; the report at 10k jobs; a real sweep with and without pruning (~35 min); the trainer against a plain PyTorch loop
+bench: build base-image image ## benchmarks: tb against a docker-run loop and the bare engine API; a 10k sweep's first start; the report at 10k jobs; a real sweep with and without pruning (~35 min); the trainer against a plain PyTorch loop
 	cargo bench --locked --bench supervisor
+	cargo bench --locked --bench first_start
 	cargo bench --locked --bench report
 	cargo bench --locked --bench prune
 	docker run --rm --network none --user $$(id -u):$$(id -g) $(IMAGE_TAG) python -m tb_trainer.bench

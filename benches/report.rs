@@ -276,10 +276,7 @@ fn masked_crc(data: &[u8]) -> u32 {
 /// seconds it took.
 fn child(dir: &Path) {
     let id = dir.file_name().unwrap().to_string_lossy().into_owned();
-    let batch = tb::run::BatchDir {
-        path: dir.to_path_buf(),
-        id,
-    };
+    let batch = tb::run::BatchDir::new(dir.to_path_buf(), id);
     let t = Instant::now();
     tb::report::write(&batch, &tb::report::Format::ALL).unwrap();
     println!("{}", t.elapsed().as_secs_f64());

@@ -1,5 +1,6 @@
 //! How every state file of a run directory reaches the disk and comes back:
-//! atomic writes (temp file, fsync, rename), versioned reads that refuse a
+//! atomic writes (temp file, fsync, rename), unsynced first writes of files
+//! that the batch's plan can make again, versioned reads that refuse a
 //! corrupt or newer file instead of silently resetting it, and the small
 //! reserve of disk space kept for recording states on a full disk.
 
@@ -43,17 +44,87 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> anyhow::Result<()> {
     write_atomic(path, &bytes)
 }
 
+/// Writes `bytes` to `path` unless a file is there already; whether it
+/// wrote. Atomic (a reader sees no file or the whole one) but not synced:
+/// only for files whose content can be made again from a synced one, and
+/// which [`read_written`] reads. Never replaces a file, so that it cannot
+/// undo what an atomic write put there meanwhile. `tmp` is its temporary
+/// name: one writer at a time per `tmp`.
+pub fn write_new(path: &Path, tmp: &Path, bytes: &[u8]) -> anyhow::Result<bool> {
+    if path.exists() {
+        return Ok(false);
+    }
+    let result = (|| -> std::io::Result<bool> {
+        let mut f = std::fs::File::create(tmp)?;
+        f.write_all(bytes)?;
+        // link(2), unlike rename(2), fails on an existing file: portable,
+        // NFS included.
+        let linked = match std::fs::hard_link(tmp, path) {
+            Ok(()) => true,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => false,
+            Err(e) => return Err(e),
+        };
+        std::fs::remove_file(tmp)?;
+        Ok(linked)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(tmp);
+        anyhow::Error::new(e).context(format!("failed to write `{}`", path.display()))
+    })
+}
+
+/// Syncs the filesystem that holds `dir` (syncfs(2)): one flush for many
+/// files written by [`write_new`].
+pub fn sync_filesystem(dir: &Path) -> anyhow::Result<()> {
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(dir).with_context(|| format!("failed to open `{}`", dir.display()))?;
+    // SAFETY: a valid open descriptor; syncfs touches no memory of ours.
+    if unsafe { libc::syncfs(f.as_raw_fd()) } != 0 {
+        let e = std::io::Error::last_os_error();
+        return Err(anyhow::Error::new(e).context(format!("failed to sync the filesystem of `{}`", dir.display())));
+    }
+    Ok(())
+}
+
+/// Makes the names in `dir` durable (fsync of the directory): the files
+/// renamed or created in it survive a power loss.
+pub fn sync_dir(dir: &Path) -> anyhow::Result<()> {
+    std::fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .with_context(|| format!("failed to sync `{}`", dir.display()))
+}
+
 /// Reads a state file; a corrupt file or one from a newer tb is an error,
 /// never a silent reset.
 pub fn read_versioned<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     read_version(path, VERSION)
 }
 
+/// [`read_versioned`], for a file that [`write_new`] may not have written
+/// yet: `None` when there is none, or none that ever reached the disk —
+/// empty, or zeros, as a power loss leaves an unsynced new file. Anything
+/// else that is not whole is corrupt, as ever.
+pub fn read_written<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("failed to read `{}`", path.display()))),
+    };
+    if bytes.iter().all(|&b| b == 0) {
+        return Ok(None);
+    }
+    parse_version(path, &bytes, VERSION).map(Some)
+}
+
 /// [`read_versioned`] for a file with a format version of its own.
 pub fn read_version<T: DeserializeOwned>(path: &Path, known: u32) -> anyhow::Result<T> {
     let bytes = std::fs::read(path).with_context(|| format!("failed to read `{}`", path.display()))?;
+    parse_version(path, &bytes, known)
+}
+
+fn parse_version<T: DeserializeOwned>(path: &Path, bytes: &[u8], known: u32) -> anyhow::Result<T> {
     let probe: serde_json::Value =
-        serde_json::from_slice(&bytes).with_context(|| format!("`{}` is corrupt (not JSON)", path.display()))?;
+        serde_json::from_slice(bytes).with_context(|| format!("`{}` is corrupt (not JSON)", path.display()))?;
     match probe.get("version").and_then(|v| v.as_u64()) {
         Some(v) if v <= u64::from(known) => {}
         Some(v) => bail!(
@@ -180,6 +251,40 @@ mod tests {
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1, "a leftover stayed");
         assert!(release_reserve(dir.path()));
         assert!(!release_reserve(dir.path()));
+    }
+
+    #[test]
+    fn a_new_file_is_written_once_and_never_over_another() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, tmp) = (dir.path().join("s.json"), dir.path().join(".s.json.new"));
+        // A killed writer's leftover under the temporary name is written over.
+        std::fs::write(&tmp, b"stale").unwrap();
+        assert!(write_new(&p, &tmp, b"{\"version\": 1, \"n\": 1}").unwrap());
+        write_atomic(&p, b"{\"version\": 1, \"n\": 2}").unwrap();
+        assert!(!write_new(&p, &tmp, b"{\"version\": 1, \"n\": 3}").unwrap());
+        let v: serde_json::Value = read_versioned(&p).unwrap();
+        assert_eq!(v["n"], 2, "an atomic write is never undone");
+        assert_eq!(
+            std::fs::read_dir(dir.path()).unwrap().count(),
+            1,
+            "no temporary file stays"
+        );
+    }
+
+    #[test]
+    fn a_file_that_never_reached_the_disk_reads_as_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        assert!(read_written::<serde_json::Value>(&p).unwrap().is_none(), "missing");
+        std::fs::write(&p, b"").unwrap();
+        assert!(read_written::<serde_json::Value>(&p).unwrap().is_none(), "empty");
+        std::fs::write(&p, [0u8; 300]).unwrap();
+        assert!(read_written::<serde_json::Value>(&p).unwrap().is_none(), "zeros");
+        std::fs::write(&p, b"{\"version\": 1, \"st").unwrap();
+        let e = read_written::<serde_json::Value>(&p).unwrap_err();
+        assert!(format!("{e:#}").contains("is corrupt (not JSON)"), "{e:#}");
+        std::fs::write(&p, b"{\"version\": 1}").unwrap();
+        assert!(read_written::<serde_json::Value>(&p).unwrap().is_some());
     }
 
     #[test]

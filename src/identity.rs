@@ -104,7 +104,7 @@ pub fn running_in(live: &[crate::run::Live]) -> HashMap<String, PathBuf> {
 /// and its metrics, result and logs are copied (checkpoints stay where they
 /// are, named by `reused_from`).
 pub fn reuse(dir: &BatchDir, job: &str, origin: &Path, state: &mut JobState) -> anyhow::Result<()> {
-    let to = dir.job_dir(job);
+    let to = dir.made_job_dir(job)?;
     for name in ["metrics.jsonl", "result.json", "stdout.log", "stderr.log"] {
         let from = origin.join(name);
         if from.is_file() {

@@ -137,10 +137,7 @@ mod tests {
 
     #[test]
     fn the_environment_counts_every_status() {
-        let dir = BatchDir {
-            path: "/runs/2026-11-22_230000_night".into(),
-            id: "2026-11-22_230000_night".into(),
-        };
+        let dir = BatchDir::new("/runs/2026-11-22_230000_night".into(), "2026-11-22_230000_night".into());
         let job = |s: Status| {
             let mut j = JobState::pending();
             if s != Status::Pending {

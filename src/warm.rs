@@ -172,10 +172,7 @@ mod tests {
     /// A batch directory named `id` of the batch `name`, created at
     /// `minute`, whose job `job` ended `status`, with a best checkpoint or not.
     fn batch(runs: &Path, id: &str, minute: u32, job: &JobSpec, status: Status, ckpt: bool) -> PathBuf {
-        let dir = BatchDir {
-            path: runs.join(id),
-            id: id.into(),
-        };
+        let dir = BatchDir::new(runs.join(id), id.into());
         std::fs::create_dir_all(dir.job_dir(&job.name).join("checkpoints")).unwrap();
         let created = chrono::DateTime::parse_from_rfc3339(&format!("2026-11-22T23:{minute:02}:00Z")).unwrap();
         let state = serde_json::json!({"version": 1, "id": id, "name": "night", "file": "/x.toml",

@@ -70,6 +70,19 @@ impl Work {
         serde_json::from_str(&text).unwrap()
     }
 
+    /// Each job's status as `tb status --json` shows it, in the batch's order.
+    pub fn statuses(&self) -> Vec<String> {
+        let out = self.run(&["status", "--json"]);
+        assert_exit(&out, 0);
+        let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        shown["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["status"].as_str().unwrap().to_string())
+            .collect()
+    }
+
     pub fn stdout_of(&self, job: &str) -> String {
         String::from_utf8_lossy(&std::fs::read(self.job_dir(job).join("stdout.log")).unwrap()).into_owned()
     }

@@ -580,20 +580,28 @@ fn in_process(s: &Scratch, bytes: &[u8], f: &mut Figures) {
         if plan.jobs.len() > 20 {
             return Ok(());
         }
-        let dir = tb::run::BatchDir::create(&s.runs(), &plan)?;
-        for job in &plan.jobs {
-            let back = dir.read_job_file(&job.name)?;
-            dir.read_job_state(&job.name)?;
-            let mut spec = job.clone();
-            spec.swept.clear();
-            let close = match (spec.time_limit, back.spec.time_limit) {
-                (Some(a), Some(b)) => a.abs_diff(b) < Duration::from_micros(1),
-                (a, b) => a == b,
-            };
-            spec.time_limit = back.spec.time_limit;
-            anyhow::ensure!(close && spec == back.spec, "job `{}` reads back otherwise", job.name);
+        let made = tb::run::BatchDir::create(&s.runs(), &plan)?;
+        // Read back as another process would, from the disk: first from
+        // plan.json, then from the jobs' own files.
+        for written in [false, true] {
+            if written {
+                made.write_job_files(&plan.name, &plan.jobs, &Default::default())?;
+            }
+            let dir = tb::run::BatchDir::at(&made.path)?;
+            for job in &plan.jobs {
+                let back = dir.read_job_file(&job.name)?;
+                dir.read_job_state(&job.name)?;
+                let mut spec = job.clone();
+                spec.swept.clear();
+                let close = match (spec.time_limit, back.spec.time_limit) {
+                    (Some(a), Some(b)) => a.abs_diff(b) < Duration::from_micros(1),
+                    (a, b) => a == b,
+                };
+                spec.time_limit = back.spec.time_limit;
+                anyhow::ensure!(close && spec == back.spec, "job `{}` reads back otherwise", job.name);
+            }
         }
-        std::fs::remove_dir_all(&dir.path)?;
+        std::fs::remove_dir_all(&made.path)?;
         Ok(())
     });
     match started {

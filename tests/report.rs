@@ -26,7 +26,7 @@ fn fixture(name: &str) -> (tempfile::TempDir, BatchDir) {
         &dst,
     );
     let id = dst.file_name().unwrap().to_string_lossy().into_owned();
-    (tmp, BatchDir { path: dst, id })
+    (tmp, BatchDir::new(dst, id))
 }
 
 fn build(dir: &BatchDir) -> Report {

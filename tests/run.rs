@@ -82,16 +82,7 @@ fn success_failure_and_oom_are_recorded_and_the_night_goes_on() {
     assert_eq!(json["version"], 1);
 
     // `tb status` and `tb logs` read it back.
-    let status = w.run(&["status", "--json"]);
-    assert_exit(&status, 0);
-    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    let statuses: Vec<&str> = v["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["status"].as_str().unwrap())
-        .collect();
-    assert_eq!(statuses, ["failed", "oom", "succeeded"]);
+    assert_eq!(w.statuses(), ["failed", "oom", "succeeded"]);
     let logs = w.run(&["logs", "ok"]);
     assert_exit(&logs, 0);
     assert_eq!(text(&logs.stdout), "hello\n");

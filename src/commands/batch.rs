@@ -8,7 +8,7 @@ use crate::error::hinted;
 use crate::exit::Exit;
 use crate::gpu::Inventory;
 use crate::logging;
-use crate::run::{BatchDir, Lock};
+use crate::run::{BatchDir, JobState, Lock};
 use crate::settings::{self, Overrides, Plan};
 use anyhow::Context;
 use std::collections::HashMap;
@@ -128,14 +128,24 @@ struct Elsewhere {
     running: HashMap<String, PathBuf>,
 }
 
-/// Records each job's identity; a job done elsewhere takes that result, and
-/// one running elsewhere is marked to wait for it. The jobs to hand to the
-/// dispatcher, by index.
+impl Elsewhere {
+    fn is_empty(&self) -> bool {
+        self.done.is_empty() && self.running.is_empty()
+    }
+}
+
+/// With `--skip-done`: a job done elsewhere takes that result, and one
+/// running elsewhere is marked to wait for it (their states written now;
+/// every other job is pending as the plan has it, and its identity is
+/// recorded as it starts). The jobs to hand to the dispatcher, by index.
 fn prepare_jobs(plan: &Plan, dir: &BatchDir, ready: &Ready, elsewhere: &Elsewhere) -> anyhow::Result<Vec<usize>> {
+    if elsewhere.is_empty() {
+        return Ok((0..plan.jobs.len()).collect());
+    }
     let mut launch = Vec::new();
     for (i, job) in plan.jobs.iter().enumerate() {
         let identity = crate::identity::of(job, ready.image_ids[i].as_deref());
-        let mut state = dir.read_job_state(&job.name)?;
+        let mut state = JobState::pending();
         state.identify(identity.clone());
         if let Some(origin) = elsewhere.done.get(&identity) {
             crate::identity::reuse(dir, &job.name, origin, &mut state)?;
@@ -154,8 +164,8 @@ fn prepare_jobs(plan: &Plan, dir: &BatchDir, ready: &Ready, elsewhere: &Elsewher
                 crate::run::batch_of(other)
             );
             state.wait_for(other.clone());
+            dir.write_job_state(&job.name, &state)?;
         }
-        dir.write_job_state(&job.name, &state)?;
         launch.push(i);
     }
     Ok(launch)

@@ -83,10 +83,7 @@ fn batches(runs_dir: &std::path::Path) -> Vec<Row> {
         if path.is_symlink() || !path.join("batch.json").is_file() {
             continue;
         }
-        let dir = BatchDir {
-            id: entry.file_name().to_string_lossy().into_owned(),
-            path,
-        };
+        let dir = BatchDir::new(path, entry.file_name().to_string_lossy().into_owned());
         match row(&dir) {
             Ok(r) => rows.push(r),
             Err(e) => tracing::warn!("skipping {}: {e:#}", dir.id),

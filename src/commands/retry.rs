@@ -99,7 +99,6 @@ pub fn run(args: &RetryArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         }
         for &i in &launch {
             let mut state = states[i].clone();
-            state.identify(crate::identity::of(&plan.jobs[i], ready.image_ids[i].as_deref()));
             state.prepare_retry();
             // An old `tb cancel` must not stop what is asked for now.
             dir.clear_cancel_request(&names[i]);

@@ -21,6 +21,8 @@ use crate::settings::Plan;
 use crate::signal::Signals;
 use chrono::{DateTime, Utc};
 use decide::{Action, Dispatcher, Input, Note};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -223,6 +225,7 @@ pub async fn run(
     let mut requests = tokio::time::interval(REQUESTS_EVERY);
     requests.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks = 0u64;
+    let mut job_files = None;
     loop {
         if d.halt.is_none()
             && let Some(at) = deadline
@@ -232,6 +235,8 @@ pub async fn run(
             loop_.carry_out(&mut d, backend, actions);
         }
         loop_.fill(&mut d, backend);
+        // Once the first jobs are handed over (with their own files).
+        job_files.get_or_insert_with(|| JobFiles::start(plan, dir));
         if d.done() {
             break;
         }
@@ -278,6 +283,10 @@ pub async fn run(
         let actions = d.handle(input, Instant::now());
         loop_.carry_out(&mut d, backend, actions);
     }
+    if let Some(files) = job_files {
+        // Ended early: the rest can wait for the next supervisor.
+        files.finish(dir, d.stop.is_some() || d.halt.is_some());
+    }
     pruning.save();
     backend.close(matches!(d.halt, Some(Halt::Gone(_)))).await;
     progress.finish();
@@ -287,6 +296,49 @@ pub async fn run(
         wall: began.elapsed(),
         halted: d.halt,
     })
+}
+
+/// The jobs' own files ([`BatchDir::write_job_files`]), written on a
+/// thread of their own beside the loop, at a lower priority: the jobs come
+/// first. A batch that ends early (Ctrl-C, a deadline) stops it, and the
+/// next supervisor writes the rest.
+struct JobFiles {
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<usize>>>,
+}
+
+impl JobFiles {
+    fn start(plan: &Plan, dir: &BatchDir) -> JobFiles {
+        let stop = Arc::new(AtomicBool::new(false));
+        let (dir, name, jobs, stopped) = (dir.clone(), plan.name.clone(), plan.jobs.clone(), stop.clone());
+        let thread = std::thread::Builder::new()
+            .name("tb-job-files".into())
+            .spawn(move || {
+                // SAFETY: setpriority on this thread's own id touches no memory.
+                unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
+                dir.write_job_files(&name, &jobs, &stopped)
+            })
+            .map_err(|e| tracing::warn!("could not start writing the jobs' files: {e}"))
+            .ok();
+        JobFiles { stop, thread }
+    }
+
+    /// Waits for the writing to end (or, with `stop`, stops it where it is:
+    /// a job's files at most), saying what went wrong.
+    fn finish(self, dir: &BatchDir, stop: bool) {
+        self.stop.store(stop, Ordering::Relaxed);
+        let Some(thread) = self.thread else {
+            return;
+        };
+        match thread.join() {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::warn!(
+                "{e:#}; jobs without files read as `plan.json` says, and `tb resume {}` writes them",
+                dir.id
+            ),
+            Err(_) => tracing::warn!("writing the jobs' files panicked; `tb resume {}` writes them", dir.id),
+        }
+    }
 }
 
 /// The sweep's pruning while the batch runs: the running jobs' metrics,
@@ -449,7 +501,10 @@ impl Loop<'_> {
                     Err(e) => tracing::warn!("job {}: {e:#}", spec.name),
                 }
             }
-            state.begin_attempt(self.ready.image_ids[index].clone());
+            let image_id = self.ready.image_ids[index].clone();
+            // What it runs on now decides its result (`--skip-done`).
+            state.identify(crate::identity::of(spec, image_id.as_deref()));
+            state.begin_attempt(image_id);
             let job = JobFile::new(&self.plan.name, &self.dir.id, state.attempt(), spec);
             d.launched(index, before, archived);
             if let Err(e) = self.dir.write_job_file(&job) {

@@ -642,7 +642,7 @@ fn stop_reason(dir: &BatchDir, job: &str, state: &JobState) -> Option<String> {
 /// image, resources, command). Never a `pass_env` value: job.json has only
 /// their names.
 fn params(dir: &BatchDir, job: &str) -> anyhow::Result<Vec<KeyValue>> {
-    let doc: serde_json::Value = crate::run::read_versioned(&dir.job_dir(job).join("job.json"))?;
+    let doc: serde_json::Value = dir.read_job_json(job)?;
     let config = crate::report::compare::config_of(&doc);
     let swept: Vec<String> = doc
         .get("swept")

@@ -396,7 +396,7 @@ fn read_job(dir: &BatchDir, name: &str, now: DateTime<Utc>) -> anyhow::Result<(J
     let state: JobState = dir.read_job_state(name)?;
     // Read as JSON rather than `JobFile`: the fold key compares whole
     // documents, and a report should read what older tbs wrote.
-    let job: Value = read_versioned(&jd.join("job.json"))?;
+    let job: Value = dir.read_job_json(name)?;
     let train = job.get("train").filter(|t| t.is_object());
     let spec: MetricsSpec = job
         .get("metrics")

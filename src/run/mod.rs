@@ -8,19 +8,23 @@ mod lock;
 mod trigger;
 
 pub use crate::durable::{
-    VERSION, create_reserve, read_version, read_versioned, release_reserve, write_atomic, write_json,
+    VERSION, create_reserve, read_version, read_versioned, read_written, release_reserve, write_atomic, write_json,
 };
 pub use job::{AttemptRecord, JobState, Outcome, RunHandle, Status, short};
 pub use lock::Lock;
 pub use trigger::{NewFiles, Trigger};
 
+use crate::durable::{sync_dir, sync_filesystem, write_new};
 use crate::error::hinted;
 use crate::gpu::Inventory;
 use crate::settings::{BatchSettings, JobSpec, Plan};
 use anyhow::{Context, bail};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 
 /// Where the batch stands as a whole.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -133,18 +137,64 @@ impl JobFile {
 /// (and, on a cluster node, for `tb exec`).
 pub const CANCEL_REQUEST: &str = "cancel.request";
 
+/// The file that holds every job of a batch as resolved when it was
+/// created ([`PlanFile`]).
+pub const PLAN: &str = "plan.json";
+
+/// `plan.json`: every job of the batch as its first attempt's `job.json`
+/// holds it, in the file's order. Written and synced before `batch.json`,
+/// never changed after: each job's own files are made from it, and until
+/// they are on disk it stands for them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanFile {
+    pub version: u32,
+    pub jobs: Vec<JobFile>,
+}
+
+/// A batch's `plan.json` as read, with its jobs by name.
+#[derive(Debug)]
+struct Planned {
+    jobs: Vec<JobFile>,
+    index: HashMap<String, usize>,
+}
+
+impl Planned {
+    fn new(jobs: Vec<JobFile>) -> Planned {
+        let index = jobs.iter().enumerate().map(|(i, j)| (j.spec.name.clone(), i)).collect();
+        Planned { jobs, index }
+    }
+
+    fn get(&self, job: &str) -> Option<&JobFile> {
+        self.index.get(job).map(|&i| &self.jobs[i])
+    }
+}
+
 /// A batch directory on disk.
 #[derive(Debug, Clone)]
 pub struct BatchDir {
     pub path: PathBuf,
     pub id: String,
+    /// `plan.json`, once read; `None` inside for a batch made before it
+    /// existed (whose every job has its files).
+    planned: Arc<OnceLock<Option<Planned>>>,
 }
 
 impl BatchDir {
-    /// Creates `runs/<date>_<time>_<name>` with the batch file, every job's
-    /// `job.json` and pending `state.json`, and last `batch.json` (what makes
-    /// a directory a batch: one cut short before it is none), then points
-    /// `runs/latest` at it.
+    /// The batch directory `id` at `path`, as it is.
+    pub fn new(path: PathBuf, id: String) -> BatchDir {
+        BatchDir {
+            path,
+            id,
+            planned: Arc::default(),
+        }
+    }
+
+    /// Creates `runs/<date>_<time>_<name>` with `jobs/`, the batch file,
+    /// `plan.json` and last `batch.json` (in that order, synced: from
+    /// `batch.json` on, the batch and all its jobs are on disk; a directory
+    /// cut short before it is no batch), then
+    /// points `runs/latest` at it. Each job's own files are written after,
+    /// by [`write_job_files`](Self::write_job_files) and as each job starts.
     pub fn create(runs_dir: &Path, plan: &Plan) -> anyhow::Result<BatchDir> {
         BatchDir::create_triggered(runs_dir, plan, None)
     }
@@ -176,15 +226,24 @@ impl BatchDir {
             .find(|(_, p)| !p.exists())
             .expect("an unused name");
         std::fs::create_dir(&path).with_context(|| format!("failed to create batch directory `{}`", path.display()))?;
-        let dir = BatchDir { path, id };
+        let dir = BatchDir::new(path, id);
+        let jobs = dir.path.join("jobs");
+        std::fs::create_dir(&jobs).with_context(|| format!("failed to create `{}`", jobs.display()))?;
 
         write_atomic(&dir.path.join("batch.toml"), plan.text.as_bytes())?;
-        for job in &plan.jobs {
-            let jd = dir.job_dir(&job.name);
-            std::fs::create_dir_all(&jd).with_context(|| format!("failed to create `{}`", jd.display()))?;
-            dir.write_job_file(&JobFile::new(&plan.name, &dir.id, 1, job))?;
-            dir.write_job_state(&job.name, &JobState::pending())?;
-        }
+        let planned = PlanFile {
+            version: VERSION,
+            jobs: plan
+                .jobs
+                .iter()
+                .map(|j| JobFile::new(&plan.name, &dir.id, 1, j))
+                .collect(),
+        };
+        // Compact: a sweep's plan is large, and read whole.
+        let mut bytes = serde_json::to_vec(&planned)?;
+        bytes.push(b'\n');
+        write_atomic(&dir.path.join(PLAN), &bytes)?;
+        let _ = dir.planned.set(Some(Planned::new(planned.jobs)));
         let state = BatchState {
             version: VERSION,
             id: dir.id.clone(),
@@ -201,9 +260,62 @@ impl BatchDir {
             trigger,
         };
         dir.write_batch(&state)?;
+        // The names too survive a power loss: a batch is whole or absent.
+        sync_dir(&dir.path)?;
+        sync_dir(runs_dir)?;
         point_latest(runs_dir, &dir.id)?;
         create_reserve(&dir.path);
         Ok(dir)
+    }
+
+    /// Writes `job.json` (its first attempt) and a pending `state.json` for
+    /// each job of `jobs` that has none, in order; then syncs the
+    /// filesystem once. Each file is written unsynced and never over
+    /// another ([`write_new`]): what the dispatcher writes for a job it
+    /// starts meanwhile stands, and a file that never reached the disk
+    /// reads as the plan says. Returns early, unsynced, once `stop` is
+    /// set. The number of files written.
+    ///
+    /// Only a supervisor (holding the lock) calls it: one writer per batch.
+    pub fn write_job_files(&self, batch_name: &str, jobs: &[JobSpec], stop: &AtomicBool) -> anyhow::Result<usize> {
+        let pending = {
+            let mut b = serde_json::to_vec_pretty(&JobState::pending())?;
+            b.push(b'\n');
+            b
+        };
+        let mut written = 0;
+        let mut step = 0;
+        test_kill_point(step);
+        for spec in jobs {
+            if stop.load(Ordering::Relaxed) {
+                return Ok(written);
+            }
+            let jd = self.job_dir(&spec.name);
+            if !jd.is_dir() {
+                std::fs::create_dir_all(&jd).with_context(|| format!("failed to create `{}`", jd.display()))?;
+            }
+            step += 1;
+            test_kill_point(step);
+            let path = jd.join("job.json");
+            if !path.exists() {
+                let mut file = serde_json::to_vec_pretty(&JobFile::new(batch_name, &self.id, 1, spec))?;
+                file.push(b'\n');
+                written += usize::from(write_new(&path, &jd.join(".job.json.new"), &file)?);
+            }
+            step += 1;
+            test_kill_point(step);
+            written += usize::from(write_new(
+                &jd.join("state.json"),
+                &jd.join(".state.json.new"),
+                &pending,
+            )?);
+            step += 1;
+            test_kill_point(step);
+        }
+        if written > 0 {
+            sync_filesystem(&self.path)?;
+        }
+        Ok(written)
     }
 
     /// Finds a batch: a directory path, a directory name under `runs_dir`,
@@ -249,7 +361,7 @@ impl BatchDir {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
-        Ok(BatchDir { path, id })
+        Ok(BatchDir::new(path, id))
     }
 
     pub fn job_dir(&self, job: &str) -> PathBuf {
@@ -268,12 +380,52 @@ impl BatchDir {
         write_json(&self.path.join("batch.json"), state)
     }
 
+    /// `plan.json`, read once; `None` for a batch made before it existed.
+    fn planned(&self) -> anyhow::Result<Option<&Planned>> {
+        if let Some(p) = self.planned.get() {
+            return Ok(p.as_ref());
+        }
+        let path = self.path.join(PLAN);
+        let loaded = if path.exists() {
+            let file: PlanFile = read_versioned(&path)?;
+            Some(Planned::new(file.jobs))
+        } else {
+            None
+        };
+        let _ = self.planned.set(loaded);
+        Ok(self.planned.get().and_then(Option::as_ref))
+    }
+
+    /// Job `job` as the plan has it, when the batch has a plan and the job.
+    fn planned_job(&self, job: &str) -> anyhow::Result<Option<&JobFile>> {
+        Ok(self.planned()?.and_then(|p| p.get(job)))
+    }
+
+    /// The job's directory, made if its files are not written yet.
+    pub fn made_job_dir(&self, job: &str) -> anyhow::Result<PathBuf> {
+        let jd = self.job_dir(job);
+        if !jd.is_dir() {
+            std::fs::create_dir_all(&jd).with_context(|| format!("failed to create `{}`", jd.display()))?;
+        }
+        Ok(jd)
+    }
+
+    /// The job's `state.json`; pending when the plan has the job and the
+    /// file is not written yet (or never reached the disk).
     pub fn read_job_state(&self, job: &str) -> anyhow::Result<JobState> {
-        read_versioned(&self.job_dir(job).join("state.json"))
+        let path = self.job_dir(job).join("state.json");
+        if let Some(state) = read_written(&path)? {
+            return Ok(state);
+        }
+        match self.planned_job(job)? {
+            Some(_) => Ok(JobState::pending()),
+            // Not a job of this batch, or a file lost: the error as it is.
+            None => read_versioned(&path),
+        }
     }
 
     pub fn write_job_state(&self, job: &str, state: &JobState) -> anyhow::Result<()> {
-        write_json(&self.job_dir(job).join("state.json"), state)
+        write_json(&self.made_job_dir(job)?.join("state.json"), state)
     }
 
     /// Every job's state, in the batch's order.
@@ -281,12 +433,33 @@ impl BatchDir {
         names.iter().map(|n| self.read_job_state(n)).collect()
     }
 
+    /// The job's `job.json`, or the plan's when it is not written yet.
     pub fn read_job_file(&self, job: &str) -> anyhow::Result<JobFile> {
-        read_versioned(&self.job_dir(job).join("job.json"))
+        let path = self.job_dir(job).join("job.json");
+        if let Some(file) = read_written(&path)? {
+            return Ok(file);
+        }
+        match self.planned_job(job)? {
+            Some(file) => Ok(file.clone()),
+            None => read_versioned(&path),
+        }
+    }
+
+    /// [`read_job_file`](Self::read_job_file) as a JSON document: what the
+    /// report and MLflow compare, also of files older tbs wrote.
+    pub fn read_job_json(&self, job: &str) -> anyhow::Result<serde_json::Value> {
+        let path = self.job_dir(job).join("job.json");
+        if let Some(doc) = read_written(&path)? {
+            return Ok(doc);
+        }
+        match self.planned_job(job)? {
+            Some(file) => Ok(serde_json::to_value(file)?),
+            None => read_versioned(&path),
+        }
     }
 
     pub fn write_job_file(&self, file: &JobFile) -> anyhow::Result<()> {
-        write_json(&self.job_dir(&file.spec.name).join("job.json"), file)
+        write_json(&self.made_job_dir(&file.spec.name)?.join("job.json"), file)
     }
 
     /// The plan of a batch that already has a directory (for `tb retry`,
@@ -295,11 +468,14 @@ impl BatchDir {
     /// environment are secrets from now on.
     pub fn plan(&self, gpus: Inventory) -> anyhow::Result<Plan> {
         let batch = self.read_batch()?;
-        let jobs = batch
-            .jobs
-            .iter()
-            .map(|name| self.read_job_file(name).map(|f| f.into_spec()))
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let jobs = match self.planned()? {
+            Some(planned) => planned.jobs.iter().map(|f| f.clone().into_spec()).collect(),
+            None => batch
+                .jobs
+                .iter()
+                .map(|name| self.read_job_file(name).map(|f| f.into_spec()))
+                .collect::<anyhow::Result<Vec<_>>>()?,
+        };
         if batch.settings.backend.uses_host_gpus()
             && let Some(job) = jobs.iter().find(|j| j.gpus.gpus() as usize > gpus.len())
         {
@@ -367,7 +543,7 @@ impl BatchDir {
 
     /// Asks whoever runs `job` to cancel it (`tb cancel --job`).
     pub fn request_cancel(&self, job: &str) -> anyhow::Result<()> {
-        write_atomic(&self.job_dir(job).join(CANCEL_REQUEST), b"tb cancel\n")
+        write_atomic(&self.made_job_dir(job)?.join(CANCEL_REQUEST), b"tb cancel\n")
     }
 
     /// Whether `tb cancel` asked for `job` to be cancelled.
@@ -479,6 +655,23 @@ fn newest_named(runs_dir: &Path, name: &str) -> Option<PathBuf> {
     matches.pop()
 }
 
+/// Test-only, in debug builds: with `TB_TEST_KILL_AT_STEP=N`, tb SIGKILLs
+/// itself once [`BatchDir::write_job_files`] has done N steps (each job
+/// takes three: its directory, `job.json`, `state.json`; 0 is before the
+/// first), so that a test stops it at a known point of writing a batch.
+#[cfg(debug_assertions)]
+fn test_kill_point(step: usize) {
+    static AT: OnceLock<Option<usize>> = OnceLock::new();
+    let at = AT.get_or_init(|| std::env::var("TB_TEST_KILL_AT_STEP").ok()?.parse().ok());
+    if *at == Some(step) {
+        // SAFETY: kill(2) of this process touches no memory.
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}
+
+#[cfg(not(debug_assertions))]
+fn test_kill_point(_step: usize) {}
+
 fn point_latest(runs_dir: &Path, id: &str) -> anyhow::Result<()> {
     let tmp = runs_dir.join(format!(".latest.{}", std::process::id()));
     let _ = std::fs::remove_file(&tmp);
@@ -495,24 +688,136 @@ mod tests {
     fn version_1_batch_fixture_loads_with_its_concurrency() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::copy("tests/fixtures/state/v1_batch.json", dir.path().join("batch.json")).unwrap();
-        let b = BatchDir {
-            path: dir.path().to_path_buf(),
-            id: "x".into(),
-        }
-        .read_batch()
-        .unwrap();
+        let b = BatchDir::new(dir.path().to_path_buf(), "x".into())
+            .read_batch()
+            .unwrap();
         assert_eq!(b.jobs, vec!["baseline", "big"]);
         assert_eq!(b.settings.concurrency, 1);
         assert_eq!(b.status, BatchStatus::Finished);
     }
 
+    /// A batch of `n` jobs made under `runs`.
+    fn made(runs: &Path, n: usize) -> (Plan, BatchDir) {
+        let text = format!(
+            "[batch]\nname = \"sw\"\n[[job]]\nname = \"s\"\nimage = \"img\"\n[job.sweep]\n\"env.SEED\" = {:?}\n",
+            (0..n).collect::<Vec<_>>()
+        );
+        let plan = crate::settings::resolve_text(
+            &runs.join("sw.toml"),
+            text,
+            runs,
+            None,
+            &Default::default(),
+            Inventory::from_list("", "TB_GPUS"),
+        )
+        .unwrap();
+        let dir = BatchDir::create(&runs.join("runs"), &plan).unwrap();
+        (plan, dir)
+    }
+
+    fn names(plan: &Plan) -> Vec<String> {
+        plan.jobs.iter().map(|j| j.name.clone()).collect()
+    }
+
+    #[test]
+    fn a_new_batch_has_its_plan_and_reads_whole_before_its_job_files() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (plan, made) = made(tmp.path(), 3);
+        assert!(made.path.join("plan.json").is_file() && made.path.join("batch.json").is_file());
+        assert_eq!(std::fs::read_dir(made.path.join("jobs")).unwrap().count(), 0);
+        // As another process sees it: from the disk, not what `create` kept.
+        let dir = BatchDir::at(&made.path).unwrap();
+        let names = names(&plan);
+        for (name, spec) in names.iter().zip(&plan.jobs) {
+            assert_eq!(dir.read_job_state(name).unwrap(), JobState::pending());
+            let file = dir.read_job_file(name).unwrap();
+            assert_eq!((file.attempt, &file.spec.env), (1, &spec.env));
+            assert_eq!(
+                dir.read_job_json(name).unwrap()["swept"],
+                serde_json::to_value(&file.swept).unwrap()
+            );
+        }
+        let back = dir.plan(Inventory::from_list("", "TB_GPUS")).unwrap();
+        assert_eq!(
+            back.jobs.iter().map(|j| &j.swept).collect::<Vec<_>>(),
+            plan.jobs.iter().map(|j| &j.swept).collect::<Vec<_>>()
+        );
+        let e = dir.read_job_state("nope").unwrap_err();
+        assert!(
+            format!("{e:#}").contains("failed to read"),
+            "not a job of the batch: {e:#}"
+        );
+    }
+
+    #[test]
+    fn job_files_are_written_once_and_never_over_what_the_dispatcher_wrote() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (plan, dir) = made(tmp.path(), 4);
+        let names = names(&plan);
+        // Started before its files were written, as the dispatcher does.
+        let mut begun = JobState::pending();
+        begun.begin_attempt(Some("sha256:i".into()));
+        dir.write_job_file(&JobFile::new(&plan.name, &dir.id, 2, &plan.jobs[1]))
+            .unwrap();
+        dir.write_job_state(&names[1], &begun).unwrap();
+        // Left empty by a killed writer (or a power loss).
+        std::fs::create_dir_all(dir.job_dir(&names[2])).unwrap();
+        std::fs::write(dir.job_dir(&names[2]).join("state.json"), b"").unwrap();
+        assert_eq!(dir.read_job_state(&names[2]).unwrap(), JobState::pending());
+
+        let written = dir
+            .write_job_files(&plan.name, &plan.jobs, &AtomicBool::new(false))
+            .unwrap();
+        assert_eq!(written, 2 + 2 + 1, "job 1 had both files, job 2 its state");
+        assert_eq!(dir.read_job_state(&names[1]).unwrap(), begun);
+        assert_eq!(dir.read_job_file(&names[1]).unwrap().attempt, 2);
+        for n in [&names[0], &names[3]] {
+            let state: JobState = read_versioned(&dir.job_dir(n).join("state.json")).unwrap();
+            assert_eq!(state, JobState::pending());
+            let file: JobFile = read_versioned(&dir.job_dir(n).join("job.json")).unwrap();
+            assert_eq!(file.attempt, 1);
+        }
+        let leftovers: Vec<_> = std::fs::read_dir(dir.job_dir(&names[0]))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(leftovers.len(), 2, "{leftovers:?}");
+        assert_eq!(
+            dir.write_job_files(&plan.name, &plan.jobs, &AtomicBool::new(false))
+                .unwrap(),
+            0,
+            "all there"
+        );
+    }
+
+    #[test]
+    fn a_batch_without_a_plan_still_needs_every_job_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (plan, dir) = made(tmp.path(), 2);
+        let names = names(&plan);
+        dir.write_job_files(&plan.name, &plan.jobs, &AtomicBool::new(false))
+            .unwrap();
+        std::fs::remove_file(dir.path.join(PLAN)).unwrap();
+        let old = BatchDir::at(&dir.path).unwrap();
+        assert_eq!(old.plan(Inventory::from_list("", "TB_GPUS")).unwrap().jobs.len(), 2);
+        std::fs::remove_file(old.job_dir(&names[0]).join("state.json")).unwrap();
+        assert!(old.read_job_state(&names[0]).is_err(), "a lost file is an error there");
+    }
+
+    #[test]
+    fn version_1_plan_fixture_loads() {
+        let plan: PlanFile = read_versioned(Path::new("tests/fixtures/state/v1_plan.json")).unwrap();
+        let names: Vec<&str> = plan.jobs.iter().map(|j| j.spec.name.as_str()).collect();
+        assert_eq!(names, ["lr_lr-0.01", "lr_lr-0.001"]);
+        let spec = plan.jobs[1].clone().into_spec();
+        assert_eq!(spec.swept["train.lr"], serde_json::json!(0.001));
+        assert_eq!(spec.train.unwrap()["max_epochs"], 2);
+    }
+
     #[test]
     fn an_archived_attempt_comes_back_when_its_successor_is_withdrawn() {
         let dir = tempfile::tempdir().unwrap();
-        let b = BatchDir {
-            path: dir.path().to_path_buf(),
-            id: "x".into(),
-        };
+        let b = BatchDir::new(dir.path().to_path_buf(), "x".into());
         std::fs::create_dir_all(b.job_dir("a")).unwrap();
         std::fs::write(b.job_dir("a").join("stdout.log"), "one\n").unwrap();
         b.archive_attempt("a", 1, &JobState::pending()).unwrap();
@@ -557,10 +862,7 @@ mod tests {
     #[test]
     fn cancel_requests_are_made_seen_and_cleared() {
         let dir = tempfile::tempdir().unwrap();
-        let b = BatchDir {
-            path: dir.path().to_path_buf(),
-            id: "x".into(),
-        };
+        let b = BatchDir::new(dir.path().to_path_buf(), "x".into());
         std::fs::create_dir_all(b.job_dir("a")).unwrap();
         assert!(!b.cancel_requested("a"));
         b.request_cancel("a").unwrap();

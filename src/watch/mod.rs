@@ -497,10 +497,7 @@ mod tests {
     }
 
     fn batch_dir(runs: &Path, id: &str, trigger: Option<Trigger>, status: BatchStatus, jobs: &[Status]) -> BatchDir {
-        let dir = BatchDir {
-            path: runs.join(id),
-            id: id.into(),
-        };
+        let dir = BatchDir::new(runs.join(id), id.into());
         let names: Vec<String> = (0..jobs.len()).map(|i| format!("j{i}")).collect();
         let text = format!(
             "{{\"version\": 1, \"id\": \"{id}\", \"name\": \"night\", \"file\": \"/j/night.toml\", \
