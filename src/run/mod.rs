@@ -42,6 +42,17 @@ impl BatchStatus {
     }
 }
 
+/// What stopped a batch before all its jobs ran, when not a signal: its
+/// pending jobs wait for `tb resume`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Halted {
+    /// Its deadline passed.
+    Deadline,
+    /// Its engine (or cluster) went away for good.
+    EngineGone,
+}
+
 /// Who supervises (or last supervised) the batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Supervisor {
@@ -90,6 +101,10 @@ pub struct BatchState {
     /// engine again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_lost_at: Option<DateTime<Utc>>,
+    /// What stopped its last supervisor before every job ran, when not a
+    /// signal (written with `status` `interrupted`; cleared when one starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted: Option<Halted>,
     /// What started the batch, when `tb watch` did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<Trigger>,
@@ -177,7 +192,20 @@ impl BatchDir {
             .expect("an unused name");
         std::fs::create_dir(&path).with_context(|| format!("failed to create batch directory `{}`", path.display()))?;
         let dir = BatchDir { path, id };
+        if let Err(e) = dir.fill(plan, trigger) {
+            // Not a batch yet (no batch.json): nothing of it is kept.
+            let _ = std::fs::remove_dir_all(&dir.path);
+            return Err(e);
+        }
+        point_latest(runs_dir, &dir.id)?;
+        create_reserve(&dir.path);
+        Ok(dir)
+    }
 
+    /// Writes a new batch's files into its empty directory, `batch.json`
+    /// last.
+    fn fill(&self, plan: &Plan, trigger: Option<Trigger>) -> anyhow::Result<()> {
+        let dir = self;
         write_atomic(&dir.path.join("batch.toml"), plan.text.as_bytes())?;
         for job in &plan.jobs {
             let jd = dir.job_dir(&job.name);
@@ -198,12 +226,10 @@ impl BatchDir {
             settings: plan.settings.clone(),
             concurrency: None,
             engine_lost_at: None,
+            halted: None,
             trigger,
         };
-        dir.write_batch(&state)?;
-        point_latest(runs_dir, &dir.id)?;
-        create_reserve(&dir.path);
-        Ok(dir)
+        dir.write_batch(&state)
     }
 
     /// Finds a batch: a directory path, a directory name under `runs_dir`,
@@ -552,6 +578,33 @@ mod tests {
                 "{outside}"
             );
         }
+    }
+
+    #[test]
+    fn a_batch_cut_short_before_its_batch_json_leaves_no_directory() {
+        let runs = tempfile::tempdir().unwrap();
+        let text = "[defaults]\nimage = \"img\"\ncommand = [\"true\"]\n[[job]]\nname = \"a\"\n[[job]]\nname = \"b\"\n";
+        let mut plan = crate::settings::resolve_text(
+            &runs.path().join("night.toml"),
+            text.into(),
+            runs.path(),
+            None,
+            &crate::settings::Overrides::default(),
+            Inventory::from_list("", "TB_GPUS"),
+        )
+        .unwrap();
+        // Its second job's directory cannot be made (as on a full disk).
+        plan.jobs[1].name = "b".repeat(300);
+        let e = BatchDir::create(runs.path(), &plan).unwrap_err();
+        assert!(format!("{e:#}").contains("File name too long"), "{e:#}");
+        let left: Vec<_> = std::fs::read_dir(runs.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert!(left.is_empty(), "{left:?}");
+        plan.jobs[1].name = "b".into();
+        let dir = BatchDir::create(runs.path(), &plan).unwrap();
+        assert_eq!(dir.read_batch().unwrap().jobs, ["a", "b"]);
     }
 
     #[test]
