@@ -1,8 +1,16 @@
 //! The signals a supervisor (or `tb exec` on a node) stops on: Ctrl-C and
 //! SIGTERM, as one stream. [`Signals::none`] never fires, for tests and
 //! for callers that must not react to signals.
+//!
+//! A listener hears only the signals that come after it was made: one that
+//! came before is lost to it. So a caller that listens before a batch
+//! starts (`tb watch`) hands its own listener to the dispatcher, a clone
+//! of the one stream: a signal at any moment reaches whoever listens next.
 
 use std::fmt;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use tokio::signal::unix::Signal;
 
 /// A stop signal, by what it means.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,9 +30,21 @@ impl fmt::Display for SignalEvent {
     }
 }
 
-/// Where signals come from.
+/// Where signals come from. Clones share one stream: each signal is
+/// received once, by the clone that asks first (one receives at a time).
+#[derive(Clone)]
 pub struct Signals {
-    unix: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+    unix: Option<Arc<Mutex<(Signal, Signal)>>>,
+}
+
+impl fmt::Debug for Signals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.unix.is_some() {
+            "Signals"
+        } else {
+            "Signals::none"
+        })
+    }
 }
 
 impl Signals {
@@ -32,8 +52,9 @@ impl Signals {
     /// it). Needs a tokio runtime.
     pub fn new() -> anyhow::Result<Signals> {
         use tokio::signal::unix::{SignalKind, signal};
+        let streams = (signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?);
         Ok(Signals {
-            unix: Some((signal(SignalKind::interrupt())?, signal(SignalKind::terminate())?)),
+            unix: Some(Arc::new(Mutex::new(streams))),
         })
     }
 
@@ -42,15 +63,29 @@ impl Signals {
         Signals { unix: None }
     }
 
-    /// The next signal.
+    /// The next signal (one that came since the last was received, at once).
     pub async fn recv(&mut self) -> SignalEvent {
-        match &mut self.unix {
-            Some((int, term)) => tokio::select! {
-                _ = int.recv() => SignalEvent::Interrupt,
-                _ = term.recv() => SignalEvent::Terminate,
-            },
-            None => std::future::pending().await,
-        }
+        let Some(unix) = &self.unix else {
+            return std::future::pending().await;
+        };
+        // Locked only while polled, never across an await.
+        std::future::poll_fn(|cx| {
+            let mut streams = unix.lock().unwrap_or_else(|e| e.into_inner());
+            let (int, term) = &mut *streams;
+            if int.poll_recv(cx).is_ready() {
+                Poll::Ready(SignalEvent::Interrupt)
+            } else if term.poll_recv(cx).is_ready() {
+                Poll::Ready(SignalEvent::Terminate)
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
+    /// A signal that came and was not received yet, if any.
+    pub fn pending(&mut self) -> Option<SignalEvent> {
+        futures_util::FutureExt::now_or_never(self.recv())
     }
 }
 
@@ -63,5 +98,6 @@ mod tests {
         let mut s = Signals::none();
         let waited = tokio::time::timeout(std::time::Duration::from_millis(20), s.recv()).await;
         assert!(waited.is_err());
+        assert_eq!(s.pending(), None);
     }
 }

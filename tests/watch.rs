@@ -89,6 +89,9 @@ fn json(path: &Path) -> Value {
 struct Watching {
     child: Running,
     err: Arc<Mutex<String>>,
+    /// The thread collecting stderr: joined once tb has ended, so that
+    /// its last lines are there.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 fn watch(w: &Work, file: &Path, args: &[&str]) -> Watching {
@@ -104,7 +107,7 @@ fn watch(w: &Work, file: &Path, args: &[&str]) -> Watching {
     let stderr = child.stderr.take().unwrap();
     let err = Arc::new(Mutex::new(String::new()));
     let sink = err.clone();
-    std::thread::spawn(move || {
+    let reader = std::thread::spawn(move || {
         for line in std::io::BufReader::new(stderr).lines() {
             let Ok(line) = line else { break };
             let mut all = sink.lock().unwrap();
@@ -115,6 +118,7 @@ fn watch(w: &Work, file: &Path, args: &[&str]) -> Watching {
     Watching {
         child: Running(child),
         err,
+        reader: Some(reader),
     }
 }
 
@@ -138,14 +142,57 @@ impl Watching {
     fn signal(&mut self, signal: i32) -> std::process::ExitStatus {
         // SAFETY: signalling our own child.
         unsafe { libc::kill(self.child.0.id() as i32, signal) };
-        self.child.0.wait().unwrap()
+        let status = self.child.0.wait().unwrap();
+        self.read_to_end();
+        status
+    }
+
+    /// Waits for the rest of what the ended tb said.
+    fn read_to_end(&mut self) {
+        if let Some(reader) = self.reader.take() {
+            reader.join().unwrap();
+        }
+    }
+
+    /// Sends `signal` the moment tb watch says `what` (looking every
+    /// 2 ms), and gives it `secs` to end.
+    fn signal_when_said(&mut self, what: &str, signal: i32, secs: u64) -> std::process::ExitStatus {
+        let until = std::time::Instant::now() + Duration::from_secs(60);
+        while !self.stderr().contains(what) {
+            assert!(
+                std::time::Instant::now() < until,
+                "tb watch never said {what:?}; it said:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.0.id() as i32, signal) };
+        let sent = std::time::Instant::now();
+        loop {
+            if let Some(status) = self.child.0.try_wait().unwrap() {
+                self.read_to_end();
+                return status;
+            }
+            assert!(
+                sent.elapsed() < Duration::from_secs(secs),
+                "tb watch went on {secs}s after the signal; it said:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }
 
 /// `tb watch --once` ends with status 0, having said each of `says`.
 fn once_ok(w: &Work, file: &Path, says: &[&str]) -> std::process::Output {
+    once_exits(w, file, 0, says)
+}
+
+/// `tb watch --once` ends with status `code`, having said each of `says`.
+fn once_exits(w: &Work, file: &Path, code: i32, says: &[&str]) -> std::process::Output {
     let out = once(w, file);
-    assert_exit(&out, 0);
+    assert_exit(&out, code);
     for what in says {
         assert!(
             text(&out.stderr).contains(what),
@@ -154,6 +201,16 @@ fn once_ok(w: &Work, file: &Path, says: &[&str]) -> std::process::Output {
         );
     }
     out
+}
+
+/// `watch.json` as a kill before tb watch recorded the end of trigger 1's
+/// batch would have left it.
+fn unrecord_end(w: &Work) {
+    edit_watch_json(w, |state| {
+        let t = state["triggers"][0].as_object_mut().unwrap();
+        t.insert("status".into(), "started".into());
+        t.remove("batch_status");
+    });
 }
 
 /// Changes `watch.json` as a kill or the passing of time would have left it.
@@ -358,7 +415,7 @@ fn once_runs_what_is_due_and_exits_for_cron() {
     assert_eq!(batches(&w).len(), 1);
     edit_watch_json(&w, |state| {
         let an_hour_ago = chrono::Utc::now() - chrono::Duration::minutes(61);
-        state["triggers"][0]["fired_at"] = an_hour_ago.to_rfc3339().into();
+        state["time_from"] = an_hour_ago.to_rfc3339().into();
     });
     let out = once_ok(&w, &f, &["trigger 2 fired: the time trigger"]);
     assert!(ended(&w, 2), "{}", text(&out.stderr));
@@ -451,4 +508,144 @@ fn a_file_without_a_watch_table_or_its_directory_is_refused() {
         assert!(text(&out.stderr).contains(says), "{args:?}: {}", text(&out.stderr));
     }
     assert!(!w.path().join("runs").exists(), "a refused watch wrote something");
+}
+
+/// A batch file of 300 jobs, one at a time (each records its batch): a
+/// batch whose directory takes a while to make, and all night to run.
+fn many_jobs(w: &Work) -> PathBuf {
+    for d in ["incoming", "shared"] {
+        std::fs::create_dir_all(w.path().join(d)).unwrap();
+    }
+    w.batch(
+        "retrain.toml",
+        "[batch]\ndownloads = \"./downloads\"\nconcurrency = 1\n\
+         [batch.watch]\ndata = \"./incoming\"\nmin_new = 3\nsettle = \"1s\"\n\
+         [defaults]\nimage = \"tb-base:bookworm\"\ngpus = 0\nmounts = [\"./shared:/shared\"]\n\
+         [[job]]\nname = \"train\"\ncommand = [\"sh\", \"-c\", \"echo $TB_BATCH >> /shared/runs.txt\"]\n\
+         [job.sweep]\nmethod = \"random\"\nsamples = 300\nseed = 1\n\"env.SEED\" = { int = [0, 1000000] }\n",
+    )
+}
+
+/// Every job of the batch in `dir` is still pending, and no container of it is left.
+fn nothing_ran(w: &Work, dir: &Path) {
+    assert!(runs(w).is_empty(), "jobs ran: {:?}", runs(w));
+    let jobs = json(&dir.join("batch.json"))["jobs"].as_array().unwrap().clone();
+    assert_eq!(jobs.len(), 300);
+    for job in jobs {
+        let state = json(&dir.join("jobs").join(job.as_str().unwrap()).join("state.json"));
+        assert_eq!(state["status"], "pending", "{job}: {state}");
+    }
+    assert!(containers_labelled(&format!("tb.dir={}", dir.display())).is_empty());
+}
+
+#[test]
+fn ctrl_c_as_a_batch_is_made_or_taken_up_stops_it_before_any_job_starts() {
+    let w = Work::new();
+    let f = many_jobs(&w);
+    let mut tb = watch(&w, &f, &[]);
+    tb.wait_said(30, "waiting: 0/3 new files settled");
+    drop_files(&w, &["a.csv", "b.csv", "c.csv"], Duration::from_secs(60));
+    // While its 300 job directories are being made, long before the
+    // batch's dispatcher begins: the signal is not lost.
+    let status = tb.signal_when_said("trigger 1 fired", libc::SIGINT, 30);
+    assert_eq!(status.code(), Some(130), "{}", tb.stderr());
+    assert!(
+        tb.stderr().contains("interrupted: stopping the running jobs"),
+        "{}",
+        tb.stderr()
+    );
+    let all = batches(&w);
+    assert_eq!(all.len(), 1, "{}", tb.stderr());
+    assert_eq!(json(&all[0].join("batch.json"))["status"], "interrupted");
+    nothing_ran(&w, &all[0]);
+    assert_eq!(triggers(&w)[0]["status"], "started");
+
+    // Taken up by the next watch, and stopped again while it surveys the
+    // batch and writes its 300 jobs down, before its dispatcher begins.
+    let mut tb = watch(&w, &f, &[]);
+    let status = tb.signal_when_said("did not end; taking it up again", libc::SIGINT, 30);
+    assert_eq!(status.code(), Some(130), "{}", tb.stderr());
+    assert_eq!(batches(&w).len(), 1);
+    assert_eq!(json(&all[0].join("batch.json"))["status"], "interrupted");
+    nothing_ran(&w, &all[0]);
+    assert_eq!(triggers(&w).len(), 1);
+    assert_eq!(triggers(&w)[0]["status"], "started");
+}
+
+#[test]
+fn a_batch_left_unclosed_is_closed_on_restart_and_a_halted_one_is_not_run_on() {
+    let w = Work::new();
+    let f = project(&w, false, "");
+    drop_files(&w, &["a.csv", "b.csv", "c.csv"], Duration::from_secs(60));
+    once_ok(&w, &f, &[]);
+    let dir = batches(&w).remove(0);
+    assert!(ended(&w, 1));
+
+    // As a kill after its last job ended, before its supervisor closed it:
+    // `running`, no report, the trigger `started`.
+    let reopen = |status: &str| {
+        let mut b = json(&dir.join("batch.json"));
+        b["status"] = status.into();
+        std::fs::write(dir.join("batch.json"), b.to_string()).unwrap();
+        for report in ["report.md", "report.json", "report.html", "report.csv"] {
+            let _ = std::fs::remove_file(dir.join(report));
+        }
+        unrecord_end(&w);
+    };
+    for status in ["running", "finished"] {
+        reopen(status);
+        once_ok(
+            &w,
+            &f,
+            &[
+                "did not end; taking it up again",
+                "no job is running or pending; closing it",
+            ],
+        );
+        assert!(dir.join("report.json").is_file(), "{status}: no report");
+        assert_eq!(json(&dir.join("batch.json"))["status"], "finished");
+        assert!(ended(&w, 1), "{}", watch_json(&w));
+        assert_eq!(triggers(&w)[0]["batch_status"], "finished");
+    }
+    assert_eq!(runs(&w).len(), 1, "{:?}", runs(&w));
+
+    // A batch its deadline stopped, the watch killed before it recorded
+    // that: closed as it was, its pending job left for `tb resume`.
+    let w = Work::new();
+    let f = project(&w, false, "");
+    let text = std::fs::read_to_string(&f).unwrap();
+    std::fs::write(
+        &f,
+        text.replace("[batch]\n", "[batch]\ndeadline = \"2020-01-01 00:00\"\n"),
+    )
+    .unwrap();
+    drop_files(&w, &["a.csv", "b.csv", "c.csv"], Duration::from_secs(60));
+    once_exits(&w, &f, 1, &["the deadline has passed"]);
+    let dir = batches(&w).remove(0);
+    let b = json(&dir.join("batch.json"));
+    assert_eq!(
+        (b["status"].as_str(), b["halted"].as_str()),
+        (Some("interrupted"), Some("deadline"))
+    );
+    assert_eq!(triggers(&w)[0]["batch_status"], "interrupted");
+    unrecord_end(&w);
+    once_ok(
+        &w,
+        &f,
+        &["has ended (interrupted): its deadline stopped it", "nothing is due"],
+    );
+    assert!(ended(&w, 1), "{}", watch_json(&w));
+    // Its report lost too: taken up under its own deadline, which has passed.
+    std::fs::remove_file(dir.join("report.json")).unwrap();
+    unrecord_end(&w);
+    once_exits(
+        &w,
+        &f,
+        1,
+        &["did not end; taking it up again", "the deadline has passed"],
+    );
+    assert!(dir.join("report.json").is_file());
+    assert!(ended(&w, 1), "{}", watch_json(&w));
+    assert_eq!(json(&dir.join("jobs/train/state.json"))["status"], "pending");
+    assert!(runs(&w).is_empty(), "{:?}", runs(&w));
 }

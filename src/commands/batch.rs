@@ -47,7 +47,7 @@ pub fn run(args: &BatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
             logging::detach_supervisor_log();
             return detach(&dir, global);
         };
-        supervise_new(&plan, &dir, backend, &ready, work, lock).await
+        supervise_new(&plan, &dir, backend, &ready, work, lock, None).await
     })
 }
 
@@ -105,7 +105,8 @@ pub(crate) fn create(plan: &Plan, runs_dir: &Path, ready: &Ready, how: How) -> a
     })
 }
 
-/// Runs a new batch to its end under its file's deadline.
+/// Runs a new batch to its end under its file's deadline, stopping on
+/// `signals` (`None`: the dispatcher listens for its own).
 pub(crate) async fn supervise_new(
     plan: &Plan,
     dir: &BatchDir,
@@ -113,9 +114,11 @@ pub(crate) async fn supervise_new(
     ready: &Ready,
     work: Work,
     lock: Lock,
+    signals: Option<crate::signal::Signals>,
 ) -> anyhow::Result<Exit> {
     let options = Options {
         deadline: plan.settings.deadline,
+        signals,
     };
     dispatch::supervise(plan, dir, backend, ready, work, options, lock).await
 }

@@ -33,6 +33,7 @@ pub fn run(args: &ResumeArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
             None if args.started_detached => plan.settings.deadline,
             None => None,
         },
+        signals: None,
     };
     crate::runtime()?.block_on(take_up(&plan, &dir, lock, &runs_dir, options))
 }

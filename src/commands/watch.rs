@@ -13,15 +13,15 @@ use crate::dispatch::Options;
 use crate::error::hinted;
 use crate::exit::Exit;
 use crate::gpu::Inventory;
-use crate::run::{BatchDir, Supervisor, Trigger};
+use crate::run::{BatchDir, Halted, Supervisor, Trigger};
 use crate::settings::{self, Overrides, Plan, WatchSpec};
 use crate::signal::{SignalEvent, Signals};
-use crate::watch::incoming::{Incoming, Look};
-use crate::watch::{self, Due, Next, Opened, Watch};
+use crate::watch::incoming::{self, Incoming, Look, Stamp};
+use crate::watch::{self, Due, Ended, Next, Opened, Watch};
 use chrono::Utc;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 pub fn run(args: &WatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let plan = resolve(&args.file)?;
@@ -43,31 +43,32 @@ pub fn run(args: &WatchArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         ));
     }
     let runs_dir = std::path::absolute(&global.runs_dir)?;
-    let watch = match Watch::open(&runs_dir, &plan.name, &plan.file)? {
-        Opened::Ready(w) => w,
-        Opened::Busy(holder) if args.once => {
-            tracing::info!(
-                "`{}` is watched by {}: it runs what is due; nothing to do here",
-                args.file.display(),
-                Supervisor::describe(holder.as_ref())
-            );
-            return Ok(Exit::Success);
-        }
-        Opened::Busy(holder) => {
-            return Err(hinted(
-                format!(
-                    "`{}` is already watched by {}",
+    crate::runtime()?.block_on(async {
+        // The system checked up front, as `tb batch` would, before anything
+        // is written: a watch that could not run its batch says so now, not
+        // at the first trigger.
+        crate::preflight::run(&plan, &runs_dir).await?;
+        let watch = match Watch::open(&runs_dir, &plan.name, &plan.file)? {
+            Opened::Ready(w) => w,
+            Opened::Busy(holder) if args.once => {
+                tracing::info!(
+                    "`{}` is watched by {}: it runs what is due; nothing to do here",
                     args.file.display(),
                     Supervisor::describe(holder.as_ref())
-                ),
-                "one `tb watch` per batch file: stop that one first (Ctrl-C, or `kill PID`)",
-            ));
-        }
-    };
-    crate::runtime()?.block_on(async {
-        // The system checked up front, as `tb batch` would: a watch that
-        // could not run its batch says so now, not at the first trigger.
-        crate::preflight::run(&plan, &runs_dir).await?;
+                );
+                return Ok(Exit::Success);
+            }
+            Opened::Busy(holder) => {
+                return Err(hinted(
+                    format!(
+                        "`{}` is already watched by {}",
+                        args.file.display(),
+                        Supervisor::describe(holder.as_ref())
+                    ),
+                    "one `tb watch` per batch file: stop that one first (Ctrl-C, or `kill PID`)",
+                ));
+            }
+        };
         let mut watcher = Watcher::new(args.file.clone(), runs_dir, watch, spec, args.once)?;
         watcher.run().await
     })
@@ -83,6 +84,17 @@ fn resolve(file: &Path) -> anyhow::Result<Plan> {
 /// How often the watch looks (`TB_WATCH_POLL` seconds overrides it).
 pub fn poll_every() -> Duration {
     crate::limits::seconds_from_env(&crate::limits::WATCH_POLL, Duration::from_secs(5))
+}
+
+/// The longest wait between tries while a problem lasts.
+const RETRY_AT_MOST: Duration = Duration::from_secs(300);
+
+/// The wait before the next look after `failures` turns in a row failed:
+/// `poll`, doubled at each failure, at most [`RETRY_AT_MOST`] (or `poll`,
+/// if longer).
+fn retry_after(poll: Duration, failures: u32) -> Duration {
+    let doubled = poll.saturating_mul(1 << failures.saturating_sub(1).min(16));
+    doubled.min(poll.max(RETRY_AT_MOST))
 }
 
 /// What one turn of the loop came to.
@@ -107,6 +119,10 @@ struct Watcher {
     file_stamp: Option<(u64, SystemTime)>,
     incoming: Option<Incoming>,
     poll: Duration,
+    /// Turns in a row that failed: the next look waits longer.
+    failures: u32,
+    /// The one listener for the whole watch, handed to each batch's
+    /// dispatcher too: a signal at any moment stops the watch.
     signals: Signals,
     /// The last line said on each topic: each is said once, when it changes.
     said: HashMap<&'static str, String>,
@@ -124,6 +140,7 @@ impl Watcher {
             spec: spec.clone(),
             incoming: None,
             poll: poll_every(),
+            failures: 0,
             signals: Signals::new()?,
             said: HashMap::new(),
             once,
@@ -140,7 +157,9 @@ impl Watcher {
             self.watch.path().display()
         );
         loop {
-            match self.turn().await {
+            let turn = self.turn().await;
+            self.failures = if turn.is_ok() { 0 } else { self.failures + 1 };
+            match turn {
                 Ok(Step::Ran(exit)) if self.once || exit == Exit::Interrupted => return Ok(exit),
                 // A trigger that came due meanwhile fires now.
                 Ok(Step::Ran(_) | Step::Again) => {
@@ -152,9 +171,10 @@ impl Watcher {
                 Err(e) if self.once => return Err(e),
                 Err(e) => {
                     let line = format!(
-                        "{}\n(trying again every {})",
+                        "{}\n(trying again in {}, less often while it lasts: at most every {})",
                         in_words(&e),
-                        crate::human::seconds(self.poll.as_secs_f64())
+                        crate::human::seconds(self.poll.as_secs_f64()),
+                        crate::human::seconds(self.poll.max(RETRY_AT_MOST).as_secs_f64())
                     );
                     self.say("problem", line, tracing::Level::ERROR);
                 }
@@ -173,7 +193,8 @@ impl Watcher {
             return self.finish().await;
         }
         self.reload();
-        let look = self.look();
+        self.watch.clamp(Utc::now())?;
+        let look = self.look().await;
         if let Some(due) = self.due(look.as_ref()) {
             return self.fire(due, look).await;
         }
@@ -303,12 +324,18 @@ impl Watcher {
 
     /// Looks at the data directory; `None` without one, or when it cannot
     /// be read (said once).
-    fn look(&mut self) -> Option<Look> {
+    async fn look(&mut self) -> Option<Look> {
+        let listed = list(self.incoming.as_ref()?.dir.clone()).await;
+        self.judge(listed)
+    }
+
+    /// What a listing of the data directory comes to.
+    fn judge(&mut self, listed: std::io::Result<Vec<(String, Stamp)>>) -> Option<Look> {
         let incoming = self.incoming.as_mut()?;
-        match incoming.look(&self.watch.state.seen, SystemTime::now()) {
-            Ok(look) => {
+        match listed {
+            Ok(files) => {
                 self.said.remove("data");
-                Some(look)
+                Some(incoming.judge(files, &self.watch.state.seen, SystemTime::now(), Instant::now()))
             }
             Err(e) => {
                 let line = format!(
@@ -392,8 +419,12 @@ impl Watcher {
             }
         };
         let lock = lock.expect("a batch of tb watch is supervised here");
+        let signals = Some(self.signals.clone());
         let exit = self
-            .supervising(&dir, batch::supervise_new(&plan, &dir, backend, &ready, work, lock))
+            .supervising(
+                &dir,
+                batch::supervise_new(&plan, &dir, backend, &ready, work, lock, signals),
+            )
             .await;
         self.ended(number, &dir, exit)
     }
@@ -421,18 +452,29 @@ impl Watcher {
                 self.say("busy", line, tracing::Level::INFO);
                 Ok(Step::Wait)
             }
-            Next::Close(batch, status) => {
-                match status {
-                    Some(s) => tracing::info!(
-                        "batch {batch} of trigger {number} has ended ({}): nothing left to run",
-                        s.as_str()
-                    ),
+            Next::Close(batch, ended) => {
+                match ended {
+                    Some(Ended { status, halted }) => {
+                        let then = match halted {
+                            Some(Halted::Deadline) => {
+                                format!("its deadline stopped it; `tb resume {batch}` runs the rest")
+                            }
+                            Some(Halted::EngineGone) => {
+                                format!("its engine went away; `tb resume {batch}` runs the rest once it is back")
+                            }
+                            None => "nothing left to run".into(),
+                        };
+                        tracing::info!(
+                            "batch {batch} of trigger {number} has ended ({}): {then}",
+                            status.as_str()
+                        );
+                    }
                     None => tracing::warn!(
                         "batch {batch} of trigger {number} is gone from `{}`; the trigger counts as done",
                         self.runs_dir.display()
                     ),
                 }
-                self.watch.ended(number, &batch, status)?;
+                self.watch.ended(number, &batch, ended.map(|e| e.status))?;
                 Ok(Step::Again)
             }
         }
@@ -449,7 +491,12 @@ impl Watcher {
         let plan = dir.plan(Inventory::detect())?;
         tracing::info!("trigger {number}: its batch {} did not end; taking it up again", dir.id);
         let runs_dir = self.runs_dir.clone();
-        let resumed = crate::commands::resume::take_up(&plan, &dir, lock, &runs_dir, Options::default());
+        let options = Options {
+            // Still the first supervisor's night: the file's deadline binds it.
+            deadline: plan.settings.deadline,
+            signals: Some(self.signals.clone()),
+        };
+        let resumed = crate::commands::resume::take_up(&plan, &dir, lock, &runs_dir, options);
         let exit = self.supervising(&dir, resumed).await;
         self.ended(number, &dir, exit)
     }
@@ -465,16 +512,31 @@ impl Watcher {
         let mut ticks = tokio::time::interval(self.poll);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut queued = false;
+        // The directory is listed beside the batch, which goes on meanwhile.
+        let mut listing = None;
         loop {
-            tokio::select! {
+            let look = tokio::select! {
                 exit = &mut batch => return exit,
-                _ = ticks.tick(), if !queued => {
-                    let look = self.look();
-                    if self.due(look.as_ref()).is_some() {
-                        tracing::info!("a trigger is due while batch {} runs; it fires when that one ends", dir.id);
-                        queued = true;
+                _ = ticks.tick(), if !queued && listing.is_none() => match &self.incoming {
+                    Some(incoming) => {
+                        listing = Some(Box::pin(list(incoming.dir.clone())));
+                        continue;
                     }
+                    None => None,
+                },
+                listed = async { listing.as_mut().expect("a listing").await }, if listing.is_some() => {
+                    listing = None;
+                    self.judge(listed)
                 }
+            };
+            if self.due(look.as_ref()).is_some() {
+                let then = if self.once {
+                    "the next `tb watch` fires it (--once ends with this batch)"
+                } else {
+                    "it fires when that one ends"
+                };
+                tracing::info!("a trigger is due while batch {} runs; {then}", dir.id);
+                queued = true;
             }
         }
     }
@@ -498,19 +560,27 @@ impl Watcher {
         Ok(Step::Ran(exit))
     }
 
-    /// Whether a signal came while nothing acted on signals (between
-    /// looks, before a dispatcher listens for its own).
+    /// Whether a signal came that nothing acted on yet.
     fn stop_pending(&mut self) -> bool {
-        futures_util::FutureExt::now_or_never(self.signals.recv()).is_some()
+        self.signals.pending().is_some()
     }
 
-    /// Sleeps until the next look; a signal ends it early.
+    /// Sleeps until the next look (later after failures); a signal ends it
+    /// early.
     async fn sleep(&mut self) -> Option<SignalEvent> {
         tokio::select! {
-            _ = tokio::time::sleep(self.poll) => None,
+            _ = tokio::time::sleep(retry_after(self.poll, self.failures)) => None,
             signal = self.signals.recv() => Some(signal),
         }
     }
+}
+
+/// Lists the data directory in a thread of its own: a slow disk holds up
+/// neither the batch nor a signal.
+async fn list(dir: PathBuf) -> std::io::Result<Vec<(String, Stamp)>> {
+    tokio::task::spawn_blocking(move || incoming::list(&dir))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)))
 }
 
 /// An error as the log says it: the message, its causes and its hint on
@@ -525,4 +595,21 @@ fn in_words(e: &anyhow::Error) -> String {
 fn stamp(path: &Path) -> Option<(u64, SystemTime)> {
     let m = std::fs::metadata(path).ok()?;
     Some((m.len(), m.modified().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_problem_that_lasts_is_tried_again_less_and_less_often() {
+        let poll = Duration::from_secs(5);
+        let waits: Vec<u64> = (0..9).map(|n| retry_after(poll, n).as_secs()).collect();
+        assert_eq!(waits, [5, 5, 10, 20, 40, 80, 160, 300, 300]);
+        assert_eq!(retry_after(poll, u32::MAX), RETRY_AT_MOST);
+        // A poll longer than the cap is never shortened.
+        let hour = Duration::from_secs(3600);
+        assert_eq!(retry_after(hour, 5), hour);
+        assert_eq!(retry_after(Duration::from_millis(100), 2), Duration::from_millis(200));
+    }
 }

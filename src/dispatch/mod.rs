@@ -16,7 +16,7 @@ use crate::backend::{Attempt, Backend, Found, Ready};
 use crate::exit::Exit;
 use crate::logging;
 use crate::progress::Progress;
-use crate::run::{BatchDir, BatchStatus, JobFile, JobState, Lock, Status, Supervisor};
+use crate::run::{BatchDir, BatchStatus, Halted, JobFile, JobState, Lock, Status, Supervisor};
 use crate::settings::Plan;
 use crate::signal::Signals;
 use chrono::{DateTime, Utc};
@@ -41,6 +41,10 @@ pub struct Work {
 pub struct Options {
     /// No job starts after this.
     pub deadline: Option<DateTime<Utc>>,
+    /// The signals to stop on, from a caller that listened before the
+    /// batch began (`tb watch`): one that came meanwhile stops it before
+    /// any job starts. `None`: the dispatcher listens from its start.
+    pub signals: Option<Signals>,
 }
 
 /// How the batch ended, for the exit status and the summary.
@@ -85,6 +89,7 @@ pub async fn supervise(
     let mut state = dir.read_batch()?;
     state.status = BatchStatus::Running;
     state.finished_at = None;
+    state.halted = None;
     state.supervisor = Some(Supervisor::current());
     dir.write_batch(&state)?;
     tracing::info!(
@@ -127,6 +132,10 @@ pub async fn supervise(
         Some(Halt::Gone(_)) => Some(Utc::now()),
         _ => None,
     };
+    state.halted = summary.halted.as_ref().map(|halt| match halt {
+        Halt::Deadline => Halted::Deadline,
+        Halt::Gone(_) => Halted::EngineGone,
+    });
     dir.write_batch(&state)?;
     if let Some(spec) = &plan.settings.deploy {
         let finished = state.status == BatchStatus::Finished;
@@ -193,7 +202,10 @@ pub async fn run(
     );
     let (tx, mut events) = mpsc::unbounded_channel();
     backend.open(plan, dir, tx)?;
-    let mut signals = Signals::new()?;
+    let mut signals = match &options.signals {
+        Some(signals) => signals.clone(),
+        None => Signals::new()?,
+    };
     let mut loop_ = Loop {
         plan,
         dir,
@@ -221,6 +233,11 @@ pub async fn run(
         loop_.carry_out(&mut d, backend, actions);
     }
     d.queue.extend(work.launch);
+    if let Some(signal) = signals.pending() {
+        // Came before this loop listened: nothing new starts.
+        let actions = d.handle(Input::Signal(signal), Instant::now());
+        loop_.carry_out(&mut d, backend, actions);
+    }
     let deadline = options.deadline;
     let mut requests = tokio::time::interval(REQUESTS_EVERY);
     requests.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

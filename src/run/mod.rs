@@ -46,6 +46,17 @@ impl BatchStatus {
     }
 }
 
+/// What stopped a batch before all its jobs ran, when not a signal: its
+/// pending jobs wait for `tb resume`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Halted {
+    /// Its deadline passed.
+    Deadline,
+    /// Its engine (or cluster) went away for good.
+    EngineGone,
+}
+
 /// Who supervises (or last supervised) the batch.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Supervisor {
@@ -94,6 +105,10 @@ pub struct BatchState {
     /// engine again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine_lost_at: Option<DateTime<Utc>>,
+    /// What stopped its last supervisor before every job ran, when not a
+    /// signal (written with `status` `interrupted`; cleared when one starts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub halted: Option<Halted>,
     /// What started the batch, when `tb watch` did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trigger: Option<Trigger>,
@@ -227,9 +242,25 @@ impl BatchDir {
             .expect("an unused name");
         std::fs::create_dir(&path).with_context(|| format!("failed to create batch directory `{}`", path.display()))?;
         let dir = BatchDir::new(path, id);
+        if let Err(e) = dir.fill(plan, trigger) {
+            // Not a batch yet (no batch.json): nothing of it is kept.
+            let _ = std::fs::remove_dir_all(&dir.path);
+            return Err(e);
+        }
+        // The names too survive a power loss: a batch is whole or absent.
+        sync_dir(&dir.path)?;
+        sync_dir(runs_dir)?;
+        point_latest(runs_dir, &dir.id)?;
+        create_reserve(&dir.path);
+        Ok(dir)
+    }
+
+    /// Writes a new batch's files into its empty directory, `batch.json`
+    /// last.
+    fn fill(&self, plan: &Plan, trigger: Option<Trigger>) -> anyhow::Result<()> {
+        let dir = self;
         let jobs = dir.path.join("jobs");
         std::fs::create_dir(&jobs).with_context(|| format!("failed to create `{}`", jobs.display()))?;
-
         write_atomic(&dir.path.join("batch.toml"), plan.text.as_bytes())?;
         let planned = PlanFile {
             version: VERSION,
@@ -257,15 +288,10 @@ impl BatchDir {
             settings: plan.settings.clone(),
             concurrency: None,
             engine_lost_at: None,
+            halted: None,
             trigger,
         };
-        dir.write_batch(&state)?;
-        // The names too survive a power loss: a batch is whole or absent.
-        sync_dir(&dir.path)?;
-        sync_dir(runs_dir)?;
-        point_latest(runs_dir, &dir.id)?;
-        create_reserve(&dir.path);
-        Ok(dir)
+        dir.write_batch(&state)
     }
 
     /// Writes `job.json` (its first attempt) and a pending `state.json` for
