@@ -765,7 +765,11 @@ mod tests {
         c.checkpoint = c.job_dir.join("checkpoints/best.ckpt");
         std::fs::create_dir_all(c.checkpoint.parent().unwrap()).unwrap();
         std::fs::write(&c.checkpoint, "weights").unwrap();
-        write_json(&c.job_dir.join("job.json"), &crate::run::JobFile::new("n", "b2", 1, &c.spec)).unwrap();
+        write_json(
+            &c.job_dir.join("job.json"),
+            &crate::run::JobFile::new("n", "b2", 1, &c.spec),
+        )
+        .unwrap();
         let target = tmp.path().join("deployed");
         let store = Store::open(&target, std::future::pending()).await.unwrap();
         // history.jsonl cannot be opened for appending.
@@ -784,7 +788,11 @@ mod tests {
         assert_eq!(r.decision, Verdict::Promoted);
         assert_eq!(r.current.as_deref(), Some("versions/b2.a"));
         assert_eq!(r.warnings.len(), 1);
-        assert!(r.warnings[0].starts_with("the decision is not in `"), "{:?}", r.warnings);
+        assert!(
+            r.warnings[0].starts_with("the decision is not in `"),
+            "{:?}",
+            r.warnings
+        );
         assert_eq!(store.current().unwrap().unwrap().version, "versions/b2.a");
     }
 
