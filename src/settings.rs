@@ -131,6 +131,11 @@ pub struct JobSpec {
     pub warm_start: Option<WarmStart>,
 }
 
+/// Where a deploy's scoring container finds the checkpoint it scores
+/// (`crate::deploy`): reserved, like `/previous`, since it runs with the
+/// job's own mounts.
+pub const EVALUATE_MOUNT: &str = "/evaluate";
+
 /// Where a job of a `warm_start` batch starts from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -1338,7 +1343,7 @@ impl Checker<'_> {
         if !container.starts_with('/') {
             return Err(format!("the container path `{container}` must be absolute"));
         }
-        let reserved = ["/out", "/downloads", "/code", WarmStart::MOUNT];
+        let reserved = ["/out", "/downloads", "/code", WarmStart::MOUNT, EVALUATE_MOUNT];
         let target = normalize(Path::new(container));
         if reserved.iter().any(|r| target == Path::new(r)) {
             return Err(format!("`{container}` is where tb mounts its own directory"));
@@ -1474,6 +1479,12 @@ mod tests {
         let m = messages("[[job]]\nname = \"a\"\nimage = \"i\"\nmounts = [\"/tmp:/previous\"]\n");
         assert!(
             m[0].contains("`/previous` is where tb mounts its own directory"),
+            "{m:?}"
+        );
+        // A deploy scores with the job's mounts and the checkpoint at /evaluate.
+        let m = messages("[[job]]\nname = \"a\"\nimage = \"i\"\nmounts = [\"/tmp:/evaluate/\"]\n");
+        assert!(
+            m[0].contains("`/evaluate/` is where tb mounts its own directory"),
             "{m:?}"
         );
     }

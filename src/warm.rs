@@ -139,13 +139,22 @@ fn succeeded_dir(dir: &BatchDir, job: &str) -> Option<PathBuf> {
 
 /// For a trainer job: which of `train.model` and `train.model_args`
 /// differs from the earlier job's (a checkpoint of another network does
-/// not load).
+/// not load), a key left out being the trainer's default. What else shapes
+/// the network (the data's channels and classes) tb cannot know: a
+/// trainer whose warm-start checkpoint does not fit starts cold and says
+/// so in `result.json` (docs/trainer-protocol.md#in).
 fn model_change(job: &JobSpec, before: Option<&JobFile>) -> Option<&'static str> {
     let now = job.train.as_ref()?;
     let then = before.and_then(|f| f.spec.train.as_ref());
+    let value = |t: Option<&Value>, key: &str| {
+        t.and_then(|t| t.get(key)).cloned().unwrap_or_else(|| match key {
+            "model" => Value::String(DEFAULT_MODEL.into()),
+            _ => Value::Object(Default::default()),
+        })
+    };
     ["model", "model_args"]
         .into_iter()
-        .find(|key| now.get(key) != then.and_then(|t| t.get(key)))
+        .find(|key| value(Some(now), key) != value(then, key))
         .map(|key| {
             if key == "model" {
                 "train.model"
@@ -154,6 +163,9 @@ fn model_change(job: &JobSpec, before: Option<&JobFile>) -> Option<&'static str>
             }
         })
 }
+
+/// trainer-py's `train.model` when none is given.
+const DEFAULT_MODEL: &str = "unet";
 
 #[cfg(test)]
 mod tests {
@@ -296,6 +308,38 @@ mod tests {
         };
         assert!(why.starts_with("its train.model differs from batch b1's"), "{why}");
         assert!(p.jobs[0].train.as_ref().unwrap().get("init_from").is_none());
+    }
+
+    #[test]
+    fn a_default_spelled_out_is_the_same_model() {
+        let runs = tempfile::tempdir().unwrap();
+        batch(
+            runs.path(),
+            "b1",
+            1,
+            &spec("a", Some(serde_json::json!({"lr": 0.1}))),
+            Status::Succeeded,
+            true,
+        );
+        let mut p = plan(vec![spec(
+            "a",
+            Some(serde_json::json!({"model": "unet", "model_args": {}})),
+        )]);
+        apply(&mut p, runs.path());
+        assert!(
+            matches!(p.jobs[0].warm_start, Some(WarmStart::Warm { .. })),
+            "{:?}",
+            p.jobs[0].warm_start
+        );
+        let mut p = plan(vec![spec(
+            "a",
+            Some(serde_json::json!({"model_args": {"channels": 4}})),
+        )]);
+        apply(&mut p, runs.path());
+        let Some(WarmStart::Cold { why }) = &p.jobs[0].warm_start else {
+            panic!("{:?}", p.jobs[0].warm_start)
+        };
+        assert!(why.starts_with("its train.model_args differs"), "{why}");
     }
 
     #[test]

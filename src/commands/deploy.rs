@@ -1,14 +1,16 @@
 //! `tb deploy [BATCH] [--job NAME] [--force] [--dir DIR]`: the batch's best
 //! model (or the named job's) into the deploy directory if it beats the
 //! deployed one on the same data — what a batch with `[batch.deploy]` does
-//! when it ends, by hand.
+//! when it ends, by hand. The batch's report is written again, with the
+//! decision.
 
 use crate::cli::{DeployArgs, GlobalArgs};
-use crate::deploy::{self, Request, Verdict};
+use crate::deploy::{self, Record, Request, Verdict};
 use crate::error::hinted;
 use crate::exit::Exit;
 use crate::gpu::Inventory;
 use crate::run::BatchDir;
+use crate::signal::Signals;
 
 pub fn run(args: &DeployArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
     let dir = BatchDir::open(&global.runs_dir, args.batch.as_deref())?;
@@ -37,20 +39,37 @@ pub fn run(args: &DeployArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
         job: args.job.as_deref(),
         force: args.force,
         gpu_ids: Inventory::detect().ids,
+        automatic: false,
     };
-    let record = match crate::runtime()?.block_on(deploy::deploy(&request)) {
+    let deployed = crate::runtime()?.block_on(async {
+        let mut signals = Signals::new()?;
+        deploy::deploy(&request, &mut signals).await
+    });
+    let record = match deployed {
         Ok(r) => r,
-        Err(e) if e.is::<deploy::Interrupted>() => {
-            eprintln!("{e}");
-            return Ok(Exit::Interrupted);
+        Err(e) if e.is::<deploy::BadRequest>() => return Err(e),
+        // Not the request: the batch's or the deploy directory's files.
+        Err(e) => {
+            crate::error::render(&e);
+            return Ok(Exit::JobsFailed);
         }
-        Err(e) => return Err(e),
     };
+    if let Err(e) = crate::report::write(&dir, &crate::report::Format::ALL) {
+        tracing::warn!("the report does not have the decision: {e:#}");
+    }
     eprintln!("{}", deploy::describe(&record));
     println!("{}", target.join(deploy::store::CURRENT).display());
-    Ok(match record.decision {
+    Ok(exit(&record))
+}
+
+/// 0 promoted, 3 kept because the candidate is not better, 1 anything
+/// that needs a look (not comparable, a failed export, a failed deploy),
+/// 130 interrupted.
+fn exit(r: &Record) -> Exit {
+    match r.decision {
         Verdict::Promoted => Exit::Success,
-        Verdict::Kept => Exit::Kept,
-        Verdict::Failed => Exit::JobsFailed,
-    })
+        Verdict::Kept if r.blocked.is_none() => Exit::Kept,
+        Verdict::Interrupted => Exit::Interrupted,
+        Verdict::Kept | Verdict::Failed | Verdict::Skipped => Exit::JobsFailed,
+    }
 }

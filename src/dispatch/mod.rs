@@ -137,9 +137,10 @@ pub async fn supervise(
         Halt::Gone(_) => Halted::EngineGone,
     });
     dir.write_batch(&state)?;
+    let mut deploy_interrupted = false;
     if let Some(spec) = &plan.settings.deploy {
         let finished = state.status == BatchStatus::Finished;
-        crate::deploy::at_end(dir, spec, plan.gpus.ids.clone(), finished).await;
+        deploy_interrupted = crate::deploy::at_end(dir, spec, plan.gpus.ids.clone(), finished).await;
     }
     close::close(plan, dir, &summary);
     if let Some(following) = following {
@@ -167,7 +168,7 @@ pub async fn supervise(
     logging::detach_supervisor_log();
     drop(lock);
     println!("{}", dir.path.display());
-    Ok(if summary.interrupted {
+    Ok(if summary.interrupted || deploy_interrupted {
         Exit::Interrupted
     } else if summary.all_fine() {
         Exit::Success

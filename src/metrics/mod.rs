@@ -183,8 +183,14 @@ impl MetricsSpec {
 }
 
 /// `v` beats `best` (a tie does not: the earlier epoch stays the best).
+/// NaN is the worst value: it beats nothing, and any number beats it.
 pub fn better(v: f64, best: f64, maximize: bool) -> bool {
-    if maximize { v > best } else { v < best }
+    match (v.is_nan(), best.is_nan()) {
+        (true, _) => false,
+        (false, true) => true,
+        _ if maximize => v > best,
+        _ => v < best,
+    }
 }
 
 /// Most step-level points a series keeps (evenly thinned, the last kept):
@@ -928,6 +934,16 @@ mod tests {
         let p = dir.join(rel);
         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
         std::fs::write(p, text).unwrap();
+    }
+
+    #[test]
+    fn nan_is_the_worst_value_either_way() {
+        for maximize in [false, true] {
+            assert!(!better(f64::NAN, 0.5, maximize), "NaN beats nothing");
+            assert!(better(0.5, f64::NAN, maximize), "anything beats NaN");
+            assert!(!better(f64::NAN, f64::NAN, maximize));
+        }
+        assert!(better(0.4, 0.5, false) && !better(0.5, 0.5, false) && better(0.6, 0.5, true));
     }
 
     #[test]

@@ -194,12 +194,8 @@ pub(crate) fn retraining_lines(report: &Report) -> Vec<String> {
 /// `deploy.json` in words.
 fn deploy_lines(d: &Value) -> Vec<String> {
     let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_string();
-    let who = |side: &str| {
-        d.get(side)
-            .filter(|s| s.is_object())
-            .map(|s| format!("{} of batch {}", text(s, "job"), text(s, "batch")))
-            .unwrap_or_else(|| "none".into())
-    };
+    let side = |k: &str| d.get(k).filter(|s| s.is_object());
+    let who = |s: &Value| format!("{} of batch {}", text(s, "job"), text(s, "batch"));
     let dir = text(d, "dir");
     let why = text(d, "why");
     let forced = if d.get("forced").and_then(Value::as_bool) == Some(true) {
@@ -207,24 +203,37 @@ fn deploy_lines(d: &Value) -> Vec<String> {
     } else {
         ""
     };
-    let mut lines = vec![match text(d, "decision").as_str() {
-        "promoted" => format!(
+    let decision = text(d, "decision");
+    let mut lines = vec![match (decision.as_str(), side("deployed")) {
+        ("promoted", _) => format!(
             "Deployed{forced}: {} is the model in {dir}/current now: {why}.",
-            who("candidate")
+            side("candidate").map_or("none".into(), who)
         ),
-        "kept" => format!(
+        ("kept", Some(deployed)) => format!(
             "Not deployed: the deployed model ({}) stays in {dir}: {why}.",
-            who("deployed")
+            who(deployed)
         ),
+        ("kept", None) => format!(
+            "Not deployed: {} did not go into {dir}: {why}.",
+            side("candidate").map_or("none".into(), who)
+        ),
+        ("skipped", _) => format!("Not deployed: {why}."),
+        ("interrupted", _) => format!("Deploy interrupted, nothing changed in {dir}: {why}."),
         _ => format!("Deploy failed, nothing changed in {dir}: {why}."),
     }];
-    if let Some(ts) = d.get("export").and_then(|e| e.get("torchscript")) {
+    // The export matters for the model that serves: a promoted one.
+    if decision == "promoted"
+        && let Some(ts) = d.get("export").and_then(|e| e.get("torchscript"))
+    {
         lines.push(match (ts.get("method").and_then(Value::as_str), ts.get("error")) {
             (Some("script"), _) => "TorchScript: model.pt, scripted.".into(),
             (Some(m), _) => format!("TorchScript: model.pt, {m}d: {}.", text(ts, "not_scripted")),
             (None, Some(e)) => format!("TorchScript: not exported: {}.", e.as_str().unwrap_or_default()),
             (None, None) => "TorchScript: not exported.".into(),
         });
+    }
+    for w in d.get("warnings").and_then(Value::as_array).into_iter().flatten() {
+        lines.push(format!("Deploy warning: {}.", w.as_str().unwrap_or_default()));
     }
     lines
 }
@@ -360,6 +369,48 @@ mod tests {
         assert_eq!(fmt_value(12345.678), "12345.6780");
         assert_eq!(fmt_value(0.00001234), "1.234e-5");
         assert_eq!(fmt_value(-2.5e6), "-2.500e6");
+    }
+
+    #[test]
+    fn a_deploy_in_words() {
+        let lines = |d: Value| deploy_lines(&d);
+        let ts = serde_json::json!({"torchscript": {"path": "export/model.pt", "method": "script"}});
+        let c = serde_json::json!({"job": "a", "batch": "b2"});
+        let d = serde_json::json!({"job": "a", "batch": "b1"});
+        assert_eq!(
+            lines(
+                serde_json::json!({"decision": "promoted", "dir": "/d", "why": "better", "candidate": c,
+                "export": ts, "warnings": ["the decision is not in `/d/history.jsonl`: disk full"]})
+            ),
+            [
+                "Deployed: a of batch b2 is the model in /d/current now: better.",
+                "TorchScript: model.pt, scripted.",
+                "Deploy warning: the decision is not in `/d/history.jsonl`: disk full."
+            ]
+        );
+        // A kept candidate's export is not what serves: no line for it.
+        assert_eq!(
+            lines(
+                serde_json::json!({"decision": "kept", "dir": "/d", "why": "worse", "candidate": c, "deployed": d,
+                "export": ts})
+            ),
+            ["Not deployed: the deployed model (a of batch b1) stays in /d: worse."]
+        );
+        assert_eq!(
+            lines(
+                serde_json::json!({"decision": "kept", "dir": "/d", "why": "its export failed", "candidate": c,
+                "deployed": null})
+            ),
+            ["Not deployed: a of batch b2 did not go into /d: its export failed."]
+        );
+        assert_eq!(
+            lines(serde_json::json!({"decision": "interrupted", "dir": "/d", "why": "the deploy was terminated"})),
+            ["Deploy interrupted, nothing changed in /d: the deploy was terminated."]
+        );
+        assert_eq!(
+            lines(serde_json::json!({"decision": "skipped", "dir": "/d", "why": "newer"})),
+            ["Not deployed: newer."]
+        );
     }
 
     #[test]

@@ -236,6 +236,10 @@ struct ResultFile {
     #[serde(rename = "final")]
     final_metrics: Option<Map<String, Value>>,
     test: Option<Map<String, Value>>,
+    /// The trainer's word on where it started, when it differs from the
+    /// plan: `{"kind": "cold", "why": …}` for a warm-start checkpoint that
+    /// did not fit.
+    warm_start: Option<Value>,
 }
 
 /// Reads the batch directory into a report, as of now.
@@ -480,12 +484,22 @@ fn read_job(dir: &BatchDir, name: &str, now: DateTime<Utc>) -> anyhow::Result<(J
             metrics: info,
             problems,
             stderr_tail,
-            warm_start: job.get("warm_start").filter(|w| w.is_object()).cloned(),
+            warm_start: started_from(job.get("warm_start"), result.warm_start),
             series: m.epochs,
             step_series: m.steps,
         },
         key,
     ))
+}
+
+/// Where a job started from: `job.json`'s `warm_start`, unless its trainer
+/// found that the checkpoint did not fit and started cold (`result.json`).
+fn started_from(planned: Option<&Value>, ran: Option<Value>) -> Option<Value> {
+    let planned = planned.filter(|w| w.is_object())?;
+    match ran {
+        Some(r) if r.get("kind").and_then(Value::as_str) == Some("cold") => Some(r),
+        _ => Some(planned.clone()),
+    }
 }
 
 /// A missing `result.json` is normal (the job was killed, or still runs); a
@@ -695,6 +709,19 @@ mod tests {
         assert!((s.unwrap() - (32.0f64 / 7.0).sqrt()).abs() < 1e-12);
         assert_eq!(mean_std(&[1.5]), (Some(1.5), None));
         assert_eq!(mean_std(&[]), (None, None));
+    }
+
+    #[test]
+    fn a_warm_start_that_did_not_fit_reads_as_the_cold_start_it_was() {
+        let warm = serde_json::json!({"kind": "warm", "batch": "b1", "checkpoint": "checkpoints/best.ckpt"});
+        let cold = serde_json::json!({"kind": "cold", "why": "the warm-start checkpoint did not fit the model"});
+        assert_eq!(started_from(Some(&warm), None), Some(warm.clone()));
+        assert_eq!(started_from(Some(&warm), Some(cold.clone())), Some(cold.clone()));
+        assert_eq!(
+            started_from(Some(&warm), Some(serde_json::json!({"kind": "warm"}))),
+            Some(warm)
+        );
+        assert_eq!(started_from(None, Some(cold)), None, "no warm_start, nothing to say");
     }
 
     #[test]

@@ -163,3 +163,28 @@ def test_a_model_that_cannot_be_scripted_is_traced_and_says_why(tmp_path, job_di
     assert "traced, since the model cannot be scripted" in proc.stderr
     traced = torch.jit.load(str(job_dir / "export" / "model.pt"))
     assert traced(torch.zeros(1, 6, 32, 32)).shape == (1, 1, 32, 32)
+
+
+def test_evaluate_caps_a_gpu_share_and_writes_no_number_as_null(trained, tmp_path, monkeypatch):
+    import lightning as L
+
+    import tb_trainer.evaluate as ev
+    from tb_trainer.config import Job
+
+    strong, _ = trained
+    out = make_job(tmp_path / "nan")
+    capped = []
+    monkeypatch.setattr(ev, "cap_gpu_memory", lambda *a: capped.append(a))
+    # A model that diverged: its test loss is NaN, a metric infinite.
+    monkeypatch.setattr(L.Trainer, "test", lambda *a, **k: [{"test_loss": float("nan"), "test_iou": float("inf")}])
+    job = Job.load(out / "job.json", out, env=trainer_env(out))
+    doc = ev.evaluate(job, strong / "checkpoints" / "best.ckpt")
+    assert capped == [()], "a GPU share is capped as in training (TB_GPU_SHARE)"
+
+    def no_constants(name):
+        raise AssertionError(f"evaluation.json holds {name}, which is not JSON")
+
+    written = json.loads((out / "evaluation.json").read_text(), parse_constant=no_constants)
+    assert (written["metric"], written["value"]) == ("test_loss", None)
+    assert written["test"] == {"test_loss": None, "test_iou": None}
+    assert doc["value"] is None

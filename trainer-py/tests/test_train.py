@@ -1,5 +1,6 @@
 """End-to-end runs of `python -m tb_trainer` on tiny data, as tb runs it."""
 
+import json
 import os
 import signal
 import subprocess
@@ -167,3 +168,34 @@ def test_a_gpu_share_caps_the_gpu_memory(monkeypatch):
     assert cap_gpu_memory({"TB_GPU_SHARE": "1"}) is None
     assert cap_gpu_memory({"TB_GPU_SHARE": "half"}) is None
     assert asked == [(0.5, 0)]
+
+
+def test_a_warm_start_that_does_not_fit_starts_cold_and_says_why(tmp_path, job_dir):
+    # The previous batch trained on all six bands; this one keeps three: the
+    # network's first layer has another shape, and the checkpoint cannot load.
+    first = make_job(tmp_path / "first", max_epochs=1)
+    assert run_trainer(first).returncode == 0
+    best = str(first / "checkpoints" / "best.ckpt")
+    three = {"samples": 48, "size": 32, "bands": [2, 1, 0]}
+    warm = {"kind": "warm", "batch": "b1", "job_dir": str(first), "checkpoint": "checkpoints/best.ckpt"}
+
+    make_job(job_dir, max_epochs=1, data_args=three, init_from=best)
+    doc = json.loads((job_dir / "job.json").read_text())
+    doc["warm_start"] = warm
+    (job_dir / "job.json").write_text(json.dumps(doc))
+    proc = run_trainer(job_dir, TB_PREVIOUS_BEST=best)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "the warm-start checkpoint did not fit the model, so the trainer started cold" in proc.stderr
+    note = read_result(job_dir)["warm_start"]
+    assert note["kind"] == "cold" and "size mismatch" in note["why"], note
+
+    # Cold as a job without init_from is: none of the checkpoint's tensors that did fit were kept.
+    cold = make_job(tmp_path / "cold", max_epochs=1, data_args=three)
+    assert run_trainer(cold).returncode == 0
+    assert read_lines(job_dir)[0]["metrics"]["val_loss"] == read_lines(cold)[0]["metrics"]["val_loss"]
+    assert "warm_start" not in read_result(cold)
+
+    # The job's own init_from that does not fit stays an error.
+    own = make_job(tmp_path / "own", max_epochs=1, data_args=three, init_from=best)
+    proc = run_trainer(own, TB_PREVIOUS_BEST=best)
+    assert proc.returncode == 2 and "does not fit the model" in proc.stderr, proc.stderr[-2000:]

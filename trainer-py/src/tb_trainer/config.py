@@ -309,6 +309,10 @@ class Job:
     name: str = ""
     batch: str = ""
     attempt: int = 1
+    warm_start: Optional[dict] = None
+    """tb's `warm_start` of `job.json`: where `train.init_from` came from, under `[batch] warm_start`."""
+    previous_best: Optional[str] = None
+    """`TB_PREVIOUS_BEST`: the warm start's checkpoint, which tb made `train.init_from`."""
 
     @classmethod
     def load(
@@ -343,4 +347,6 @@ class Job:
             name=str(env.get("TB_JOB") or doc.get("name") or ""),
             batch=str(env.get("TB_BATCH") or doc.get("batch") or ""),
             attempt=attempt,
+            warm_start=doc.get("warm_start") if isinstance(doc.get("warm_start"), dict) else None,
+            previous_best=env.get("TB_PREVIOUS_BEST") or None,
         )

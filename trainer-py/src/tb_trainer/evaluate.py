@@ -3,13 +3,15 @@
 The model and the data are built from the job's `train` table exactly as for
 training, the checkpoint's weights are loaded, and `trainer.test` runs on the
 test split on one device. `evaluation.json` in the output directory gets the
-test metrics and the monitor's test counterpart (`val_loss` → `test_loss`).
+test metrics and the monitor's test counterpart (`val_loss` → `test_loss`);
+a score that is not a finite number is written as `null` (strict JSON).
 tb runs this on the candidate of a deploy and on the deployed model alike, so
 the two scores come from one piece of code on one set of tiles.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from pathlib import Path
@@ -19,7 +21,15 @@ import lightning as L
 
 from .callbacks import utc_now
 from .config import ConfigError, Job
-from .train import _CpuThreads, build_datamodule, build_task, load_initial_weights, quiet_warnings, write_json
+from .train import (
+    _CpuThreads,
+    build_datamodule,
+    build_task,
+    cap_gpu_memory,
+    load_initial_weights,
+    quiet_warnings,
+    write_json,
+)
 
 EVALUATION = "evaluation.json"
 
@@ -28,6 +38,11 @@ def test_counterpart(monitor: str) -> str:
     """The test split's name for a validation metric: `val_loss` → `test_loss`,
     `val/iou` → `test/iou` (also `valid_`, `validation_`); any other name is its own."""
     return re.sub(r"^(val|valid|validation)(?=[_/])", "test", monitor)
+
+
+def _finite(value: float) -> Optional[float]:
+    """`value`, or None for NaN and infinities, which JSON has no number for."""
+    return value if math.isfinite(value) else None
 
 
 def _test_samples(dm: Any) -> Optional[int]:
@@ -44,6 +59,7 @@ def evaluate(job: Job, checkpoint: Path) -> dict:
     started, t0 = utc_now(), time.monotonic()
     quiet_warnings()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
+    cap_gpu_memory()
     dm = build_datamodule(cfg, job)
     task = build_task(cfg, dm)
     load_initial_weights(task, checkpoint, "--evaluate")
@@ -76,8 +92,8 @@ def evaluate(job: Job, checkpoint: Path) -> dict:
         "monitor": cfg.monitor,
         "mode": cfg.mode,
         "metric": metric,
-        "value": test[metric],
-        "test": test,
+        "value": _finite(test[metric]),
+        "test": {k: _finite(v) for k, v in test.items()},
         "samples": _test_samples(dm),
         "started_at": started,
         "finished_at": utc_now(),

@@ -167,6 +167,48 @@ def load_initial_weights(task: L.LightningModule, path: Path, what: str = "`init
             raise ConfigError(f"{what} `{path}` does not fit the model: {first}") from None
 
 
+def _init_path(job: Job, path: str) -> Path:
+    return Path(path) if os.path.isabs(path) else Path(job.out_dir) / path
+
+
+def _is_warm_start(job: Job) -> bool:
+    """`train.init_from` is tb's warm start (`[batch] warm_start`), not the job's own."""
+    warm = job.warm_start or {}
+    return warm.get("kind") == "warm" and job.previous_best is not None and job.train.init_from == job.previous_best
+
+
+def _misfit(e: Exception) -> str:
+    """The telling line of a checkpoint that does not fit (torch lists every mismatch)."""
+    lines = [line.strip() for line in str(e).splitlines() if line.strip()]
+    telling = next((line for line in lines if line.startswith(("size mismatch", "Missing key", "Unexpected key"))), None)
+    text = telling or (lines[0] if lines else type(e).__name__)
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
+def initial_weights(cfg: TrainConfig, job: Job, dm: Any, task: L.LightningModule) -> tuple[L.LightningModule, Optional[dict]]:
+    """`task` with the weights of `train.init_from`. A warm-start checkpoint
+    (tb's, from the previous batch) that does not fit the network — the data
+    may now have other channels or classes — is no error: the job starts
+    cold (from its own `init_from`, if warm start replaced one), says why in
+    the log, and returns the note for `result.json`."""
+    try:
+        load_initial_weights(task, _init_path(job, cfg.init_from))
+        return task, None
+    except ConfigError as e:
+        if not _is_warm_start(job):
+            raise
+        what = "did not fit the model" if "does not fit" in str(e) else "could not be loaded"
+        why = f"the warm-start checkpoint {what}, so the trainer started cold ({_misfit(e)})"
+    log.warning("%s", why)
+    # A load that failed may have copied the tensors that did fit: new weights.
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    task = build_task(cfg, dm)
+    own = (job.warm_start or {}).get("replaced_init_from")
+    if own:
+        load_initial_weights(task, _init_path(job, own))
+    return task, {"kind": "cold", "why": why}
+
+
 def quiet_warnings() -> None:
     """Lightning's chatter about num_workers and DDP samplers is noise for tb's logs."""
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -212,8 +254,11 @@ def train(job: Job) -> Result:
 
     dm = build_datamodule(cfg, job)
     task = build_task(cfg, dm)
+    notes: dict = {}
     if cfg.init_from:
-        load_initial_weights(task, (out / cfg.init_from) if not os.path.isabs(cfg.init_from) else Path(cfg.init_from))
+        task, started_cold = initial_weights(cfg, job, dm, task)
+        if started_cold:
+            notes["warm_start"] = started_cold
 
     resume = job.resume
     if resume is not None and not resume.is_file():
@@ -282,6 +327,7 @@ def train(job: Job) -> Result:
         (out / "result.json").unlink(missing_ok=True)  # a previous attempt's
 
     def finish(stop_reason: str, test: Optional[dict], signum: Optional[int] = None, extra: Optional[dict] = None) -> Result:
+        extra = {**notes, **(extra or {})}
         history = writer.history
         result = Result(
             stop_reason=stop_reason,
@@ -294,7 +340,7 @@ def train(job: Job) -> Result:
             duration_s=round(time.monotonic() - t0, 3),
             resumed_from_epoch=writer.start_epoch if resume else None,
             signal=signum,
-            extra=extra or {},
+            extra=extra,
         )
         if trainer.is_global_zero:
             result.write(out / "result.json")
