@@ -32,7 +32,11 @@ fn an_unchanged_context_is_a_cache_hit_and_a_change_rebuilds() {
     );
     // One line per step, in words; the engine's own stream only under -v.
     let said = text(&first.stderr);
-    for step in ["[2/4] starting from tb-base:bookworm", "[3/4] copying trainer-py/", "[4/4] RUN python3"] {
+    for step in [
+        "[2/4] starting from tb-base:bookworm",
+        "[3/4] copying trainer-py/",
+        "[4/4] RUN python3",
+    ] {
         assert!(said.contains(step), "no `{step}` line: {said}");
     }
     assert!(
@@ -51,7 +55,15 @@ fn an_unchanged_context_is_a_cache_hit_and_a_change_rebuilds() {
     assert!(!text(&second.stderr).contains("Step "), "a cache hit builds nothing");
 
     std::fs::write(root.join("trainer-py/src/hello.py"), "print('changed')\n").unwrap();
-    let third = w.run(&["-v", "image", "build", "--tag", &tag, "--context", root.to_str().unwrap()]);
+    let third = w.run(&[
+        "-v",
+        "image",
+        "build",
+        "--tag",
+        &tag,
+        "--context",
+        root.to_str().unwrap(),
+    ]);
     assert!(
         text(&third.stderr).contains("Step 3/4 : COPY trainer-py/") && text(&third.stderr).contains("changed"),
         "-v streams the engine's output: {}",

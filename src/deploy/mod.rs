@@ -269,7 +269,13 @@ pub struct Interrupted(pub crate::signal::SignalEvent);
 /// did not finish (interrupted, or stopped by its deadline) is not
 /// deployed. `true` when Ctrl-C or SIGTERM stopped the deploy: the batch
 /// then ends as interrupted.
-pub async fn at_end(batch: &BatchDir, spec: &crate::batch::DeploySpec, gpu_ids: Vec<String>, finished: bool) -> bool {
+pub async fn at_end(
+    batch: &BatchDir,
+    spec: &crate::batch::DeploySpec,
+    gpu_ids: Vec<String>,
+    finished: bool,
+    listening: Option<&Signals>,
+) -> bool {
     if !finished {
         tracing::info!(
             "deploy: skipped, since the batch did not finish; `tb deploy {}` deploys it",
@@ -277,10 +283,15 @@ pub async fn at_end(batch: &BatchDir, spec: &crate::batch::DeploySpec, gpu_ids: 
         );
         return false;
     }
-    let mut signals = Signals::new().unwrap_or_else(|e| {
-        tracing::warn!("deploy: cannot listen for signals ({e}); Ctrl-C does not stop the deploy");
-        Signals::none()
-    });
+    // The caller's listener (`tb watch`'s, which has heard every signal
+    // since it started), else one from now on.
+    let mut signals = match listening {
+        Some(signals) => signals.clone(),
+        None => Signals::new().unwrap_or_else(|e| {
+            tracing::warn!("deploy: cannot listen for signals ({e}); Ctrl-C does not stop the deploy");
+            Signals::none()
+        }),
+    };
     let request = Request {
         batch,
         target: &spec.dir,
@@ -715,10 +726,7 @@ mod tests {
                     .to_utc(),
             )
         };
-        let batch = BatchDir {
-            path: "/nowhere/runs/b1".into(),
-            id: "b1".into(),
-        };
+        let batch = BatchDir::new("/nowhere/runs/b1".into(), "b1".into());
         let mut c = candidate(true, 0.2, "old");
         c.batch_created_at = at(1);
         let mut d = deployed(&candidate(true, 0.3, "newer"));
@@ -756,10 +764,7 @@ mod tests {
     #[tokio::test]
     async fn a_promotion_stands_when_its_history_line_cannot_be_written() {
         let tmp = tempfile::tempdir().unwrap();
-        let batch = BatchDir {
-            path: tmp.path().join("runs/b2"),
-            id: "b2".into(),
-        };
+        let batch = BatchDir::new(tmp.path().join("runs/b2"), "b2".into());
         let mut c = candidate(true, 0.2, "new");
         c.job_dir = batch.job_dir("a");
         c.checkpoint = c.job_dir.join("checkpoints/best.ckpt");

@@ -140,7 +140,8 @@ pub async fn supervise(
     let mut deploy_interrupted = false;
     if let Some(spec) = &plan.settings.deploy {
         let finished = state.status == BatchStatus::Finished;
-        deploy_interrupted = crate::deploy::at_end(dir, spec, plan.gpus.ids.clone(), finished).await;
+        deploy_interrupted =
+            crate::deploy::at_end(dir, spec, plan.gpus.ids.clone(), finished, options.signals.as_ref()).await;
     }
     close::close(plan, dir, &summary);
     if let Some(following) = following {
