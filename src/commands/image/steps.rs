@@ -66,10 +66,13 @@ impl Steps {
 
     /// One line of the engine's output.
     pub fn line(&mut self, line: &str) {
-        if self.recent.len() == RECENT {
-            self.recent.pop_front();
+        let plain = without_colours(line);
+        if !plain.trim().is_empty() {
+            if self.recent.len() == RECENT {
+                self.recent.pop_front();
+            }
+            self.recent.push_back(plain);
         }
-        self.recent.push_back(line.to_string());
         if let Show::Raw = self.show {
             crate::progress::above_bars(|| eprintln!("{line}"));
             return;
@@ -189,13 +192,33 @@ fn describe(instruction: &str, base: &str) -> String {
             "installing PyTorch and Lightning (downloads ~3 GB: a few minutes the first time)".to_string()
         }
         "RUN" if args.contains("-m venv") => "creating the Python environment".to_string(),
-        "RUN" if args.contains("trainer-py") => "installing tb_trainer".to_string(),
+        "RUN" if args.contains("pip install") && args.contains("trainer-py") => "installing tb_trainer".to_string(),
         "COPY" | "ADD" => format!("copying {}", clip(args.split_whitespace().next().unwrap_or(args), 50)),
         "ENV" | "ARG" | "WORKDIR" | "CMD" | "ENTRYPOINT" | "LABEL" | "USER" => {
             format!("setting {}", verb.to_ascii_uppercase())
         }
         _ => clip(instruction, 70),
     }
+}
+
+/// `line` without the terminal colour codes the engine wraps a step's
+/// stderr in (`ESC [ 91 m` … `ESC [ 0 m`).
+fn without_colours(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: `[`, parameters, one final letter.
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 fn clip(s: &str, max: usize) -> String {
@@ -241,6 +264,7 @@ mod tests {
         assert_eq!(describe("ENV A=1 B=2", "b"), "setting ENV");
         assert_eq!(minutes(Duration::from_secs(192)), "3m12s");
         assert_eq!(clip("abcdef", 4), "abc…");
+        assert_eq!(without_colours("\u{1b}[91mbroken\n\u{1b}[0m"), "broken\n");
     }
 
     #[test]
