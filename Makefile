@@ -9,7 +9,7 @@ IMAGE_TAG  ?= tb-trainer:latest
 # of the Debian-built base, e.g. make image BASE_IMAGE=python:3.11-slim
 BASE_IMAGE ?=
 
-.PHONY: help build base-image image demo check test test-rust test-trainer test-slurm fuzz bench clean-images mlflow-venv
+.PHONY: help build base-image image demo check test test-rust test-trainer test-slurm fuzz bench bench-prune bench-tools bench-driver clean-images mlflow-venv
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -31,14 +31,14 @@ endif
 demo: image ## build everything and run the night: tb batch jobs/night.toml
 	$(TB) batch jobs/night.toml
 
-check: ## formatting and lints
-	cargo fmt --check
-	cargo clippy --locked --all-targets -- -D warnings
+check: ## formatting and lints (tb and the bench driver)
+	cargo fmt --all --check
+	cargo clippy --locked --workspace --all-targets -- -D warnings
 
 test: test-rust fuzz test-trainer test-slurm ## every test: Rust unit + integration (real Docker), the batch-file fuzz, trainer pytest in its image, Slurm backend
 
 test-rust: base-image image mlflow-venv
-	cargo test --locked
+	cargo test --locked --workspace
 
 # A real MLflow tracking server for the MLflow tests (tests/mlflow.rs), from
 # PyPI, pinned (3.18.0 does not install from PyPI today). Only the tests
@@ -70,11 +70,27 @@ test-slurm: base-image
 	tests/slurm/cluster.sh start $$state >/dev/null; \
 	. $$state/env; cargo test --locked --test main slurm -- --ignored --test-threads 1
 
-bench: build base-image image ## benchmarks: tb against a docker-run loop and the bare engine API; the report at 10k jobs; a real sweep with and without pruning (~35 min); the trainer against a plain PyTorch loop
-	cargo bench --locked --bench supervisor
-	cargo bench --locked --bench report
-	cargo bench --locked --bench prune
-	docker run --rm --network none --user $$(id -u):$$(id -g) $(IMAGE_TAG) python -m tb_trainer.bench
+# The benches: one driver (bench/, package tb-bench) built with the release
+# profile after tb, sharing every artifact of `make build` (it compiles only
+# itself) and running target/release/tb as built there. pueue, what tb is
+# measured against, is installed from crates.io into target/bench-tools
+# (once; its daemon runs with a private config and is stopped by pid).
+PUEUE_VERSION := 4.0.4
+BENCH_TOOLS   := target/bench-tools
+BENCH         := target/release/tb-bench
+
+bench-tools: $(BENCH_TOOLS)/bin/pueued ## pueue, what the benches measure tb against, from crates.io into target/bench-tools (skipped when present)
+$(BENCH_TOOLS)/bin/pueued:
+	cargo install pueue --version $(PUEUE_VERSION) --locked --root $(BENCH_TOOLS)
+
+bench-driver: build
+	cargo build --release --locked -p tb-bench
+
+bench: build base-image image bench-tools bench-driver ## one table of where tb stands, with targets (~12 min): against pueue and the bare engine API; idle cost; 1 GiB of output; sweep start-up; the report; the trainer
+	$(BENCH)
+
+bench-prune: build image bench-driver ## a real sweep with and without ASHA pruning (~35 min; not part of make bench)
+	$(BENCH) prune
 
 clean-images: ## remove tb's images (base and trainer)
 	-docker image rm $(IMAGE_TAG) $(BASE_TAG)
