@@ -49,7 +49,7 @@ pub fn run(s: &Session, t: &mut Table) -> anyhow::Result<()> {
         let html = std::fs::metadata(dir.join("report.html")).map_or(0, |m| m.len());
         eprintln!("  report of {n} jobs: {}", secs(median));
         let row = t.row(
-            format!("  {n} jobs writing metrics.jsonl"),
+            format!("  {} jobs writing metrics.jsonl", tb::batch::expand::jobs(n as u64)),
             secs(median),
             format!("peak RSS {}, report.html {}", mb(peak), mb(html)),
         );
@@ -82,7 +82,11 @@ fn growth(t: &mut Table, results: &[(usize, f64)]) {
     let ((n0, t0), (n, tn)) = (results[0], results[results.len() - 1]);
     let (jobs_x, time_x) = (n as f64 / n0 as f64, tn / t0);
     t.row(
-        format!("  growth {n0} -> {n} jobs"),
+        format!(
+            "  growth {} → {} jobs",
+            tb::batch::expand::jobs(n0 as u64),
+            tb::batch::expand::jobs(n as u64)
+        ),
         format!("{time_x:.2}x the time"),
         format!("{jobs_x:.0}x the jobs"),
     )
@@ -134,7 +138,10 @@ fn tensorboard_jobs(t: &mut Table, root: &Path) {
         assert_eq!(report["ranking"]["metric"], "val_loss");
         eprintln!("  report of {n} TensorBoard jobs: {}", secs(median));
         let row = t.row(
-            format!("  {n} jobs writing TensorBoard events (median of {rounds})"),
+            format!(
+                "  {} jobs writing TensorBoard events (median of {rounds})",
+                tb::batch::expand::jobs(n as u64)
+            ),
             secs(median),
             format!("peak RSS {}", mb(peak)),
         );

@@ -42,6 +42,7 @@ impl Session {
         let work = std::env::temp_dir().join(format!("{WORK_PREFIX}{}", std::process::id()));
         std::fs::create_dir_all(&work).with_context(|| format!("failed to create `{}`", work.display()))?;
         let rt = tokio::runtime::Runtime::new().context("failed to start the tokio runtime")?;
+        rt.spawn(clean_up_when_stopped(work.clone()));
         let engine = rt.block_on(tb::docker::Engine::connect())?;
         Ok(Session {
             tb,
@@ -127,13 +128,40 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        remove_containers(&format!("label={LABEL}={}", std::process::id()), |_| true);
-        // tb removes its containers itself; these would be those of a tb
-        // that was killed outright.
-        let work = self.work.display().to_string();
-        remove_containers("label=tb.dir", |dir| dir.starts_with(&work));
-        let _ = std::fs::remove_dir_all(&self.work);
+        clean_up(&self.work);
     }
+}
+
+/// Removes what the bench made: its containers and its scratch directory.
+/// The children it runs end with it (SIGTERM: `dies_with_bench`).
+fn clean_up(work: &Path) {
+    remove_containers(&format!("label={LABEL}={}", std::process::id()), |_| true);
+    // tb removes its containers itself; these would be those of a tb
+    // that was killed outright.
+    let prefix = work.display().to_string();
+    remove_containers("label=tb.dir", |dir| dir.starts_with(&prefix));
+    let _ = std::fs::remove_dir_all(work);
+}
+
+/// Ctrl-C, SIGTERM or SIGHUP: clean up and exit 130, as an interrupted
+/// command does (the default action would leave the containers behind).
+async fn clean_up_when_stopped(work: PathBuf) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+        signal(SignalKind::hangup()),
+    ) else {
+        return;
+    };
+    tokio::select! {
+        _ = int.recv() => {}
+        _ = term.recv() => {}
+        _ = hup.recv() => {}
+    }
+    eprintln!("tb-bench: stopped; removing its containers and `{}`", work.display());
+    clean_up(&work);
+    std::process::exit(130);
 }
 
 /// The `tb` binary next to the bench's own (`target/release/tb`, what
