@@ -189,23 +189,24 @@ fn bind_targets(inspected: &serde_json::Value) -> Vec<String> {
     v
 }
 
+/// The file as tb resolves it: what `tb batch` would run.
+#[cfg(test)]
+pub fn resolve(text: String) -> tb::settings::Plan {
+    let dir = Path::new("/tmp");
+    let none = tb::gpu::Inventory {
+        ids: vec![],
+        source: "the test",
+    };
+    tb::settings::resolve_text(&dir.join("b.toml"), text, dir, None, &Default::default(), none).unwrap()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// The file as tb resolves it: what `tb batch` would run.
-    fn plan(text: String) -> tb::settings::Plan {
-        let dir = Path::new("/tmp");
-        let none = tb::gpu::Inventory {
-            ids: vec![],
-            source: "the test",
-        };
-        tb::settings::resolve_text(&dir.join("b.toml"), text, dir, None, &Default::default(), none).unwrap()
-    }
-
     #[test]
     fn tb_runs_the_batch_s_jobs_with_the_command_in_the_base_image() {
-        let plan = plan(batch_file("b", 3, 2, &["sleep", "2"]));
+        let plan = resolve(batch_file("b", 3, 2, &["sleep", "2"]));
         assert_eq!(plan.settings.concurrency, 2);
         assert_eq!(plan.jobs.len(), 3);
         assert_eq!(plan.jobs[2].name, "j00002");
@@ -219,7 +220,7 @@ mod tests {
 
     #[test]
     fn tb_expands_the_sweep_into_that_many_jobs() {
-        let plan = plan(sweep_file("s", 10_000));
+        let plan = resolve(sweep_file("s", 10_000));
         assert_eq!(plan.jobs.len(), 10_000);
         assert_eq!(plan.jobs[0].command, Some(vec!["true".to_string()]));
     }

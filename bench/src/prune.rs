@@ -1,6 +1,6 @@
 //! `make bench-prune`: what pruning saves on a real sweep. One random sweep of
 //! the surface-water task with the trainer image on this machine's CPU,
-//! run twice side by side in one bench: to the end, then with ASHA. Prints
+//! run twice side by side in one bench: to the end, then with ASHA. Gives
 //! each run's total job-seconds (the sum of the jobs' container run times),
 //! their ratio, and the best monitored value each found.
 //!
@@ -38,6 +38,7 @@ use crate::table::{Table, secs};
 use anyhow::{Context, bail};
 
 const IMAGE: &str = "tb-trainer:latest";
+const ASHA: &str = "[job.prune]\nmethod = \"asha\"\ngrace = 1\nreduction = 3\n";
 const CONFIGS: usize = 20;
 /// Targets: this many times fewer job-seconds, the best value this close.
 const FEWER: f64 = 2.5;
@@ -49,11 +50,7 @@ pub fn run(s: &Session, t: &mut Table) -> anyhow::Result<()> {
     let full = sweep(s, "full", None)?;
     print_run("without pruning", &full);
     eprintln!("  the same with ASHA");
-    let asha = sweep(
-        s,
-        "asha",
-        Some("[job.prune]\nmethod = \"asha\"\ngrace = 1\nreduction = 3\n"),
-    )?;
+    let asha = sweep(s, "asha", Some(ASHA))?;
     print_run("with asha", &asha);
 
     t.heading(format!(
@@ -190,4 +187,22 @@ fn print_run(title: &str, f: &Figures) {
     );
     let shown: Vec<String> = f.jobs.iter().map(|(n, e, s)| format!("{n} {e} ep {s:.0}s")).collect();
     eprintln!("    {}", shown.join(" · "));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_sweeps_are_the_same_twenty_trainer_jobs_and_only_one_prunes() {
+        let full = crate::jobs::resolve(batch_file("full", None));
+        let asha = crate::jobs::resolve(batch_file("asha", Some(ASHA)));
+        assert_eq!(full.jobs.len(), CONFIGS);
+        assert_eq!(asha.jobs.len(), CONFIGS);
+        for (f, a) in full.jobs.iter().zip(&asha.jobs) {
+            assert_eq!((&f.name, &f.train, &f.image), (&a.name, &a.train, &a.image));
+            assert!(f.prune.is_none() && a.prune.is_some());
+        }
+        assert_eq!(full.jobs[0].image, IMAGE);
+    }
 }
