@@ -139,11 +139,9 @@ fn usage() -> String {
             if default { "" } else { " (only when named)" }
         );
     }
-    s += &format!(
-        "\n{ROUNDS_VAR}=N: interleaved rounds per comparison (default 3). TB_BIN: the tb binary \
-         (default: the one next to this). TB_BENCH_PUEUE: the directory holding pueue and pueued \
-         (default: target/bench-tools/bin).\n"
-    );
+    s += &format!("\nEnvironment:\n  {ROUNDS_VAR}=N   interleaved rounds per comparison (default 3)\n");
+    s += "  TB_BIN              the tb binary measured (default: target/release/tb, next to this)\n";
+    s += "  TB_BENCH_PUEUE      the directory holding pueue and pueued (default: target/bench-tools/bin)\n";
     s
 }
 
