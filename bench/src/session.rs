@@ -138,8 +138,7 @@ fn clean_up(work: &Path) {
     remove_containers(&format!("label={LABEL}={}", std::process::id()), |_| true);
     // tb removes its containers itself; these would be those of a tb
     // that was killed outright.
-    let prefix = work.display().to_string();
-    remove_containers("label=tb.dir", |dir| dir.starts_with(&prefix));
+    remove_containers("label=tb.dir", |dir| Path::new(dir).starts_with(work));
     let _ = std::fs::remove_dir_all(work);
 }
 
@@ -252,17 +251,23 @@ pub fn stop(child: &mut Child, grace: Duration) -> anyhow::Result<ExitStatus> {
 /// running (killed before they could clean up).
 fn remove_leftovers() {
     remove_containers(&format!("label={LABEL}"), |pid| !alive(pid));
+    remove_containers("label=tb.dir", |dir| leftover_work(Path::new(dir)).is_some());
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
         return;
     };
     for e in entries.flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if let Some(pid) = name.strip_prefix(WORK_PREFIX)
-            && !alive(pid)
-        {
+        if leftover_work(&e.path()).is_some() {
             let _ = std::fs::remove_dir_all(e.path());
         }
     }
+}
+
+/// The scratch directory of a bench no longer running that `path` is in.
+fn leftover_work(path: &Path) -> Option<PathBuf> {
+    let rest = path.strip_prefix(std::env::temp_dir()).ok()?;
+    let first = rest.components().next()?.as_os_str().to_str()?;
+    let pid = first.strip_prefix(WORK_PREFIX)?;
+    (!alive(pid)).then(|| std::env::temp_dir().join(first))
 }
 
 fn alive(pid: &str) -> bool {
@@ -326,6 +331,18 @@ mod tests {
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.0);
         assert_eq!(median(&[5.0]), 5.0);
+    }
+
+    #[test]
+    fn a_leftover_is_under_the_scratch_directory_of_a_bench_that_is_gone() {
+        let tmp = std::env::temp_dir();
+        let mine = tmp.join(format!("{WORK_PREFIX}{}", std::process::id()));
+        assert_eq!(leftover_work(&mine.join("tb-0/runs/x")), None, "this bench runs");
+        let gone = tmp.join(format!("{WORK_PREFIX}0"));
+        assert_eq!(leftover_work(&gone.join("tb-0/runs/x")), Some(gone.clone()));
+        assert_eq!(leftover_work(&gone), Some(gone));
+        assert_eq!(leftover_work(&tmp.join("tb-test-0/runs")), None, "not a bench's");
+        assert_eq!(leftover_work(Path::new("/elsewhere/tb-bench.0")), None);
     }
 
     #[test]
