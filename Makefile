@@ -86,7 +86,7 @@ $(BENCH_TOOLS)/bin/pueued:
 bench-driver: build
 	cargo build --release --locked -p tb-bench
 
-bench: build base-image image bench-tools bench-driver ## one table of where tb stands, with targets (~15 min): against pueue and the bare engine API; idle cost; 1 GiB of output; sweep start-up; the report; the trainer
+bench: build base-image image bench-tools bench-driver ## one table of where tb stands, with targets (~13 min): against pueue and the bare engine API; idle cost; 1 GiB of output; sweep start-up; the report; the trainer
 	$(BENCH)
 
 bench-prune: build image bench-driver ## a real sweep with and without ASHA pruning (~35 min; not part of make bench)

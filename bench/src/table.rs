@@ -145,9 +145,11 @@ impl Figure {
         self
     }
 
-    /// The ratio and the target that it be at most `limit`.
+    /// The ratio and the target that it be at most `limit`, the ratio
+    /// shown to three places so that the verdict can be read off it.
     pub fn at_most(&mut self, r: f64, limit: f64) -> &mut Figure {
-        self.ratio(r).target(format!("≤ {limit:.2}"), r <= limit)
+        self.ratio = format!("{r:.3}");
+        self.target(format!("≤ {limit:.2}"), r <= limit)
     }
 }
 
@@ -180,6 +182,10 @@ mod tests {
     #[test]
     fn the_table_shows_each_target_with_its_verdict_and_lists_the_misses() {
         let mut t = Table::default();
+        // Just over the limit: the three places shown say why it missed.
+        let mut edge = Table::default();
+        edge.row("wall", "", "").at_most(0.9011, 0.9);
+        assert!(edge.render().contains("0.901  ≤ 0.90  MISS"), "{}", edge.render());
         t.heading("30 × `true`, one at a time (medians of 3 rounds)");
         t.row("wall", secs(12.31), format!("pueue {}", secs(20.4)))
             .at_most(12.31 / 20.4, 0.7);
@@ -194,8 +200,8 @@ mod tests {
         t.failed("1 GiB of output", &anyhow::anyhow!("disk full"));
         let text = t.render();
         assert_eq!(t.counts(), (1, 2, 1));
-        assert!(text.contains("0.60  ≤ 0.70  PASS"), "{text}");
-        assert!(text.contains("1.03  ≤ 1.00  MISS"), "{text}");
+        assert!(text.contains("0.603  ≤ 0.70  PASS"), "{text}");
+        assert!(text.contains("1.034  ≤ 1.00  MISS"), "{text}");
         assert!(text.contains("1 GiB of output FAILED: disk full"), "{text}");
         assert!(
             text.contains("targets: 1 PASS, 2 MISS; 1 measurement(s) FAILED"),
@@ -206,7 +212,7 @@ mod tests {
         assert_eq!(
             misses,
             [
-                "  MISS  30 × `true`, one at a time: against the bare engine API: 1.03 (target ≤ 1.00)",
+                "  MISS  30 × `true`, one at a time: against the bare engine API: 1.034 (target ≤ 1.00)",
                 "  MISS  30 × `true`, one at a time: 10,000 jobs: 41.0 s (target ≤ 2 s)",
             ]
         );
