@@ -9,7 +9,7 @@ IMAGE_TAG  ?= tb-trainer:latest
 # of the Debian-built base, e.g. make image BASE_IMAGE=python:3.11-slim
 BASE_IMAGE ?=
 
-.PHONY: help prereqs prereqs-test build base-image image demo check test test-rust test-trainer test-slurm fuzz bench clean-images mlflow-venv
+.PHONY: help prereqs prereqs-test build base-image image demo check test test-rust test-trainer test-slurm fuzz bench bench-prune bench-tools bench-driver clean-images mlflow-venv
 
 # Every step that takes minutes says what it does first.
 step = @printf '\n== %s\n' $(1) >&2
@@ -46,16 +46,16 @@ demo: prereqs image ## build everything and run the night: tb batch jobs/night.t
 	$(call step,"tb batch jobs/night.toml (about 2 minutes on 2 cores)")
 	$(TB) batch jobs/night.toml
 
-check: ## formatting and lints
+check: ## formatting and lints (tb and the bench driver)
 	$(call step,"formatting and lints (cargo fmt --check, clippy)")
-	cargo fmt --check
-	cargo clippy --locked --all-targets -- -D warnings
+	cargo fmt --all --check
+	cargo clippy --locked --workspace --all-targets -- -D warnings
 
 test: prereqs-test check test-rust fuzz test-trainer test-slurm ## everything CI runs: lints, Rust unit + integration (real Docker), the batch-file fuzz, trainer pytest in its image, Slurm backend
 
 test-rust: prereqs-test base-image image mlflow-venv
-	$(call step,"Rust unit and integration tests (about 10 minutes on 2 cores)")
-	cargo test --locked
+	$(call step,"Rust unit and integration tests (about 15 minutes on 2 cores)")
+	cargo test --locked --workspace
 
 # A real MLflow tracking server for the MLflow tests (tests/mlflow.rs), from
 # PyPI, pinned (3.18.0 does not install from PyPI today). Only the tests
@@ -90,12 +90,28 @@ test-slurm: base-image
 	tests/slurm/cluster.sh start $$state >/dev/null; \
 	. $$state/env; cargo test --locked --test main slurm -- --ignored --test-threads 1
 
-bench: build base-image image ## benchmarks: tb against a docker-run loop and the bare engine API; a 10k sweep's first start; the report at 10k jobs; a real sweep with and without pruning (~35 min); the trainer against a plain PyTorch loop
-	cargo bench --locked --bench supervisor
-	cargo bench --locked --bench first_start
-	cargo bench --locked --bench report
-	cargo bench --locked --bench prune
-	docker run --rm --network none --user $$(id -u):$$(id -g) $(IMAGE_TAG) python -m tb_trainer.bench
+# The benches: one driver (benches/, package tb-bench) built with the release
+# profile after tb, sharing every artifact of `make build` (it compiles only
+# itself) and running target/release/tb as built there. pueue, what tb is
+# measured against, is installed from crates.io into target/bench-tools
+# (once; its daemon runs with a private config and is stopped by pid).
+PUEUE_VERSION := 4.0.4
+BENCH_TOOLS   := target/bench-tools
+BENCH         := target/release/tb-bench
+
+bench-tools: $(BENCH_TOOLS)/bin/pueued ## pueue, what the benches measure tb against, from crates.io into target/bench-tools (skipped when present)
+$(BENCH_TOOLS)/bin/pueued:
+	cargo install pueue --version $(PUEUE_VERSION) --locked --root $(BENCH_TOOLS)
+
+bench-driver: build
+	cargo build --release --locked -p tb-bench
+
+bench: build base-image image bench-tools bench-driver ## one table of where tb stands, with targets (~13 min): against pueue and the bare engine API; idle cost; 1 GiB of output; sweep start-up; the report; the trainer
+	$(call step,"the benches: one table, tb against pueue and the engine (about 13 minutes)")
+	$(BENCH)
+
+bench-prune: build image bench-driver ## a real sweep with and without ASHA pruning (~35 min; not part of make bench)
+	$(BENCH) prune
 
 clean-images: ## remove tb's images (base and trainer)
 	-docker image rm $(IMAGE_TAG) $(BASE_TAG)

@@ -1,12 +1,14 @@
-//! `make bench`, the report: generated run directories of 1,000 to 10,000
-//! jobs × 200 epochs, reported in all three formats — jobs that write tb's
+//! The report: generated run directories of 1,000 to 10,000 jobs × 200
+//! epochs, reported in all its formats — jobs that write tb's
 //! `metrics.jsonl`, then jobs that write only a TensorBoard event file (200
 //! epochs and 20,000 step scalars each, as Lightning's logger writes them).
 //! Each report runs in a child process (this binary again) so that its peak
-//! memory is its own and not the generator's. Prints walls, growth against
+//! memory is its own and not the generator's. Gives walls, growth against
 //! job count, peak RSS; and how much a progress poll of a growing event file
 //! reads.
 
+use crate::session::Session;
+use crate::table::{Table, mb, secs};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -18,70 +20,77 @@ const ROUNDS: usize = 3;
 const TARGET_1K_SECONDS: f64 = 1.0;
 const CHILD: &str = "TB_BENCH_REPORT_DIR";
 
-fn main() {
-    if let Ok(dir) = std::env::var(CHILD) {
-        return child(Path::new(&dir));
-    }
-    let work = tempfile::Builder::new().prefix("tb-bench-report-").tempdir().unwrap();
-    let max = *SIZES.iter().max().unwrap();
-    let t = Instant::now();
-    let jobs = work.path().join("jobs");
-    let bytes = generate(&jobs, max);
-    println!(
-        "generated {max} jobs x {EPOCHS} epochs ({:.0} MB of metrics) in {:.1} s",
-        bytes as f64 / 1e6,
-        t.elapsed().as_secs_f64()
-    );
-
-    let mut results = Vec::new();
-    for &n in &SIZES {
-        let dir = batch(work.path(), &jobs, n);
-        let mut walls = Vec::new();
-        let mut peak = 0;
-        for _ in 0..ROUNDS {
-            let (wall, rss_kb) = report_in_child(&dir);
-            walls.push(wall);
-            peak = peak.max(rss_kb);
-        }
-        walls.sort_by(f64::total_cmp);
-        let median = walls[ROUNDS / 2];
-        let html = std::fs::metadata(dir.join("report.html")).map_or(0, |m| m.len());
-        let verdict = if n == 1_000 {
-            format!(
-                " (target < {TARGET_1K_SECONDS} s) {}",
-                if median < TARGET_1K_SECONDS { "ok" } else { "SLOW" }
-            )
-        } else {
-            String::new()
-        };
-        println!(
-            "report {n} jobs x {EPOCHS} epochs: {median:.3} s (median of {ROUNDS}; min {:.3}, max {:.3}){verdict}; \
-             peak RSS {:.1} MB; report.html {:.1} MB",
-            walls[0],
-            walls[ROUNDS - 1],
-            peak as f64 / 1024.0,
-            html as f64 / 1e6
-        );
-        results.push((n, median));
-    }
-    growth(&results);
-    tensorboard_jobs(work.path());
-    progress_tail(work.path());
+/// In the child a report runs in: write the report of the batch directory
+/// this names and print the seconds it took.
+pub fn child() -> Option<()> {
+    let dir = std::env::var_os(CHILD)?;
+    write_report(Path::new(&dir));
+    Some(())
 }
 
-fn growth(results: &[(usize, f64)]) {
-    let (n0, t0) = results[0];
-    for &(n, t) in &results[1..] {
-        let (jobs_x, time_x) = (n as f64 / n0 as f64, t / t0);
-        println!(
-            "growth {n0} -> {n} jobs: {jobs_x:.1}x jobs, {time_x:.2}x time: {}",
-            if time_x <= jobs_x * 1.15 {
-                "no worse than linear ok"
-            } else {
-                "WORSE THAN LINEAR"
-            }
+pub fn run(s: &Session, t: &mut Table) -> anyhow::Result<()> {
+    let (_, work) = s.run_dir("report")?;
+    let max = *SIZES.iter().max().unwrap();
+    let started = Instant::now();
+    let jobs = work.join("jobs");
+    let bytes = generate(&jobs, max);
+    eprintln!(
+        "  generated {max} jobs x {EPOCHS} epochs ({:.0} MB of metrics) in {:.1} s",
+        bytes as f64 / 1e6,
+        started.elapsed().as_secs_f64()
+    );
+    t.heading(format!(
+        "the report (Markdown, JSON, HTML, CSV) of generated batches, {EPOCHS} epochs a job (medians of {ROUNDS})"
+    ));
+    let mut results = Vec::new();
+    for &n in &SIZES {
+        let dir = batch(&work, &jobs, n);
+        let (median, peak) = measure(&dir, ROUNDS);
+        let html = std::fs::metadata(dir.join("report.html")).map_or(0, |m| m.len());
+        eprintln!("  report of {n} jobs: {}", secs(median));
+        let row = t.row(
+            format!("  {} jobs writing metrics.jsonl", tb::batch::expand::jobs(n as u64)),
+            secs(median),
+            format!("peak RSS {}, report.html {}", mb(peak), mb(html)),
         );
+        if n == 1_000 {
+            row.target(format!("< {TARGET_1K_SECONDS} s"), median < TARGET_1K_SECONDS);
+        }
+        results.push((n, median));
     }
+    growth(t, &results);
+    tensorboard_jobs(t, &work);
+    progress_tail(t, &work);
+    std::fs::remove_dir_all(&work)?;
+    Ok(())
+}
+
+/// The median wall of `rounds` reports of `dir` and their peak RSS (bytes).
+fn measure(dir: &Path, rounds: usize) -> (f64, u64) {
+    let mut walls = Vec::new();
+    let mut peak = 0;
+    for _ in 0..rounds {
+        let (wall, rss_kb) = report_in_child(dir);
+        walls.push(wall);
+        peak = peak.max(rss_kb);
+    }
+    (crate::session::median(&walls), peak as u64 * 1024)
+}
+
+/// From the fewest jobs to the most: the time grows no faster than the jobs.
+fn growth(t: &mut Table, results: &[(usize, f64)]) {
+    let ((n0, t0), (n, tn)) = (results[0], results[results.len() - 1]);
+    let (jobs_x, time_x) = (n as f64 / n0 as f64, tn / t0);
+    t.row(
+        format!(
+            "  growth {} → {} jobs",
+            tb::batch::expand::jobs(n0 as u64),
+            tb::batch::expand::jobs(n as u64)
+        ),
+        format!("{time_x:.2}x the time"),
+        format!("{jobs_x:.0}x the jobs"),
+    )
+    .target(format!("≤ {:.1}x (linear)", jobs_x * 1.15), time_x <= jobs_x * 1.15);
 }
 
 const STEPS_PER_EPOCH: u64 = 100;
@@ -90,7 +99,7 @@ const TB_TARGET_1K_SECONDS: f64 = 3.0;
 /// Reports of 1,000 and 10,000 jobs whose only metrics are one TensorBoard
 /// event file each (one file's bytes, hard-linked into every job: the
 /// parsing is measured, from the page cache, as right after a batch).
-fn tensorboard_jobs(root: &Path) {
+fn tensorboard_jobs(t: &mut Table, root: &Path) {
     let file = root.join("events.out.tfevents.bench");
     let bytes = write_event_file(&file, EPOCHS as u64);
     let jobs = root.join("tb-jobs");
@@ -114,48 +123,40 @@ fn tensorboard_jobs(root: &Path) {
         });
         std::fs::write(dir.join("state.json"), serde_json::to_vec(&state).unwrap()).unwrap();
     }
-    println!(
-        "TensorBoard jobs: one event file of {EPOCHS} epochs and {} step scalars ({:.2} MB) per job",
+    eprintln!(
+        "  TensorBoard jobs: one event file of {EPOCHS} epochs and {} step scalars ({:.2} MB) per job",
         EPOCHS as u64 * STEPS_PER_EPOCH,
         bytes as f64 / 1e6
     );
     let mut results = Vec::new();
     for (n, rounds) in [(1_000, ROUNDS), (10_000, 1)] {
         let dir = batch(root, &jobs, n);
-        let mut walls = Vec::new();
-        let mut peak = 0;
-        for _ in 0..rounds {
-            let (wall, rss_kb) = report_in_child(&dir);
-            walls.push(wall);
-            peak = peak.max(rss_kb);
-        }
-        walls.sort_by(f64::total_cmp);
-        let median = walls[rounds / 2];
+        let (median, peak) = measure(&dir, rounds);
         let report: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("report.json")).unwrap()).unwrap();
         assert_eq!(report["jobs"][0]["metrics"]["source"], "tensorboard");
         assert_eq!(report["ranking"]["metric"], "val_loss");
-        let verdict = if n == 1_000 {
+        eprintln!("  report of {n} TensorBoard jobs: {}", secs(median));
+        let row = t.row(
             format!(
-                " (target < {TB_TARGET_1K_SECONDS} s) {}",
-                if median < TB_TARGET_1K_SECONDS { "ok" } else { "SLOW" }
-            )
-        } else {
-            String::new()
-        };
-        println!(
-            "report {n} TensorBoard jobs: {median:.3} s (median of {rounds}){verdict}; peak RSS {:.1} MB",
-            peak as f64 / 1024.0
+                "  {} jobs writing TensorBoard events (median of {rounds})",
+                tb::batch::expand::jobs(n as u64)
+            ),
+            secs(median),
+            format!("peak RSS {}", mb(peak)),
         );
+        if n == 1_000 {
+            row.target(format!("< {TB_TARGET_1K_SECONDS} s"), median < TB_TARGET_1K_SECONDS);
+        }
         results.push((n, median));
     }
-    growth(&results);
+    growth(t, &results);
 }
 
 /// A progress poll of a running job reads only what was appended since the
 /// last one: the bytes read per poll and its time, early in the file and
 /// late, for one epoch appended each time.
-fn progress_tail(root: &Path) {
+fn progress_tail(t: &mut Table, root: &Path) {
     let dir = root.join("tail-job");
     let logs = dir.join("lightning_logs/version_0");
     std::fs::create_dir_all(&logs).unwrap();
@@ -181,19 +182,13 @@ fn progress_tail(root: &Path) {
             sizes.push((e + 1, before, appended, read, took));
         }
     }
-    for (epochs, before, appended, read, took) in &sizes {
-        println!(
-            "progress poll at epoch {epochs}: file {:.2} MB, appended {:.1} KB since the last poll, the reader read {:.1} KB, poll {:.2} ms {}",
-            (*before + *appended) as f64 / 1e6,
-            *appended as f64 / 1e3,
-            *read as f64 / 1e3,
-            took * 1e3,
-            if read == appended {
-                "(only what was appended)"
-            } else {
-                "(MORE than was appended)"
-            }
-        );
+    for (epochs, before, appended, read, took) in sizes {
+        t.row(
+            format!("  progress poll at epoch {epochs} ({} file)", mb(before + appended)),
+            format!("read {:.1} KB", read as f64 / 1e3),
+            format!("appended {:.1} KB; poll {:.2} ms", appended as f64 / 1e3, took * 1e3),
+        )
+        .target("only what was appended", read == appended);
     }
 }
 
@@ -272,9 +267,9 @@ fn masked_crc(data: &[u8]) -> u32 {
     crc.rotate_right(15).wrapping_add(0xa282_ead8)
 }
 
-/// In the child: write the three formats of the report of `dir`, print the
-/// seconds it took.
-fn child(dir: &Path) {
+/// Writes every format of the report of `dir`, prints the seconds it
+/// took.
+fn write_report(dir: &Path) {
     let id = dir.file_name().unwrap().to_string_lossy().into_owned();
     let batch = tb::run::BatchDir::new(dir.to_path_buf(), id);
     let t = Instant::now();

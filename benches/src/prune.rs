@@ -1,6 +1,6 @@
-//! `make bench`: what pruning saves on a real sweep. One random sweep of
+//! `make bench-prune`: what pruning saves on a real sweep. One random sweep of
 //! the surface-water task with the trainer image on this machine's CPU,
-//! run twice side by side in one bench: to the end, then with ASHA. Prints
+//! run twice side by side in one bench: to the end, then with ASHA. Gives
 //! each run's total job-seconds (the sum of the jobs' container run times),
 //! their ratio, and the best monitored value each found.
 //!
@@ -33,48 +33,57 @@
 //! Successive halving assumes early ranks predict late ones; the docs say
 //! so (docs/batch-file.md).
 
-mod common;
-
-use std::path::Path;
-use std::process::Command;
+use crate::session::{Session, require_image};
+use crate::table::{Table, secs};
+use anyhow::{Context, bail};
 
 const IMAGE: &str = "tb-trainer:latest";
+const ASHA: &str = "[job.prune]\nmethod = \"asha\"\ngrace = 1\nreduction = 3\n";
 const CONFIGS: usize = 20;
+/// Targets: this many times fewer job-seconds, the best value this close.
+const FEWER: f64 = 2.5;
+const BEST_WITHIN: f64 = 0.02;
 
-fn main() {
-    let tb = common::tb_binary();
-    common::require_image(IMAGE, "image");
-    let work = tempfile::Builder::new().prefix("tb-bench-prune-").tempdir().unwrap();
-    std::fs::create_dir_all(work.path().join("downloads")).unwrap();
-
-    println!("== pruning: a random sweep of {CONFIGS} surface-water configurations, 27 epochs, concurrency 1 ==");
-    let full = run(&tb, work.path(), "full", None);
+pub fn run(s: &Session, t: &mut Table) -> anyhow::Result<()> {
+    require_image(IMAGE, "image")?;
+    eprintln!("  a random sweep of {CONFIGS} surface-water configurations, 27 epochs, one at a time: without pruning");
+    let full = sweep(s, "full", None)?;
     print_run("without pruning", &full);
-    let asha = run(
-        &tb,
-        work.path(),
-        "asha",
-        Some("[job.prune]\nmethod = \"asha\"\ngrace = 1\nreduction = 3\n"),
-    );
+    eprintln!("  the same with ASHA");
+    let asha = sweep(s, "asha", Some(ASHA))?;
     print_run("with asha", &asha);
 
+    t.heading(format!(
+        "pruning: a random sweep of {CONFIGS} surface-water configurations, 27 epochs, one at a time"
+    ));
     let ratio = full.job_seconds / asha.job_seconds;
-    println!(
-        "job-seconds: {:.0} without / {:.0} with asha = {ratio:.2}x fewer  (target >= 2.5) {}",
-        full.job_seconds,
-        asha.job_seconds,
-        verdict(ratio >= 2.5)
+    eprintln!("  {ratio:.2}x fewer job-seconds with ASHA");
+    t.row(
+        "  job-seconds with ASHA",
+        format!("{:.0}", asha.job_seconds),
+        format!("without pruning {:.0}", full.job_seconds),
+    )
+    // At least FEWER times fewer.
+    .at_most(1.0 / ratio, 1.0 / FEWER);
+    t.row(
+        "  wall with ASHA",
+        secs(asha.wall),
+        format!("without pruning {}", secs(full.wall)),
+    )
+    .ratio(asha.wall / full.wall);
+    t.row(
+        format!("  jobs pruned (of {CONFIGS})"),
+        asha.pruned.to_string(),
+        format!("without pruning {}", full.pruned),
     );
     let gap = (asha.best - full.best) / full.best.abs();
-    println!(
-        "best val_loss: {:.4} ({}) without, {:.4} ({}) with asha: {:+.2}%  (target within 2%) {}",
-        full.best,
-        full.best_job,
-        asha.best,
-        asha.best_job,
-        gap * 100.0,
-        verdict(gap <= 0.02)
-    );
+    t.row(
+        "  best val_loss found",
+        format!("{:.4} ({})", asha.best, asha.best_job),
+        format!("without pruning {:.4} ({})", full.best, full.best_job),
+    )
+    .target(format!("within {:.0}%", BEST_WITHIN * 100.0), gap <= BEST_WITHIN);
+    Ok(())
 }
 
 /// One run's figures, from its report.
@@ -124,55 +133,76 @@ seed = 7
     )
 }
 
-fn run(tb: &str, dir: &Path, name: &str, prune: Option<&str>) -> Figures {
-    let file = dir.join(format!("{name}.toml"));
-    std::fs::write(&file, batch_file(name, prune)).unwrap();
-    let runs = dir.join(format!("runs-{name}"));
+fn sweep(s: &Session, name: &str, prune: Option<&str>) -> anyhow::Result<Figures> {
+    let (_, dir) = s.run_dir(&format!("prune-{name}"))?;
+    let file = dir.join("batch.toml");
+    std::fs::write(&file, batch_file(name, prune))?;
     let started = std::time::Instant::now();
-    let status = Command::new(tb)
-        .arg("--runs-dir")
-        .arg(&runs)
+    let status = s
+        .tb(&dir)
         .arg("batch")
         .arg(&file)
         .status()
-        .unwrap();
+        .context("failed to run tb")?;
     let wall = started.elapsed().as_secs_f64();
-    assert!(status.success(), "the {name} sweep failed: see {}", runs.display());
+    if !status.success() {
+        bail!(
+            "the {name} sweep failed ({status}): see {}",
+            dir.join("runs/latest").display()
+        );
+    }
     let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(runs.join("latest/report.json")).unwrap()).unwrap();
-    let jobs = report["jobs"].as_array().unwrap();
-    assert_eq!(jobs.len(), CONFIGS);
+        serde_json::from_slice(&std::fs::read(dir.join("runs/latest/report.json"))?).context("report.json")?;
+    let jobs = report["jobs"].as_array().context("report.json has no jobs")?;
+    if jobs.len() != CONFIGS {
+        bail!("the {name} sweep ran {} jobs, not {CONFIGS}", jobs.len());
+    }
     let best = &jobs[0];
     let mut per_job: Vec<(String, u64, f64)> = jobs
         .iter()
         .map(|j| {
             (
-                j["name"].as_str().unwrap().to_string(),
+                j["name"].as_str().unwrap_or_default().to_string(),
                 j["epochs"].as_u64().unwrap_or(0),
                 j["duration_seconds"].as_f64().unwrap_or(0.0),
             )
         })
         .collect();
     per_job.sort_by(|a, b| a.0.cmp(&b.0));
-    Figures {
+    Ok(Figures {
         job_seconds: per_job.iter().map(|j| j.2).sum(),
         wall,
-        best: best["best"]["value"].as_f64().expect("the best job has a value"),
-        best_job: best["name"].as_str().unwrap().to_string(),
+        best: best["best"]["value"].as_f64().context("the best job has no value")?,
+        best_job: best["name"].as_str().unwrap_or_default().to_string(),
         pruned: jobs.iter().filter(|j| j["status"] == "pruned").count(),
         jobs: per_job,
-    }
+    })
 }
 
+/// Each job's epochs and seconds, on stderr with the progress.
 fn print_run(title: &str, f: &Figures) {
-    println!(
-        "{title}: {:.0} job-seconds, wall {:.0}s, {} pruned, best val_loss {:.4} ({})",
+    eprintln!(
+        "  {title}: {:.0} job-seconds, wall {:.0}s, {} pruned, best val_loss {:.4} ({})",
         f.job_seconds, f.wall, f.pruned, f.best, f.best_job
     );
     let shown: Vec<String> = f.jobs.iter().map(|(n, e, s)| format!("{n} {e} ep {s:.0}s")).collect();
-    println!("  {}", shown.join(" · "));
+    eprintln!("    {}", shown.join(" · "));
 }
 
-fn verdict(ok: bool) -> &'static str {
-    if ok { "ok" } else { "MISSED" }
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn both_sweeps_are_the_same_twenty_trainer_jobs_and_only_one_prunes() {
+        let full = crate::jobs::resolve(batch_file("full", None));
+        let asha = crate::jobs::resolve(batch_file("asha", Some(ASHA)));
+        assert_eq!(full.jobs.len(), CONFIGS);
+        assert_eq!(asha.jobs.len(), CONFIGS);
+        for (f, a) in full.jobs.iter().zip(&asha.jobs) {
+            assert_eq!((&f.name, &f.train, &f.image), (&a.name, &a.train, &a.image));
+            assert!(f.prune.is_none() && a.prune.is_some());
+        }
+        assert_eq!(full.jobs[0].image, IMAGE);
+    }
 }
