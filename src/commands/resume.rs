@@ -66,6 +66,7 @@ pub(crate) async fn take_up(
             f.gpu_share = f.gpu_share.or_else(|| plan.jobs[index].gpus.fraction());
         }
         let state = &mut states[index];
+        let before = state.clone();
         let handle = found.as_ref().map(|f| f.handle.clone());
         let pruned = pruning.stopped(name).map(|d| d.describe());
         match take_up_job(name, state, found, pruned.as_deref()) {
@@ -77,7 +78,12 @@ pub(crate) async fn take_up(
                 continue;
             }
         }
-        dir.write_job_state(name, state)?;
+        // Only what changed: a pending job stays as the plan has it (a sweep
+        // of 100k jobs is not written out, one synced file at a time, before
+        // the first starts); each launch writes its attempt as it begins.
+        if *state != before {
+            dir.write_job_state(name, state)?;
+        }
     }
     backend.discard(&ended).await?;
     if work.follow.is_empty() && work.launch.is_empty() {

@@ -102,7 +102,11 @@ pub fn run(args: &RetryArgs, global: &GlobalArgs) -> anyhow::Result<Exit> {
             state.prepare_retry();
             // An old `tb cancel` must not stop what is asked for now.
             dir.clear_cancel_request(&names[i]);
-            dir.write_job_state(&names[i], &state)?;
+            // Each launch writes its new attempt as it begins: only a state
+            // this changed is written now.
+            if state != states[i] {
+                dir.write_job_state(&names[i], &state)?;
+            }
         }
         let work = Work {
             launch,

@@ -394,6 +394,11 @@ async fn decide(
     r.forced = req.force;
     r.warnings = warnings;
     if r.decision == Verdict::Promoted {
+        // A job that never ran here (reused by --skip-done, the batch
+        // stopped early) may have its job.json only in plan.json: written
+        // out, whole and synced, before it is copied.
+        let job_file = req.batch.read_job_file(&candidate.job)?;
+        req.batch.write_job_file(&job_file)?;
         let evaluation = req.batch.path.join("deploy/candidate/evaluation.json");
         let files = Files {
             checkpoint: candidate.checkpoint.clone(),
