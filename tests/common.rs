@@ -57,6 +57,19 @@ impl Work {
         self.tb().args(args).output().unwrap()
     }
 
+    /// `tb batch FILE` on the injected GPUs `gpus` (`TB_GPUS`); it must
+    /// succeed.
+    pub fn batch_on_gpus(&self, file: &Path, gpus: &str) -> Output {
+        let out = self
+            .tb()
+            .args(["batch", file.to_str().unwrap()])
+            .env("TB_GPUS", gpus)
+            .output()
+            .unwrap();
+        assert_exit(&out, 0);
+        out
+    }
+
     pub fn batch_dir(&self) -> PathBuf {
         std::fs::canonicalize(self.path().join("runs/latest")).expect("a batch directory")
     }

@@ -628,14 +628,7 @@ fn fake_batch(jobs: &[(&str, &str)]) -> String {
 
 fn run_fake(w: &Work, file: &str, jobs: &[(&str, &str)]) -> PathBuf {
     let f = w.batch(file, &fake_batch(jobs));
-    let out = w
-        .tb()
-        .args(["batch", f.to_str().unwrap()])
-        .env("TB_GPUS", "0,1")
-        .output()
-        .unwrap();
-    assert_exit(&out, 0);
-    PathBuf::from(text(&out.stdout).trim())
+    PathBuf::from(text(&w.batch_on_gpus(&f, "0,1").stdout).trim())
 }
 
 #[test]

@@ -16,13 +16,7 @@ fn four_one_gpu_jobs_share_two_gpus_two_at_a_time() {
         body.push_str(&format!("[[job]]\nname = \"{j}\"\n"));
     }
     let f = w.batch("gpu.toml", &body);
-    let out = w
-        .tb()
-        .args(["batch", f.to_str().unwrap()])
-        .env("TB_GPUS", "0,1")
-        .output()
-        .unwrap();
-    assert_exit(&out, 0);
+    let out = w.batch_on_gpus(&f, "0,1");
     assert!(
         text(&out.stderr).contains("concurrency 2"),
         "auto concurrency should be one job per GPU"
@@ -79,14 +73,7 @@ const GPU_ENV_HEAD: &str =
 /// names; it must succeed. Its stderr.
 fn run_on_gpus(w: &Work, gpus: &str, jobs: &str) -> String {
     let f = w.batch("gpus.toml", &format!("{GPU_ENV_HEAD}{jobs}"));
-    let out = w
-        .tb()
-        .args(["batch", f.to_str().unwrap()])
-        .env("TB_GPUS", gpus)
-        .output()
-        .unwrap();
-    assert_exit(&out, 0);
-    text(&out.stderr)
+    text(&w.batch_on_gpus(&f, gpus).stderr)
 }
 
 fn saw(w: &Work, job: &str) -> Saw {

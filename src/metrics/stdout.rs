@@ -153,7 +153,7 @@ impl StdoutReader {
     fn lines(&mut self, bytes: &[u8], last: bool, clean: &mut Vec<u8>, batch: &mut Batch) -> usize {
         let mut start = 0;
         let mut i = 0;
-        while let Some(at) = bytes[i..].iter().position(|&b| b == b'\n' || b == b'\r') {
+        while let Some(at) = memchr::memchr2(b'\n', b'\r', &bytes[i..]) {
             let at = i + at;
             let (line_end, next) = match bytes[at] {
                 b'\n' => (true, at + 1),
@@ -188,8 +188,18 @@ impl StdoutReader {
     }
 
     fn line(&mut self, raw: &[u8], clean: &mut Vec<u8>, batch: &mut Batch) {
-        strip_ansi(raw, clean);
-        let text = String::from_utf8_lossy(clean);
+        // Colour codes could split a name: only then is the line copied
+        // before it is looked at.
+        let plain = if memchr::memchr(0x1b, raw).is_some() {
+            strip_ansi(raw, clean);
+            &clean[..]
+        } else {
+            raw
+        };
+        if !may_be_metrics(plain) {
+            return;
+        }
+        let text = String::from_utf8_lossy(plain);
         let mut pairs = Vec::new();
         let Some((step, epoch)) = parse(&text, &mut pairs) else {
             return;
@@ -244,6 +254,27 @@ pub fn parse_line(line: &str) -> Option<Line> {
         }
     }
     Some(parsed)
+}
+
+/// Whether `line` (without colour codes) can be a metrics line at all: it
+/// has a `=` or `:` and, in any case, `epoch` or `step`. Most of what a job
+/// prints is not, and is passed over here without being decoded or split
+/// (1 GiB of output is read in seconds, not half a minute). Never false for
+/// a line [`parse`] takes: its names are ASCII, and one of them is one of
+/// those two.
+fn may_be_metrics(line: &[u8]) -> bool {
+    if memchr::memchr2(b'=', b':', line).is_none() {
+        return false;
+    }
+    memchr::memchr2_iter(b'p', b'P', line).any(|at| {
+        let epoch = at >= 1
+            && line[at - 1].eq_ignore_ascii_case(&b'e')
+            && line
+                .get(at + 1..at + 4)
+                .is_some_and(|och| och.eq_ignore_ascii_case(b"och"));
+        let step = at >= 3 && line[at - 3..at].eq_ignore_ascii_case(b"ste");
+        epoch || step
+    })
 }
 
 /// Appends up to `want` more bytes of `file` to `buf`; how many it got.
@@ -417,6 +448,60 @@ mod tests {
             "Epoch 3: 100%|##########| 10/10 [00:01<00:00, 8.5it/s, v_num=0, train_loss=0.3]",
         ] {
             assert_eq!(parse_line(line), None, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn the_quick_look_passes_over_what_is_no_metrics_line() {
+        for line in ["", "hello", "loss=0.5", "Epoch 3/10", "step 3", "st\x1b[0mep=1"] {
+            assert!(!may_be_metrics(line.as_bytes()), "{line:?}");
+        }
+        for line in ["epoch=1", "STEP: 2", "x=1 Epoch", "a:b step"] {
+            assert!(may_be_metrics(line.as_bytes()), "{line:?}");
+        }
+    }
+
+    /// Pieces of lines: the names that matter in any case, separators,
+    /// colour codes, numbers, words and printable junk.
+    fn piece() -> impl proptest::strategy::Strategy<Value = String> {
+        use proptest::prelude::*;
+        prop_oneof![
+            prop::sample::select(vec![
+                "epoch",
+                "Step",
+                "EPOCH",
+                "=",
+                ": ",
+                " ",
+                ",",
+                "\x1b[1m",
+                "\x1b]8;;x\x07"
+            ])
+            .prop_map(str::to_string),
+            "[0-9]{1,3}(/[0-9])?",
+            "[a-z_]{1,6}",
+            "[ -~]{0,4}",
+        ]
+    }
+
+    proptest::proptest! {
+        /// The quick look never passes over a line the parser takes, colour
+        /// codes and all.
+        #[test]
+        fn the_quick_look_never_drops_a_metrics_line(
+            before in proptest::collection::vec(piece(), 0..6),
+            pair in proptest::collection::vec(piece(), 0..4),
+            after in proptest::collection::vec(piece(), 0..6),
+        ) {
+            // Most cases hold a pair that makes a metrics line, split or
+            // spoilt by what is around it or not.
+            let line = format!("{} epoch{}3 {}", before.concat(), pair.concat(), after.concat());
+            if parse_line(&line).is_some() {
+                let mut reader = StdoutReader::new();
+                let (mut clean, mut batch) = (Vec::new(), Batch::default());
+                reader.line(line.as_bytes(), &mut clean, &mut batch);
+                proptest::prop_assert_eq!(batch.lines, 1, "{:?}", line);
+            }
         }
     }
 
