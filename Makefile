@@ -107,7 +107,7 @@ bench-driver: build
 	cargo build --release --locked -p tb-bench
 
 bench: build base-image image bench-tools bench-driver ## one table of where tb stands, with targets (~13 min): against pueue and the bare engine API; idle cost; 1 GiB of output; sweep start-up; the report; the trainer
-	$(call step,"the benches: one table, tb against pueue and the engine (about 13 minutes)")
+	$(call step,"the benches: one table of tb against pueue and the engine (about 13 minutes)")
 	$(BENCH)
 
 bench-prune: build image bench-driver ## a real sweep with and without ASHA pruning (~35 min; not part of make bench)

@@ -107,3 +107,43 @@ fn the_prerequisite_check_passes_on_this_machine() {
     assert!(text(&out.stderr).contains("ready for make test"));
     assert!(!cargo_called.exists());
 }
+
+#[test]
+fn every_make_targets_commands_are_valid_shell() {
+    // A comma outside parentheses in `$(call step,"…")` splits the message
+    // and leaves a quote open: the target fails only when it is run, after
+    // its prerequisites (for `make bench`, minutes of builds). `make -n -B`
+    // prints every command a target would run without running it.
+    let help = Command::new("make").arg("help").current_dir(ROOT).output().unwrap();
+    assert!(help.status.success(), "{}", text(&help.stderr));
+    let targets: Vec<String> = text(&help.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1).map(String::from))
+        .collect();
+    assert!(targets.iter().any(|t| t == "bench"), "{targets:?}");
+    for target in &targets {
+        let commands = Command::new("make")
+            .args(["-n", "-B", target])
+            .current_dir(ROOT)
+            .output()
+            .unwrap();
+        assert!(
+            commands.status.success(),
+            "make -n {target}: {}",
+            text(&commands.stderr)
+        );
+        let mut bash = Command::new("bash")
+            .arg("-n")
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(&mut bash.stdin.take().unwrap(), &commands.stdout).unwrap();
+        let checked = bash.wait_with_output().unwrap();
+        assert!(
+            checked.status.success(),
+            "make {target} would run invalid shell: {}",
+            text(&checked.stderr)
+        );
+    }
+}

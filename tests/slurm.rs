@@ -435,6 +435,59 @@ impl Drop for Cancel {
 }
 
 #[test]
+#[ignore = "needs the Slurm test cluster: make test-slurm"]
+fn watch_runs_each_trigger_on_slurm_and_the_next_batch_warm_starts() {
+    use crate::watch::{batches, drop_files, ended, once_ok, runs};
+    cluster();
+    let w = Work::new();
+    for d in ["incoming", "shared"] {
+        std::fs::create_dir_all(w.path().join(d)).unwrap();
+    }
+    // Each run leaves a checkpoint naming its batch, and records
+    // `<batch> <the checkpoint it started from, or cold> <its content>`.
+    let f = w.batch(
+        "retrain.toml",
+        &format!(
+            "{}[[job]]\nname = \"train\"\nmounts = [\"./shared:/shared\"]\n\
+             command = [\"sh\", \"-c\", 'mkdir -p /out/checkpoints && echo \"from-$TB_BATCH\" > /out/checkpoints/best.ckpt \
+             && echo \"$TB_BATCH ${{TB_PREVIOUS_BEST:-cold}} $(cat ${{TB_PREVIOUS_BEST:-/dev/null}})\" >> /shared/runs.txt']\n",
+            head("warm_start = true\n[batch.watch]\ndata = \"./incoming\"\nmin_new = 2\nsettle = \"1s\"\n")
+        ),
+    );
+    let on_slurm = |batch: &std::path::Path| {
+        let s: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(batch.join("jobs/train/state.json")).unwrap()).unwrap();
+        assert_eq!(s["status"], "succeeded", "{s}");
+        assert!(s["slurm_job_id"].is_string(), "{s}");
+    };
+
+    drop_files(&w, &["a.csv", "b.csv"], std::time::Duration::from_secs(60));
+    once_ok(&w, &f, &[]);
+    assert!(ended(&w, 1));
+    let first = batches(&w).remove(0);
+    on_slurm(&first);
+    let id = first.file_name().unwrap().to_str().unwrap().to_string();
+    assert_eq!(runs(&w), [format!("{id} cold ")]);
+
+    // Nothing new: nothing runs.
+    once_ok(&w, &f, &["nothing is due"]);
+    assert_eq!(runs(&w).len(), 1);
+
+    drop_files(&w, &["c.csv", "d.csv"], std::time::Duration::from_secs(60));
+    once_ok(&w, &f, &[]);
+    assert!(ended(&w, 2));
+    let second = batches(&w).remove(1);
+    on_slurm(&second);
+    let id2 = second.file_name().unwrap().to_str().unwrap().to_string();
+    assert_eq!(
+        runs(&w)[1],
+        format!("{id2} /previous/checkpoints/best.ckpt from-{id}"),
+        "the second batch starts from the first's checkpoint"
+    );
+    assert!(w.leftover_containers().is_empty());
+}
+
+#[test]
 fn a_share_on_slurm_without_gres_share_is_refused_at_validation() {
     let w = Work::scratch();
     let f = w.batch(

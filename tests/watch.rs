@@ -36,7 +36,7 @@ fn project(w: &Work, gate: bool, extra_watch: &str) -> PathBuf {
 }
 
 /// Files dropped into `incoming/`, their time `age` in the past.
-fn drop_files(w: &Work, names: &[&str], age: Duration) {
+pub(crate) fn drop_files(w: &Work, names: &[&str], age: Duration) {
     for name in names {
         let path = w.path().join("incoming").join(name);
         std::fs::write(&path, name).unwrap();
@@ -46,7 +46,7 @@ fn drop_files(w: &Work, names: &[&str], age: Duration) {
 }
 
 /// What the jobs recorded: one line per run, `<batch dir> <files seen>`.
-fn runs(w: &Work) -> Vec<String> {
+pub(crate) fn runs(w: &Work) -> Vec<String> {
     std::fs::read_to_string(w.path().join("shared/runs.txt"))
         .unwrap_or_default()
         .lines()
@@ -54,22 +54,22 @@ fn runs(w: &Work) -> Vec<String> {
         .collect()
 }
 
-fn watch_json(w: &Work) -> Value {
+pub(crate) fn watch_json(w: &Work) -> Value {
     let text = std::fs::read_to_string(w.path().join("runs/retrain.watch/watch.json")).unwrap_or_default();
     serde_json::from_str(&text).unwrap_or(Value::Null)
 }
 
-fn triggers(w: &Work) -> Vec<Value> {
+pub(crate) fn triggers(w: &Work) -> Vec<Value> {
     watch_json(w)["triggers"].as_array().cloned().unwrap_or_default()
 }
 
-fn ended(w: &Work, n: usize) -> bool {
+pub(crate) fn ended(w: &Work, n: usize) -> bool {
     let t = triggers(w);
     t.len() == n && t.iter().all(|t| t["status"] == "ended")
 }
 
 /// The batch directories under the runs directory, oldest first.
-fn batches(w: &Work) -> Vec<PathBuf> {
+pub(crate) fn batches(w: &Work) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(w.path().join("runs")) else {
         return Vec::new();
     };
@@ -185,12 +185,12 @@ impl Watching {
 }
 
 /// `tb watch --once` ends with status 0, having said each of `says`.
-fn once_ok(w: &Work, file: &Path, says: &[&str]) -> std::process::Output {
+pub(crate) fn once_ok(w: &Work, file: &Path, says: &[&str]) -> std::process::Output {
     once_exits(w, file, 0, says)
 }
 
 /// `tb watch --once` ends with status `code`, having said each of `says`.
-fn once_exits(w: &Work, file: &Path, code: i32, says: &[&str]) -> std::process::Output {
+pub(crate) fn once_exits(w: &Work, file: &Path, code: i32, says: &[&str]) -> std::process::Output {
     let out = once(w, file);
     assert_exit(&out, code);
     for what in says {
