@@ -42,7 +42,8 @@ pub struct WatchState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_from: Option<DateTime<Utc>>,
     /// The files of the data directory that triggers took (relative to
-    /// it), as far as they are still there.
+    /// it), as far as they were still there at the last trigger that found
+    /// any file there.
     pub seen: BTreeSet<String>,
     /// Every trigger fired, oldest first.
     pub triggers: Vec<Fired>,
@@ -122,7 +123,9 @@ impl WatchState {
 
     /// Fires a trigger: it takes the settled new files `due` names (seen
     /// from now on; `present` is the rest of the directory, and a seen file
-    /// no longer there is forgotten).
+    /// no longer there is forgotten, unless the directory holds no file at
+    /// all: a network share that is not mounted looks like that, and every
+    /// file on it would be new again once it is back).
     fn fire(
         &mut self,
         watch: &Path,
@@ -147,7 +150,7 @@ impl WatchState {
             files,
             every_seconds: due.time.map(|every| every.as_secs()),
         };
-        if let Some(present) = present {
+        if let Some(present) = present.filter(|p| !p.is_empty()) {
             self.seen.retain(|f| present.contains(f));
         }
         self.seen.extend(due.files.iter().cloned());
@@ -659,6 +662,18 @@ mod tests {
         assert_eq!(st.seen.iter().collect::<Vec<_>>(), ["a", "b"]);
         assert_eq!(st.unfinished().unwrap().progress, Progress::Fired);
         assert_eq!(st.next_time(every), Some(due.at + chrono::Duration::hours(1)));
+
+        // A time trigger over a directory with no file (a share not
+        // mounted): nothing is forgotten, so nothing is new once it is back.
+        let empty = BTreeSet::new();
+        let mut later = st.clone();
+        let time = Due {
+            files: Vec::new(),
+            time: every,
+            at: now,
+        };
+        later.fire(watch, &time, Some(Path::new("/in")), Some(&empty), now);
+        assert_eq!(later.seen, st.seen);
 
         st.progress(1, Progress::Started { batch: "b1".into() });
         assert!(st.unfinished().is_some());
