@@ -101,9 +101,11 @@ pub fn read_versioned<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
 }
 
 /// [`read_versioned`], for a file that [`write_new`] may not have written
-/// yet: `None` when there is none, or none that ever reached the disk —
-/// empty, or zeros, as a power loss leaves an unsynced new file. Anything
-/// else that is not whole is corrupt, as ever.
+/// yet: `None` when there is none, or none that ever reached the disk
+/// whole — empty, zeros, or cut short (a file of more than a page, part of
+/// it written back), as a power loss leaves an unsynced new file. A synced
+/// write ([`write_atomic`]) is never seen in part, so a torn file is one
+/// of those. Anything else that does not parse is corrupt, as ever.
 pub fn read_written<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
@@ -113,7 +115,22 @@ pub fn read_written<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T
     if bytes.iter().all(|&b| b == 0) {
         return Ok(None);
     }
-    parse_version(path, &bytes, VERSION).map(Some)
+    match parse_version(path, &bytes, VERSION) {
+        Ok(value) => Ok(Some(value)),
+        Err(_) if torn(&bytes) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `bytes` are the start of a JSON document cut short, possibly
+/// padded with zeros (JSON text never holds a NUL byte).
+fn torn(bytes: &[u8]) -> bool {
+    let text = match bytes.iter().position(|&b| b == 0) {
+        Some(at) if bytes[at..].iter().all(|&b| b == 0) => &bytes[..at],
+        Some(_) => return false,
+        None => bytes,
+    };
+    serde_json::from_slice::<serde::de::IgnoredAny>(text).is_err_and(|e| e.is_eof())
 }
 
 /// [`read_versioned`] for a file with a format version of its own.
@@ -280,9 +297,28 @@ mod tests {
         assert!(read_written::<serde_json::Value>(&p).unwrap().is_none(), "empty");
         std::fs::write(&p, [0u8; 300]).unwrap();
         assert!(read_written::<serde_json::Value>(&p).unwrap().is_none(), "zeros");
+        // Cut short, as when only its first page was written back; and so
+        // with the rest zeros.
         std::fs::write(&p, b"{\"version\": 1, \"st").unwrap();
-        let e = read_written::<serde_json::Value>(&p).unwrap_err();
-        assert!(format!("{e:#}").contains("is corrupt (not JSON)"), "{e:#}");
+        assert!(read_written::<serde_json::Value>(&p).unwrap().is_none(), "cut short");
+        let mut page = b"{\"version\": 1, \"status\": \"pend".to_vec();
+        page.resize(8192, 0);
+        std::fs::write(&p, &page).unwrap();
+        assert!(
+            read_written::<serde_json::Value>(&p).unwrap().is_none(),
+            "cut short, then zeros"
+        );
+        // What no write of tb leaves: corrupt.
+        for junk in [
+            &b"{\"version\": 1} trailing"[..],
+            b"not json",
+            b"{\"version\": 1, \"a\": nope}",
+            b"{\"a\": 1\x00}",
+        ] {
+            std::fs::write(&p, junk).unwrap();
+            let e = read_written::<serde_json::Value>(&p).unwrap_err();
+            assert!(format!("{e:#}").contains("is corrupt"), "{e:#}");
+        }
         std::fs::write(&p, b"{\"version\": 1}").unwrap();
         assert!(read_written::<serde_json::Value>(&p).unwrap().is_some());
     }
