@@ -43,7 +43,7 @@ image: prereqs build
 endif
 
 demo: prereqs image ## build everything and run the night: tb batch jobs/night.toml
-	$(call step,"tb batch jobs/night.toml (about 2 minutes on 2 cores)")
+	$(call step,"tb batch jobs/night.toml (about 3 to 4 minutes on 2 cores)")
 	$(TB) batch jobs/night.toml
 
 check: ## formatting and lints (tb and the bench driver)
@@ -106,8 +106,8 @@ $(BENCH_TOOLS)/bin/pueued:
 bench-driver: build
 	cargo build --release --locked -p tb-bench
 
-bench: build base-image image bench-tools bench-driver ## one table of where tb stands, with targets (~13 min): against pueue and the bare engine API; idle cost; 1 GiB of output; sweep start-up; the report; the trainer
-	$(call step,"the benches: one table of tb against pueue and the engine (about 13 minutes)")
+bench: build base-image image bench-tools bench-driver ## one table of where tb stands, with targets (~11 min): against pueue and the bare engine API; idle cost; 1 GiB of output; sweep start-up; the report; the trainer
+	$(call step,"the benches: one table of tb against pueue and the engine (about 11 minutes)")
 	$(BENCH)
 
 bench-prune: build image bench-driver ## a real sweep with and without ASHA pruning (~35 min; not part of make bench)

@@ -436,6 +436,16 @@ impl BatchDir {
         Ok(jd)
     }
 
+    /// Makes the job's directory and the names in it durable (its
+    /// `job.json` and `state.json` are synced as written; their names and
+    /// the directory's are not): for a job about to outlive a power loss of
+    /// this host (handed to Slurm), whose record must then not be lost, or
+    /// `tb resume` would hand it over again.
+    pub fn sync_job_dir(&self, job: &str) -> anyhow::Result<()> {
+        sync_dir(&self.path.join("jobs"))?;
+        sync_dir(&self.job_dir(job))
+    }
+
     /// The job's `state.json`; pending when the plan has the job and the
     /// file is not written yet (or never reached the disk).
     pub fn read_job_state(&self, job: &str) -> anyhow::Result<JobState> {

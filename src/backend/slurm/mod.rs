@@ -582,7 +582,12 @@ impl Actor {
         // A record of an earlier submission of this attempt (one taken back)
         // must not be read as this one's.
         let _ = std::fs::remove_file(job_dir.join(node::RECORD));
-        let submitted = match script.and_then(|s| crate::run::write_atomic(&path, s.as_bytes())) {
+        // The job will outlive a power loss here: its record goes to disk
+        // first.
+        let written = script
+            .and_then(|s| crate::run::write_atomic(&path, s.as_bytes()))
+            .and_then(|()| self.dir.sync_job_dir(&name));
+        let submitted = match written {
             Ok(()) => cli::submit(&path, &self.section.extra).await,
             Err(e) => Err(e),
         };
