@@ -100,13 +100,25 @@ pub fn read_versioned<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
     read_version(path, VERSION)
 }
 
+/// The bytes [`write_new`] is given for `value`: pretty JSON and a newline
+/// (what [`read_written`] compares a torn file with).
+pub fn unsynced_bytes<T: Serialize>(value: &T) -> anyhow::Result<Vec<u8>> {
+    let mut bytes = serde_json::to_vec_pretty(value)?;
+    bytes.push(b'\n');
+    Ok(bytes)
+}
+
 /// [`read_versioned`], for a file that [`write_new`] may not have written
 /// yet: `None` when there is none, or none that ever reached the disk
-/// whole — empty, zeros, or cut short (a file of more than a page, part of
-/// it written back), as a power loss leaves an unsynced new file. A synced
-/// write ([`write_atomic`]) is never seen in part, so a torn file is one
-/// of those. Anything else that does not parse is corrupt, as ever.
-pub fn read_written<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T>> {
+/// whole, as a power loss leaves an unsynced new file: empty, zeros, or
+/// the start of `unsynced` (what `write_new` was given; [`unsynced_bytes`])
+/// with the rest missing or zeros (a file of more than a page, only part
+/// of it written back). A synced write ([`write_atomic`]) is never seen in
+/// part. Anything else that does not parse is corrupt, as ever.
+pub fn read_written<T: DeserializeOwned>(
+    path: &Path,
+    unsynced: impl FnOnce() -> Option<Vec<u8>>,
+) -> anyhow::Result<Option<T>> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -117,20 +129,19 @@ pub fn read_written<T: DeserializeOwned>(path: &Path) -> anyhow::Result<Option<T
     }
     match parse_version(path, &bytes, VERSION) {
         Ok(value) => Ok(Some(value)),
-        Err(_) if torn(&bytes) => Ok(None),
-        Err(e) => Err(e),
+        Err(e) => match unsynced() {
+            Some(whole) if torn(&bytes, &whole) => Ok(None),
+            _ => Err(e),
+        },
     }
 }
 
-/// Whether `bytes` are the start of a JSON document cut short, possibly
-/// padded with zeros (JSON text never holds a NUL byte).
-fn torn(bytes: &[u8]) -> bool {
-    let text = match bytes.iter().position(|&b| b == 0) {
-        Some(at) if bytes[at..].iter().all(|&b| b == 0) => &bytes[..at],
-        Some(_) => return false,
-        None => bytes,
-    };
-    serde_json::from_slice::<serde::de::IgnoredAny>(text).is_err_and(|e| e.is_eof())
+/// Whether `bytes` are the start of `whole`, possibly followed by zeros
+/// (`whole`, JSON text, holds no NUL byte).
+fn torn(bytes: &[u8], whole: &[u8]) -> bool {
+    let end = bytes.iter().rposition(|&b| b != 0).map_or(0, |at| at + 1);
+    let text = &bytes[..end];
+    !text.is_empty() && whole.starts_with(text)
 }
 
 /// [`read_versioned`] for a file with a format version of its own.
@@ -291,36 +302,41 @@ mod tests {
     #[test]
     fn a_file_that_never_reached_the_disk_reads_as_none() {
         let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("state.json");
-        assert!(read_written::<serde_json::Value>(&p).unwrap().is_none(), "missing");
-        std::fs::write(&p, b"").unwrap();
-        assert!(read_written::<serde_json::Value>(&p).unwrap().is_none(), "empty");
-        std::fs::write(&p, [0u8; 300]).unwrap();
-        assert!(read_written::<serde_json::Value>(&p).unwrap().is_none(), "zeros");
-        // Cut short, as when only its first page was written back; and so
-        // with the rest zeros.
-        std::fs::write(&p, b"{\"version\": 1, \"st").unwrap();
-        assert!(read_written::<serde_json::Value>(&p).unwrap().is_none(), "cut short");
-        let mut page = b"{\"version\": 1, \"status\": \"pend".to_vec();
-        page.resize(8192, 0);
-        std::fs::write(&p, &page).unwrap();
+        let p = dir.path().join("job.json");
+        let whole =
+            unsynced_bytes(&serde_json::json!({"version": 1, "spec": {"name": "a", "env": "x".repeat(5000)}})).unwrap();
+        let read = |bytes: &[u8]| {
+            std::fs::write(&p, bytes).unwrap();
+            read_written::<serde_json::Value>(&p, || Some(whole.clone()))
+        };
         assert!(
-            read_written::<serde_json::Value>(&p).unwrap().is_none(),
-            "cut short, then zeros"
+            read_written::<serde_json::Value>(&p, || None).unwrap().is_none(),
+            "missing"
         );
-        // What no write of tb leaves: corrupt.
+        assert!(read(b"").unwrap().is_none(), "empty");
+        assert!(read(&[0u8; 300]).unwrap().is_none(), "zeros");
+        // Its first page written back, the rest missing or zeros.
+        assert!(read(&whole[..4096]).unwrap().is_none(), "cut short");
+        let mut page = whole[..4096].to_vec();
+        page.resize(whole.len(), 0);
+        assert!(read(&page).unwrap().is_none(), "cut short, then zeros");
+        // Not what write_new was given: corrupt, whatever its shape.
+        let mut other = whole[..4096].to_vec();
+        other[20] = b'X';
         for junk in [
-            &b"{\"version\": 1} trailing"[..],
+            &other[..],
+            b"{\"version\": 1, \"st",
             b"not json",
-            b"{\"version\": 1, \"a\": nope}",
-            b"{\"a\": 1\x00}",
+            b"{\"version\": 1} trailing",
         ] {
-            std::fs::write(&p, junk).unwrap();
-            let e = read_written::<serde_json::Value>(&p).unwrap_err();
+            let e = read(junk).unwrap_err();
             assert!(format!("{e:#}").contains("is corrupt"), "{e:#}");
         }
-        std::fs::write(&p, b"{\"version\": 1}").unwrap();
-        assert!(read_written::<serde_json::Value>(&p).unwrap().is_some());
+        let mut middle = whole[..100].to_vec();
+        middle.extend([0, 0]);
+        middle.extend(&whole[102..4096]);
+        assert!(read(&middle).is_err(), "a NUL inside is no tail of zeros");
+        assert!(read(&whole).unwrap().is_some());
     }
 
     #[test]

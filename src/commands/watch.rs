@@ -16,7 +16,7 @@ use crate::gpu::Inventory;
 use crate::run::{BatchDir, Halted, Supervisor, Trigger};
 use crate::settings::{self, Overrides, Plan, WatchSpec};
 use crate::signal::{SignalEvent, Signals};
-use crate::watch::incoming::{self, Incoming, Look, Stamp};
+use crate::watch::incoming::{self, Incoming, Listing, Look};
 use crate::watch::{self, Due, Ended, Next, Opened, Watch};
 use chrono::Utc;
 use std::collections::HashMap;
@@ -330,12 +330,12 @@ impl Watcher {
     }
 
     /// What a listing of the data directory comes to.
-    fn judge(&mut self, listed: std::io::Result<Vec<(String, Stamp)>>) -> Option<Look> {
+    fn judge(&mut self, listed: std::io::Result<Listing>) -> Option<Look> {
         let incoming = self.incoming.as_mut()?;
         match listed {
-            Ok(files) => {
+            Ok(listing) => {
                 self.said.remove("data");
-                Some(incoming.judge(files, &self.watch.state.seen, SystemTime::now(), Instant::now()))
+                Some(incoming.judge(listing, &self.watch.state.seen, SystemTime::now(), Instant::now()))
             }
             Err(e) => {
                 let line = format!(
@@ -360,9 +360,7 @@ impl Watcher {
             return Ok(Step::Ran(Exit::Interrupted));
         }
         let data = self.incoming.as_ref().map(|i| i.dir.clone());
-        let trigger = self
-            .watch
-            .fire(&due, data.as_deref(), look.as_ref().map(|l| &l.present))?;
+        let trigger = self.watch.fire(&due, data.as_deref(), look.as_ref())?;
         tracing::info!("trigger {} fired: {}", trigger.number, trigger.describe());
         self.start(trigger, plan, backend, ready).await
     }
@@ -577,7 +575,7 @@ impl Watcher {
 
 /// Lists the data directory in a thread of its own: a slow disk holds up
 /// neither the batch nor a signal.
-async fn list(dir: PathBuf) -> std::io::Result<Vec<(String, Stamp)>> {
+async fn list(dir: PathBuf) -> std::io::Result<Listing> {
     tokio::task::spawn_blocking(move || incoming::list(&dir))
         .await
         .unwrap_or_else(|e| Err(std::io::Error::other(e)))

@@ -14,7 +14,7 @@ pub use job::{AttemptRecord, JobState, Outcome, RunHandle, Status, short};
 pub use lock::Lock;
 pub use trigger::{NewFiles, Trigger};
 
-use crate::durable::{sync_dir, sync_filesystem, write_new};
+use crate::durable::{sync_dir, sync_filesystem, unsynced_bytes, write_new};
 use crate::error::hinted;
 use crate::gpu::Inventory;
 use crate::settings::{BatchSettings, JobSpec, Plan};
@@ -304,11 +304,7 @@ impl BatchDir {
     ///
     /// Only a supervisor (holding the lock) calls it: one writer per batch.
     pub fn write_job_files(&self, batch_name: &str, jobs: &[JobSpec], stop: &AtomicBool) -> anyhow::Result<usize> {
-        let pending = {
-            let mut b = serde_json::to_vec_pretty(&JobState::pending())?;
-            b.push(b'\n');
-            b
-        };
+        let pending = { unsynced_bytes(&JobState::pending())? };
         let mut written = 0;
         let mut step = 0;
         test_kill_point(step);
@@ -324,8 +320,7 @@ impl BatchDir {
             test_kill_point(step);
             let path = jd.join("job.json");
             if !path.exists() {
-                let mut file = serde_json::to_vec_pretty(&JobFile::new(batch_name, &self.id, 1, spec))?;
-                file.push(b'\n');
+                let file = unsynced_bytes(&JobFile::new(batch_name, &self.id, 1, spec))?;
                 written += usize::from(write_new(&path, &jd.join(".job.json.new"), &file)?);
             }
             step += 1;
@@ -427,6 +422,11 @@ impl BatchDir {
         Ok(self.planned()?.and_then(|p| p.get(job)))
     }
 
+    /// The job's `job.json` as the lazy writer writes it from the plan.
+    fn planned_bytes(&self, job: &str) -> Option<Vec<u8>> {
+        unsynced_bytes(self.planned_job(job).ok()??).ok()
+    }
+
     /// The job's directory, made if its files are not written yet.
     pub fn made_job_dir(&self, job: &str) -> anyhow::Result<PathBuf> {
         let jd = self.job_dir(job);
@@ -450,7 +450,10 @@ impl BatchDir {
     /// file is not written yet (or never reached the disk).
     pub fn read_job_state(&self, job: &str) -> anyhow::Result<JobState> {
         let path = self.job_dir(job).join("state.json");
-        if let Some(state) = read_written(&path)? {
+        // A pending state is smaller than a page: a power loss leaves it
+        // whole or not at all, never cut short. Anything cut is corrupt
+        // (read as pending, a job that ran would run again).
+        if let Some(state) = read_written(&path, || None)? {
             return Ok(state);
         }
         match self.planned_job(job)? {
@@ -472,7 +475,7 @@ impl BatchDir {
     /// The job's `job.json`, or the plan's when it is not written yet.
     pub fn read_job_file(&self, job: &str) -> anyhow::Result<JobFile> {
         let path = self.job_dir(job).join("job.json");
-        if let Some(file) = read_written(&path)? {
+        if let Some(file) = read_written(&path, || self.planned_bytes(job))? {
             return Ok(file);
         }
         match self.planned_job(job)? {
@@ -485,7 +488,7 @@ impl BatchDir {
     /// report and MLflow compare, also of files older tbs wrote.
     pub fn read_job_json(&self, job: &str) -> anyhow::Result<serde_json::Value> {
         let path = self.job_dir(job).join("job.json");
-        if let Some(doc) = read_written(&path)? {
+        if let Some(doc) = read_written(&path, || self.planned_bytes(job))? {
             return Ok(doc);
         }
         match self.planned_job(job)? {
@@ -824,6 +827,22 @@ mod tests {
             0,
             "all there"
         );
+
+        // What the writer wrote is what a torn job.json is compared with:
+        // cut short and zero-filled, it reads as the plan says.
+        let path = dir.job_dir(&names[0]).join("job.json");
+        let whole = std::fs::read(&path).unwrap();
+        assert_eq!(Some(whole.clone()), dir.planned_bytes(&names[0]));
+        let mut torn = whole[..whole.len() / 2].to_vec();
+        torn.resize(whole.len(), 0);
+        std::fs::write(&path, &torn).unwrap();
+        assert_eq!(dir.read_job_file(&names[0]).unwrap().attempt, 1);
+        assert!(dir.read_job_json(&names[0]).is_ok());
+        // A state cut short is corrupt, never pending.
+        let path = dir.job_dir(&names[1]).join("state.json");
+        let state = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &state[..20]).unwrap();
+        assert!(dir.read_job_state(&names[1]).is_err());
     }
 
     #[test]

@@ -25,6 +25,9 @@ pub const TEMPORARY: [&str; 9] = [
 pub struct Look {
     /// Every file counted (relative paths), new or not.
     pub present: BTreeSet<String>,
+    /// The device the directory was on (a share mounted on it is another
+    /// device than the directory beneath).
+    pub device: Option<u64>,
     /// The new settled files, first arrived first (modification time, then
     /// name).
     pub settled: Vec<String>,
@@ -34,6 +37,14 @@ pub struct Look {
 
 /// A file as last seen: its size and modification time.
 pub type Stamp = (u64, SystemTime);
+
+/// One listing of the directory: every file under it with its stamp, and
+/// the device the directory was on.
+#[derive(Debug, Default)]
+pub struct Listing {
+    pub files: Vec<(String, Stamp)>,
+    pub device: Option<u64>,
+}
 
 /// The data directory, with what the previous look saw of its new files.
 #[derive(Debug)]
@@ -57,8 +68,8 @@ impl Incoming {
     /// Looks at every file under the directory: [`list`] (which blocks on
     /// the disk), then [`judge`](Self::judge).
     pub fn look(&mut self, seen: &BTreeSet<String>, now: SystemTime, tick: Instant) -> std::io::Result<Look> {
-        let files = list(&self.dir)?;
-        Ok(self.judge(files, seen, now, tick))
+        let listing = list(&self.dir)?;
+        Ok(self.judge(listing, seen, now, tick))
     }
 
     /// Judges the files [`list`] found, at wall-clock time `now` and the
@@ -67,14 +78,12 @@ impl Incoming {
     /// modification time is at least `settle` before `now` (each write
     /// moves it), or the watch has seen it unchanged for `settle` by its
     /// own clock (a file dated in the future, or a wall clock that jumped).
-    pub fn judge(
-        &mut self,
-        files: Vec<(String, Stamp)>,
-        seen: &BTreeSet<String>,
-        now: SystemTime,
-        tick: Instant,
-    ) -> Look {
-        let mut look = Look::default();
+    pub fn judge(&mut self, listing: Listing, seen: &BTreeSet<String>, now: SystemTime, tick: Instant) -> Look {
+        let mut look = Look {
+            device: listing.device,
+            ..Look::default()
+        };
+        let files = listing.files;
         let mut settled: Vec<(SystemTime, String)> = Vec::new();
         let mut current = HashMap::new();
         for (name, stamp) in files {
@@ -113,10 +122,12 @@ pub fn left_out(name: &str) -> bool {
 /// loops) and left-out ones. Complete or an error: an entry gone meanwhile
 /// (or a broken link) is no file, but one that cannot be read fails the
 /// whole list, so that no file it holds is taken for gone.
-pub fn list(dir: &Path) -> std::io::Result<Vec<(String, Stamp)>> {
+pub fn list(dir: &Path) -> std::io::Result<Listing> {
+    use std::os::unix::fs::MetadataExt;
+    let device = std::fs::metadata(dir).ok().map(|m| m.dev());
     let mut files = Vec::new();
     walk(dir, "", &mut files)?;
-    Ok(files)
+    Ok(Listing { files, device })
 }
 
 fn walk(dir: &Path, prefix: &str, files: &mut Vec<(String, Stamp)>) -> std::io::Result<()> {
@@ -280,8 +291,11 @@ mod tests {
         std::os::unix::fs::symlink(dir.path().join("nowhere.csv"), dir.path().join("broken.csv")).unwrap();
         std::os::unix::fs::symlink(dir.path().join("self.csv"), dir.path().join("self.csv")).unwrap();
         std::os::unix::fs::symlink(dir.path().join("a.csv/x"), dir.path().join("through.csv")).unwrap();
-        let names: Vec<String> = list(dir.path()).unwrap().into_iter().map(|(n, _)| n).collect();
+        let listing = list(dir.path()).unwrap();
+        let names: Vec<String> = listing.files.into_iter().map(|(n, _)| n).collect();
         assert_eq!(names, ["a.csv"]);
+        use std::os::unix::fs::MetadataExt;
+        assert_eq!(listing.device, Some(std::fs::metadata(dir.path()).unwrap().dev()));
 
         // A subdirectory that cannot be read (here: its path is longer
         // than the system takes, which stops root too) fails the whole

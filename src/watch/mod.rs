@@ -20,6 +20,7 @@ use crate::run::{
     BatchDir, BatchState, BatchStatus, Halted, Lock, NewFiles, Status, Supervisor, Trigger, VERSION, same_file,
 };
 use crate::settings::WatchSpec;
+use crate::watch::incoming::Look;
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -42,9 +43,14 @@ pub struct WatchState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub time_from: Option<DateTime<Utc>>,
     /// The files of the data directory that triggers took (relative to
-    /// it), as far as they were still there at the last trigger that found
-    /// any file there.
+    /// it), as far as they were still there at the last trigger, unless
+    /// the directory was then empty and on another device than
+    /// `data_device` (a share not mounted).
     pub seen: BTreeSet<String>,
+    /// The device the data directory was on at the last trigger that found
+    /// files in it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_device: Option<u64>,
     /// Every trigger fired, oldest first.
     pub triggers: Vec<Fired>,
 }
@@ -83,6 +89,7 @@ impl WatchState {
             created_at: Utc::now(),
             time_from: None,
             seen: BTreeSet::new(),
+            data_device: None,
             triggers: Vec::new(),
         }
     }
@@ -122,16 +129,16 @@ impl WatchState {
     }
 
     /// Fires a trigger: it takes the settled new files `due` names (seen
-    /// from now on; `present` is the rest of the directory, and a seen file
-    /// no longer there is forgotten, unless the directory holds no file at
-    /// all: a network share that is not mounted looks like that, and every
-    /// file on it would be new again once it is back).
+    /// from now on). `look` is what the directory held: a seen file no
+    /// longer there is forgotten, unless the directory is empty and on
+    /// another device than when it last held files — a share not mounted,
+    /// whose files would all be new again once it is back.
     fn fire(
         &mut self,
         watch: &Path,
         due: &Due,
         data: Option<&Path>,
-        present: Option<&BTreeSet<String>>,
+        look: Option<&Look>,
         now: DateTime<Utc>,
     ) -> Trigger {
         let files = match (data, due.files.first(), due.files.last()) {
@@ -150,8 +157,17 @@ impl WatchState {
             files,
             every_seconds: due.time.map(|every| every.as_secs()),
         };
-        if let Some(present) = present.filter(|p| !p.is_empty()) {
-            self.seen.retain(|f| present.contains(f));
+        if let Some(look) = look {
+            let unmounted = look.present.is_empty()
+                && look.device.is_some()
+                && self.data_device.is_some()
+                && look.device != self.data_device;
+            if !unmounted {
+                self.seen.retain(|f| look.present.contains(f));
+            }
+            if !look.present.is_empty() {
+                self.data_device = look.device;
+            }
         }
         self.seen.extend(due.files.iter().cloned());
         self.time_from = Some(due.at);
@@ -490,14 +506,9 @@ impl Watch {
 
     /// Records a trigger fired, with the files it took, before anything of
     /// its batch exists.
-    pub fn fire(
-        &mut self,
-        due: &Due,
-        data: Option<&Path>,
-        present: Option<&BTreeSet<String>>,
-    ) -> anyhow::Result<Trigger> {
+    pub fn fire(&mut self, due: &Due, data: Option<&Path>, look: Option<&Look>) -> anyhow::Result<Trigger> {
         let mut state = self.state.clone();
-        let trigger = state.fire(&self.path(), due, data, present, Utc::now());
+        let trigger = state.fire(&self.path(), due, data, look, Utc::now());
         self.commit(state)?;
         Ok(trigger)
     }
@@ -649,11 +660,21 @@ mod tests {
         assert_eq!(st.next_time(every), Some(st.created_at + chrono::Duration::hours(1)));
         assert_eq!(st.next_time(None), None);
         st.seen.insert("gone.csv".into());
-        let present: BTreeSet<String> = ["a", "b", "c"].iter().map(|s| s.to_string()).collect();
+        let look = |names: &[&str], device: u64| Look {
+            present: names.iter().map(|s| s.to_string()).collect(),
+            device: Some(device),
+            ..Look::default()
+        };
         let due = files(&["b", "a"]);
         let now = Utc::now();
         let watch = Path::new("/r/night.watch/watch.json");
-        let t = st.fire(watch, &due, Some(Path::new("/in")), Some(&present), now);
+        let t = st.fire(
+            watch,
+            &due,
+            Some(Path::new("/in")),
+            Some(&look(&["a", "b", "c"], 7)),
+            now,
+        );
         assert_eq!(t.number, 1);
         let files = t.files.unwrap();
         assert_eq!((files.count, files.first.as_str(), files.last.as_str()), (2, "b", "a"));
@@ -663,17 +684,21 @@ mod tests {
         assert_eq!(st.unfinished().unwrap().progress, Progress::Fired);
         assert_eq!(st.next_time(every), Some(due.at + chrono::Duration::hours(1)));
 
-        // A time trigger over a directory with no file (a share not
-        // mounted): nothing is forgotten, so nothing is new once it is back.
-        let empty = BTreeSet::new();
-        let mut later = st.clone();
+        // A time trigger over the directory empty and on another device (a
+        // share not mounted): nothing is forgotten, so nothing is new once
+        // it is back. Emptied on its own device: forgotten, as ever (a name
+        // that comes back is new).
         let time = Due {
             files: Vec::new(),
             time: every,
             at: now,
         };
-        later.fire(watch, &time, Some(Path::new("/in")), Some(&empty), now);
-        assert_eq!(later.seen, st.seen);
+        let mut unmounted = st.clone();
+        unmounted.fire(watch, &time, Some(Path::new("/in")), Some(&look(&[], 8)), now);
+        assert_eq!((&unmounted.seen, unmounted.data_device), (&st.seen, Some(7)));
+        let mut emptied = st.clone();
+        emptied.fire(watch, &time, Some(Path::new("/in")), Some(&look(&[], 7)), now);
+        assert!(emptied.seen.is_empty());
 
         st.progress(1, Progress::Started { batch: "b1".into() });
         assert!(st.unfinished().is_some());

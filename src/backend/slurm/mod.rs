@@ -587,10 +587,15 @@ impl Actor {
         let written = script
             .and_then(|s| crate::run::write_atomic(&path, s.as_bytes()))
             .and_then(|()| self.dir.sync_job_dir(&name));
-        let submitted = match written {
-            Ok(()) => cli::submit(&path, &self.section.extra).await,
-            Err(e) => Err(e),
-        };
+        if let Err(e) = written {
+            let why = format!("could not write job `{name}`'s Slurm script and record, so it was not submitted: {e:#}");
+            self.send(Event::Ended {
+                index,
+                outcome: Outcome::failed_before_start(why, None),
+            });
+            return;
+        }
+        let submitted = cli::submit(&path, &self.section.extra).await;
         match submitted {
             Ok(job_id) => {
                 tracing::info!(
