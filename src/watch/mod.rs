@@ -44,8 +44,8 @@ pub struct WatchState {
     pub time_from: Option<DateTime<Utc>>,
     /// The files of the data directory that triggers took (relative to
     /// it), as far as they were still there at the last trigger, unless
-    /// the directory was then empty and on another device than
-    /// `data_device` (a share not mounted).
+    /// the directory was then empty and not on the device `data_device`
+    /// names (a share not mounted).
     pub seen: BTreeSet<String>,
     /// The device the data directory was on at the last trigger that found
     /// files in it.
@@ -130,9 +130,9 @@ impl WatchState {
 
     /// Fires a trigger: it takes the settled new files `due` names (seen
     /// from now on). `look` is what the directory held: a seen file no
-    /// longer there is forgotten, unless the directory is empty and on
-    /// another device than when it last held files — a share not mounted,
-    /// whose files would all be new again once it is back.
+    /// longer there is forgotten, unless the directory is empty and not
+    /// known to be on the device it last held files on — a share not
+    /// mounted, whose files would all be new again once it is back.
     fn fire(
         &mut self,
         watch: &Path,
@@ -158,14 +158,12 @@ impl WatchState {
             every_seconds: due.time.map(|every| every.as_secs()),
         };
         if let Some(look) = look {
-            let unmounted = look.present.is_empty()
-                && look.device.is_some()
-                && self.data_device.is_some()
-                && look.device != self.data_device;
-            if !unmounted {
+            // Empty: forgotten only on the very device it held files on.
+            let same_device = look.device.is_some() && look.device == self.data_device;
+            if !look.present.is_empty() || same_device {
                 self.seen.retain(|f| look.present.contains(f));
             }
-            if !look.present.is_empty() {
+            if !look.present.is_empty() && look.device.is_some() {
                 self.data_device = look.device;
             }
         }
@@ -699,6 +697,11 @@ mod tests {
         let mut emptied = st.clone();
         emptied.fire(watch, &time, Some(Path::new("/in")), Some(&look(&[], 7)), now);
         assert!(emptied.seen.is_empty());
+        // Its device never recorded (a watch.json of an older tb): kept.
+        let mut older = st.clone();
+        older.data_device = None;
+        older.fire(watch, &time, Some(Path::new("/in")), Some(&look(&[], 7)), now);
+        assert_eq!(older.seen, st.seen);
 
         st.progress(1, Progress::Started { batch: "b1".into() });
         assert!(st.unfinished().is_some());
