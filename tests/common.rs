@@ -83,12 +83,16 @@ impl Work {
         serde_json::from_str(&text).unwrap()
     }
 
+    /// `tb status --json [ARGS]`; it must succeed.
+    pub fn status_json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.run(&[&["status", "--json"], args].concat());
+        assert_exit(&out, 0);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
     /// Each job's status as `tb status --json` shows it, in the batch's order.
     pub fn statuses(&self) -> Vec<String> {
-        let out = self.run(&["status", "--json"]);
-        assert_exit(&out, 0);
-        let shown: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        shown["jobs"]
+        self.status_json(&[])["jobs"]
             .as_array()
             .unwrap()
             .iter()

@@ -61,10 +61,7 @@ fn ranked(r: &serde_json::Value) -> Vec<(String, Option<u64>, Option<f64>)> {
 
 /// What `tb status --json` says each job's best value is.
 fn status_bests(w: &Work) -> std::collections::BTreeMap<String, f64> {
-    let out = w.run(&["status", "--json"]);
-    assert_exit(&out, 0);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["jobs"]
+    w.status_json(&[])["jobs"]
         .as_array()
         .unwrap()
         .iter()

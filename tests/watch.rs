@@ -651,9 +651,7 @@ fn a_batch_left_unclosed_is_closed_on_restart_and_a_halted_one_is_not_run_on() {
     assert!(ended(&w, 1), "{}", watch_json(&w));
     // Never started: its state as `tb status` reads it (its files may not
     // be written yet).
-    let out = w.run(&["status", "--json", dir.to_str().unwrap()]);
-    assert_exit(&out, 0);
-    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let shown = w.status_json(&[dir.to_str().unwrap()]);
     assert_eq!(shown["jobs"][0]["status"], "pending", "{shown}");
     assert!(runs(&w).is_empty(), "{:?}", runs(&w));
 }
